@@ -1,0 +1,88 @@
+//! berth-bridge's configuration: the reference bridge plugin's keys, same names and defaults.
+
+use berth_plugins::netlink::MacAddr;
+use berth_plugins::skel::Request;
+use berth_plugins::spec::decode_plugin_conf;
+use berth_plugins::{CniError, CniResult};
+use serde::Deserialize;
+
+pub const DEFAULT_BRIDGE: &str = "cni0";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BridgeConf {
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    #[serde(rename = "isGateway", default)]
+    pub is_gateway: bool,
+    #[serde(rename = "isDefaultGateway", default)]
+    pub is_default_gateway: bool,
+    #[serde(rename = "forceAddress", default)]
+    pub force_address: bool,
+    #[serde(rename = "ipMasq", default)]
+    pub ip_masq: bool,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    #[serde(rename = "hairpinMode", default)]
+    pub hairpin_mode: bool,
+    #[serde(rename = "promiscMode", default)]
+    pub promisc_mode: bool,
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// IPv6 duplicate address detection; off by default so an address is usable at once.
+    #[serde(rename = "enabledad", default)]
+    pub enable_dad: bool,
+    /// The container interface's MAC (the `mac` capability and CNI_ARGS MAC override it).
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub args: Option<ArgsSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ArgsSection {
+    #[serde(default)]
+    pub cni: Option<CniArgs>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CniArgs {
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+fn default_bridge() -> String {
+    DEFAULT_BRIDGE.into()
+}
+
+impl BridgeConf {
+    pub fn parse(req: &Request) -> CniResult<BridgeConf> {
+        let mut conf: BridgeConf = decode_plugin_conf(&req.stdin)?;
+        if conf.is_default_gateway {
+            // A default route through the bridge needs the gateway address on it.
+            conf.is_gateway = true;
+        }
+        berth_plugins::skel::validate_ifname(&conf.bridge)
+            .map_err(|e| CniError::invalid_config(format!("bridge: {}", e.msg)).with_details(&conf.bridge))?;
+        if let Some(mtu) = conf.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(CniError::invalid_config(format!("mtu: {mtu} is outside 68..=65535")));
+            }
+        }
+        if conf.vlan.is_some_and(|v| v != 0) {
+            return Err(CniError::invalid_config("vlan: VLAN filtering on the bridge is not supported by berth-bridge"));
+        }
+        Ok(conf)
+    }
+
+    /// The container MAC, by precedence: CNI_ARGS MAC, runtimeConfig.mac, args.cni.mac, `mac`.
+    pub fn container_mac(&self, req: &Request) -> CniResult<Option<MacAddr>> {
+        let from_args = self.args.as_ref().and_then(|a| a.cni.as_ref()).and_then(|c| c.mac.clone());
+        let chosen = req
+            .arg("MAC")
+            .map(str::to_string)
+            .or(req.conf.runtime::<String>("mac")?)
+            .or(from_args)
+            .or_else(|| self.mac.clone());
+        chosen.map(|m| m.parse()).transpose()
+    }
+}

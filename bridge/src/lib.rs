@@ -1,0 +1,290 @@
+//! berth-bridge: attaches a container to a Linux bridge in the host namespace through a veth
+//! pair, with addresses and routes from the IPAM plugin.
+
+mod config;
+
+pub use config::BridgeConf;
+
+use berth_plugins::netlink::{Link, MacAddr, Netlink, RouteEntry, VethPeer};
+use berth_plugins::netns::NetNs;
+use berth_plugins::skel::{Plugin, Request};
+use berth_plugins::spec::{Interface, Route, RunResult};
+use berth_plugins::{ipam, sysctl, CniError, CniResult, Code};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+pub struct BridgePlugin;
+
+pub fn run() -> ! {
+    berth_plugins::skel::run_main(&BridgePlugin)
+}
+
+/// The host end's name: stable for a container and interface, so a retried ADD or a DEL can
+/// find it without the container's namespace.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    // FNV-1a: tiny, stable across Rust releases (DefaultHasher is not promised to be).
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in container_id.bytes().chain([0]).chain(ifname.bytes()) {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    format!("veth{hash:08x}")
+}
+
+impl Plugin for BridgePlugin {
+    fn add(&self, req: &Request) -> CniResult<RunResult> {
+        let conf = BridgeConf::parse(req)?;
+        let mac = conf.container_mac(req)?;
+        let ns = NetNs::open(req.netns_path()?)?;
+        let mut host = Netlink::open()?;
+        let bridge = host.ensure_bridge(&conf.bridge, conf.mtu)?;
+        if conf.promisc_mode && !bridge.promisc {
+            host.set_promisc(bridge.index, true)?;
+        }
+        // Without IPAM the bridge is layer 2 only, as in the reference plugin.
+        let with_ipam = conf.ipam_configured(req);
+        let allocated = if with_ipam { ipam::add(req)? } else { RunResult::default() };
+        match attach(req, &conf, &ns, &mut host, &bridge, mac, allocated) {
+            Ok(result) => Ok(result),
+            Err(e) => {
+                // Leave nothing half-made: the veth (if any) and the address go.
+                if let Ok(Some(veth)) = host.link_by_name(&host_veth_name(&req.container_id, &req.ifname)) {
+                    let _ = host.delete_link(veth.index);
+                }
+                if with_ipam {
+                    ipam::release_after_failed_add(req);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn del(&self, req: &Request) -> CniResult<()> {
+        let conf = BridgeConf::parse(req)?;
+        if conf.ipam_configured(req) {
+            ipam::del(req)?;
+        }
+        // Deleting either end of a veth removes both; use the container's end when its
+        // namespace still exists, else look for a host end left behind.
+        if let Some(ns) = req.netns.as_ref().and_then(|p| NetNs::open(p).ok()) {
+            let mut nl = Netlink::open_in(&ns)?;
+            if let Some(link) = nl.link_by_name(&req.ifname)? {
+                nl.delete_link(link.index)?;
+                return Ok(());
+            }
+        }
+        let mut host = Netlink::open()?;
+        if let Some(veth) = host.link_by_name(&host_veth_name(&req.container_id, &req.ifname))? {
+            host.delete_link(veth.index)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> CniResult<()> {
+        let conf = BridgeConf::parse(req)?;
+        let prev = req
+            .conf
+            .prev_result()?
+            .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
+        if conf.ipam_configured(req) {
+            ipam::check(req)?;
+        }
+        check_attachment(req, &conf, &prev)
+    }
+}
+
+impl BridgeConf {
+    fn ipam_configured(&self, req: &Request) -> bool {
+        req.conf.ipam.as_ref().is_some_and(|i| !i.plugin_type.is_empty())
+    }
+}
+
+fn attach(
+    req: &Request,
+    conf: &BridgeConf,
+    ns: &NetNs,
+    host: &mut Netlink,
+    bridge: &Link,
+    mac: Option<MacAddr>,
+    allocated: RunResult,
+) -> CniResult<RunResult> {
+    let mut container = Netlink::open_in(ns)?;
+    if container.link_by_name(&req.ifname)?.is_some() {
+        return Err(CniError::new(
+            Code::Kernel,
+            format!("container {} already has an interface named {}", req.container_id, req.ifname),
+        ));
+    }
+    let veth_name = host_veth_name(&req.container_id, &req.ifname);
+    if let Some(stale) = host.link_by_name(&veth_name)? {
+        // Left by an ADD that was killed half-way: ours to replace.
+        host.delete_link(stale.index)?;
+    }
+    let peer = VethPeer { name: &req.ifname, netns: Some(ns), mac };
+    let veth = host.create_veth(&veth_name, &peer, conf.mtu.or(Some(bridge.mtu)), Some(bridge.index))?;
+    if conf.hairpin_mode {
+        host.set_hairpin(veth.index, true)?;
+    }
+    host.set_up(veth.index)?;
+
+    let link = container
+        .link_by_name(&req.ifname)?
+        .ok_or_else(|| CniError::kernel(format!("{} did not appear in the container", req.ifname), "missing after create"))?;
+    let has_v6 = allocated.ips.iter().any(|ip| ip.address.addr().is_ipv6());
+    if has_v6 && !conf.enable_dad {
+        // Without DAD the address is usable at once instead of after a second or more.
+        ns.run(|| sysctl::set(&format!("net/ipv6/conf/{}/accept_dad", req.ifname), "0"))??;
+    }
+    for ip in &allocated.ips {
+        container.add_address(link.index, ip.address)?;
+    }
+    container.set_up(link.index)?;
+
+    let mut routes = allocated.routes.clone();
+    if conf.is_default_gateway {
+        for ip in allocated.ips.iter().filter(|ip| ip.gateway.is_some()) {
+            let any = if ip.address.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+            let dst: IpNet = any.parse().expect("literal prefix");
+            if !routes.iter().any(|r| r.dst == dst) {
+                routes.push(Route::new(dst, ip.gateway));
+            }
+        }
+    }
+    for route in &routes {
+        let gateway = route.gw.or_else(|| gateway_for(&allocated, route.dst.addr()));
+        container.add_route(&RouteEntry {
+            dst: route.dst,
+            gateway,
+            oif: Some(link.index),
+            table: route.table,
+            priority: route.priority,
+            mtu: route.mtu,
+            scope: route.scope,
+        })?;
+    }
+
+    if conf.is_gateway {
+        set_gateway_addresses(host, conf, bridge, &allocated)?;
+    }
+
+    // A bridge takes its MAC from its ports unless one was set, so read it after enslaving.
+    let bridge_mac = host.link_by_index(bridge.index)?.and_then(|b| b.mac).or(bridge.mac);
+    let mut result = RunResult { cni_version: req.conf.cni_version.clone(), ..Default::default() };
+    result.push_interface(Interface { name: bridge.name.clone(), mac: mac_string(bridge_mac), ..Default::default() });
+    result.push_interface(Interface { name: veth.name.clone(), mac: mac_string(veth.mac), ..Default::default() });
+    let container_index = result.push_interface(Interface {
+        name: link.name.clone(),
+        mac: mac_string(link.mac),
+        sandbox: ns.path().display().to_string(),
+        ..Default::default()
+    });
+    result.ips = allocated.ips.iter().cloned().map(|mut ip| {
+        ip.interface = Some(container_index);
+        ip
+    }).collect();
+    result.routes = routes;
+    result.dns = if allocated.dns.is_empty() { req.conf.dns.clone().unwrap_or_default() } else { allocated.dns };
+    Ok(result)
+}
+
+/// Puts each subnet's gateway address on the bridge and turns on forwarding.
+fn set_gateway_addresses(host: &mut Netlink, conf: &BridgeConf, bridge: &Link, allocated: &RunResult) -> CniResult<()> {
+    let present = host.addresses(Some(bridge.index))?;
+    for ip in &allocated.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let gw_net = IpNet::new(gw, ip.address.prefix_len())
+            .map_err(|e| CniError::invalid_config(format!("gateway {gw}")).with_details(e))?;
+        if present.iter().any(|(_, a)| *a == gw_net) {
+            continue;
+        }
+        for (_, other) in present.iter().filter(|(_, a)| a.trunc() == gw_net.trunc()) {
+            if !conf.force_address {
+                return Err(CniError::new(
+                    Code::Kernel,
+                    format!("bridge {} already has {other} in that subnet, not {gw_net} (set forceAddress to replace it)", bridge.name),
+                ));
+            }
+            host.del_address(bridge.index, *other)?;
+        }
+        host.add_address(bridge.index, gw_net)?;
+        if gw.is_ipv4() {
+            sysctl::set("net/ipv4/ip_forward", "1")?;
+        } else {
+            sysctl::set("net/ipv6/conf/all/forwarding", "1")?;
+        }
+    }
+    Ok(())
+}
+
+fn gateway_for(result: &RunResult, dst: IpAddr) -> Option<IpAddr> {
+    result.ips.iter().filter(|ip| ip.address.addr().is_ipv4() == dst.is_ipv4()).find_map(|ip| ip.gateway)
+}
+
+fn mac_string(mac: Option<MacAddr>) -> String {
+    mac.map(|m| m.to_string()).unwrap_or_default()
+}
+
+/// CHECK: what prevResult says is in the container must be there, on a veth whose peer is a
+/// port of the configured bridge.
+fn check_attachment(req: &Request, conf: &BridgeConf, prev: &RunResult) -> CniResult<()> {
+    let mismatch = |what: String| CniError::new(Code::Kernel, what);
+    let ns = NetNs::open(req.netns_path()?)?;
+    let mut container = Netlink::open_in(&ns)?;
+    let link = container
+        .link_by_name(&req.ifname)?
+        .ok_or_else(|| mismatch(format!("{} is missing from the container", req.ifname)))?;
+    if link.kind.as_deref() != Some("veth") {
+        return Err(mismatch(format!("{} is a {:?} link, not a veth", req.ifname, link.kind)));
+    }
+    let expected = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == req.ifname && !i.sandbox.is_empty())
+        .ok_or_else(|| mismatch(format!("prevResult has no container interface {}", req.ifname)))?;
+    let want_mac = &prev.interfaces[expected].mac;
+    if !want_mac.is_empty() && mac_string(link.mac) != want_mac.to_lowercase() {
+        return Err(mismatch(format!("{} has MAC {}, prevResult says {want_mac}", req.ifname, mac_string(link.mac))));
+    }
+    let addresses = container.addresses(Some(link.index))?;
+    for ip in prev.ips.iter().filter(|ip| ip.interface.is_none_or(|i| i == expected)) {
+        if !addresses.iter().any(|(_, a)| *a == ip.address) {
+            return Err(mismatch(format!("{} has no address {}", req.ifname, ip.address)));
+        }
+    }
+    let routes = container.routes()?;
+    for route in &prev.routes {
+        let found = routes.iter().any(|r| {
+            r.dst == route.dst && (route.gw.is_none() || r.gateway == route.gw || r.gateway == gateway_for(prev, route.dst.addr()))
+        });
+        if !found {
+            return Err(mismatch(format!("route to {} is missing in the container", route.dst)));
+        }
+    }
+    let mut host = Netlink::open()?;
+    let bridge = host
+        .link_by_name(&conf.bridge)?
+        .ok_or_else(|| mismatch(format!("bridge {} is missing", conf.bridge)))?;
+    let peer = link
+        .peer_index
+        .map(|i| host.link_by_index(i))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| mismatch(format!("the host end of {} is missing", req.ifname)))?;
+    if peer.master != Some(bridge.index) {
+        return Err(mismatch(format!("{} is not a port of bridge {}", peer.name, conf.bridge)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_are_stable_and_short() {
+        let a = host_veth_name("c1", "eth0");
+        assert_eq!(a, host_veth_name("c1", "eth0"));
+        assert_ne!(a, host_veth_name("c1", "eth1"));
+        assert_ne!(a, host_veth_name("c2", "eth0"));
+        assert!(a.len() <= 15);
+    }
+}

@@ -1,0 +1,124 @@
+//! `TestHost`: a throwaway host namespace with container namespaces beside it.
+
+use berth_plugins::exec::{exec_plugin, find_plugin, CallEnv};
+use berth_plugins::netlink::Netlink;
+use berth_plugins::netns::{NetNs, NETNS_RUN_DIR};
+use berth_plugins::runtime::Runtime;
+use berth_plugins::skel::Command;
+use berth_plugins::CniResult;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace playing the container.
+pub struct Container {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// A host network namespace in which plugins run; removed with its containers on drop,
+/// even when the test panics.
+pub struct TestHost {
+    pub name: String,
+    pub ns: NetNs,
+    /// Scratch space for IPAM data, result caches and configs.
+    pub dir: tempfile::TempDir,
+    namespaces: std::cell::RefCell<Vec<String>>,
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "this test creates network namespaces and needs root (run the README's test command as root)");
+}
+
+impl TestHost {
+    pub fn new() -> TestHost {
+        require_root();
+        let name = unique_name("h");
+        let ns = NetNs::create_named(&name).unwrap_or_else(|e| panic!("create host namespace {name}: {e}"));
+        let dir = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("temp dir");
+        TestHost { namespaces: std::cell::RefCell::new(vec![name.clone()]), name, ns, dir }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new(NETNS_RUN_DIR).join(&self.name)
+    }
+
+    /// A new container namespace with `lo` up.
+    pub fn container(&self) -> Container {
+        let name = unique_name("c");
+        NetNs::create_named(&name).unwrap_or_else(|e| panic!("create container namespace {name}: {e}"));
+        self.namespaces.borrow_mut().push(name.clone());
+        Container { path: Path::new(NETNS_RUN_DIR).join(&name), name }
+    }
+
+    /// Removes a container's namespace before the end of the test (the runtime lost it).
+    pub fn remove_container(&self, container: &Container) {
+        NetNs::delete_named(&container.name).expect("delete container namespace");
+        self.namespaces.borrow_mut().retain(|n| n != &container.name);
+    }
+
+    /// A netlink socket in the host namespace, to look at what plugins did there.
+    pub fn netlink(&self) -> Netlink {
+        Netlink::open_in(&self.ns).expect("netlink in host namespace")
+    }
+
+    /// A runtime that runs conflists with plugins from `cni_path`, inside this host.
+    pub fn runtime(&self, cni_path: Vec<PathBuf>) -> Runtime {
+        Runtime {
+            cni_path,
+            cache_dir: self.dir.path().join("cache"),
+            host: Some(NetNs::open(self.path()).expect("host namespace")),
+        }
+    }
+
+    /// One raw plugin call inside the host, as a runtime makes it.
+    pub fn call(
+        &self,
+        cni_path: &[PathBuf],
+        plugin_type: &str,
+        command: Command,
+        container_id: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+        config: &serde_json::Value,
+    ) -> CniResult<Vec<u8>> {
+        let plugin = find_plugin(plugin_type, cni_path)?;
+        let env = CallEnv { command, container_id, netns, ifname, args: "", cni_path };
+        exec_plugin(&plugin, &env, config.to_string().as_bytes(), Some(&self.ns))
+    }
+
+    /// Whether an ICMP echo from the namespace at `from` to `to` is answered.
+    pub fn ping(from: &Path, to: IpAddr) -> bool {
+        let ns = NetNs::open(from).expect("namespace to ping from");
+        let mut cmd = std::process::Command::new("ping");
+        cmd.args(["-c", "1", "-W", "2", "-q", &to.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+        ns.prepare_command(&mut cmd);
+        cmd.status().expect("run ping (apt-get install iputils-ping)").success()
+    }
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // Containers first: deleting their namespaces removes the veth pairs into the host.
+        for name in self.namespaces.borrow().iter().rev() {
+            if let Err(e) = NetNs::delete_named(name) {
+                eprintln!("cleanup: cannot delete namespace {name}: {e}");
+            }
+        }
+    }
+}
+
+fn unique_name(kind: &str) -> String {
+    format!("berth-t{}-{}{}", std::process::id(), kind, NEXT.fetch_add(1, Ordering::Relaxed))
+}

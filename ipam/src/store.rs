@@ -1,0 +1,295 @@
+//! The on-disk allocation store, laid out as the reference host-local lays it out so the same
+//! tools (and the reference plugin itself) can read it:
+//!
+//! ```text
+//! DATADIR/NETWORK/
+//!     lock                  flock(2)ed exclusively for the whole of every operation
+//!     10.0.0.2              one file per allocated address: "CONTAINERID\r\nIFNAME"
+//!     fd00::2
+//!     last_reserved_ip.0    the address last handed out from range set 0 (round-robin cursor)
+//! ```
+//!
+//! A [`Store`] holds the lock from [`Store::open`] until it is dropped; a process that dies
+//! holding it releases it with its file descriptor. The reference plugin locks the same file,
+//! so the two can even share a directory.
+//!
+//! Crash safety (an ADD SIGKILLed at any instant):
+//! - an allocation file appears complete or not at all: its content is written to a temporary
+//!   file (`.tmp-PID`), which is then hard-linked to the address's name. `link(2)` is atomic and
+//!   fails if the name exists, so it is also the "create exclusively" step;
+//! - `last_reserved_ip.N` is replaced by `rename(2)` of a temporary file: old or new, never torn;
+//! - a temporary file left by a killed writer is garbage: temporary files only exist while
+//!   their writer holds the lock, so whoever holds the lock next deletes any it finds;
+//! - reads are tolerant anyway (files written by other tools, or by the reference plugin,
+//!   which writes in place): an allocation file whose content is not an owner (empty, say)
+//!   still keeps its address taken, and GC releases it since it belongs to no attachment; an
+//!   unreadable `last_reserved_ip.N` only restarts the round-robin at the range start.
+//!
+//! Nothing is fsync'ed, as in the reference: the store survives the process dying, not
+//! necessarily the machine (data directories are often on tmpfs anyway).
+
+use crate::config::StoreConf;
+use berth_plugins::error::Context;
+use berth_plugins::{CniError, CniResult};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub const LOCK_FILE: &str = "lock";
+pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+const TEMP_PREFIX: &str = ".tmp-";
+/// What separates the container ID from the interface name in an allocation file.
+const SEPARATOR: &str = "\r\n";
+
+/// Who holds an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub container_id: String,
+    /// `None` in files written by host-local before CNI 0.7, which held the ID alone.
+    pub ifname: Option<String>,
+}
+
+impl Owner {
+    pub fn new(container_id: &str, ifname: &str) -> Owner {
+        Owner { container_id: container_id.trim().to_string(), ifname: Some(ifname.to_string()) }
+    }
+
+    /// Reads an allocation file's content; `None` when it names no container.
+    pub fn parse(content: &str) -> Option<Owner> {
+        let (id, ifname) = match content.split_once(SEPARATOR) {
+            Some((id, ifname)) => (id.trim(), Some(ifname.trim().to_string())),
+            None => (content.trim(), None),
+        };
+        (!id.is_empty()).then(|| Owner { container_id: id.to_string(), ifname })
+    }
+
+    fn encode(&self) -> String {
+        format!("{}{SEPARATOR}{}", self.container_id, self.ifname.as_deref().unwrap_or_default())
+    }
+
+    /// Whether this is the attachment `(container_id, ifname)`; an owner recorded without an
+    /// interface name matches on the container ID alone, as in the reference.
+    pub fn is(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id.trim() && self.ifname.as_deref().map_or(true, |i| i == ifname)
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.ifname {
+            Some(ifname) => write!(f, "container {} ({ifname})", self.container_id),
+            None => write!(f, "container {}", self.container_id),
+        }
+    }
+}
+
+/// One allocated address as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub ip: IpAddr,
+    /// `None` when the file names no owner (written by something else, or damaged).
+    pub owner: Option<Owner>,
+}
+
+/// A network's directory, locked for as long as the value lives.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Store {
+    /// Creates the network's directory if needed and takes its lock.
+    pub fn open(conf: &StoreConf) -> CniResult<Store> {
+        let dir = conf.data_dir.join(&conf.network);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .io_context(|| format!("cannot create the network directory {}", dir.display()))?;
+        Self::lock(dir)?.ok_or_else(|| CniError::io("network directory vanished", conf.data_dir.display()))
+    }
+
+    /// Takes the lock of an existing network directory; `None` when there is no directory,
+    /// hence nothing allocated.
+    pub fn open_existing(conf: &StoreConf) -> CniResult<Option<Store>> {
+        Self::lock(conf.data_dir.join(&conf.network))
+    }
+
+    fn lock(dir: PathBuf) -> CniResult<Option<Store>> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = match OpenOptions::new().read(true).write(true).create(true).mode(0o644).open(&path) {
+            Ok(f) => f,
+            // No network directory: open_existing's "nothing here".
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CniError::io(format!("cannot open the lock file {}", path.display()), e)),
+        };
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusive) {
+                Ok(lock) => return Ok(Some(Store { dir, _lock: lock })),
+                Err((f, Errno::EINTR)) => file = f,
+                Err((_, e)) => return Err(CniError::io(format!("cannot lock {}", path.display()), e)),
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(ip.to_string())
+    }
+
+    /// Every allocated address. Also deletes what killed writers left behind.
+    pub fn allocations(&self) -> CniResult<Vec<Allocation>> {
+        let entries = fs::read_dir(&self.dir).io_context(|| format!("cannot list {}", self.dir.display()))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.io_context(|| format!("cannot list {}", self.dir.display()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(TEMP_PREFIX) {
+                // We hold the lock, so its writer is gone; it never counted as an allocation.
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
+            // `lock`, `last_reserved_ip.N` and anything else that is not an address.
+            let Ok(ip) = name.parse::<IpAddr>() else { continue };
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            match fs::read(entry.path()) {
+                Ok(bytes) => out.push(Allocation { ip, owner: Owner::parse(&String::from_utf8_lossy(&bytes)) }),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(CniError::io(format!("cannot read the allocation file {}", entry.path().display()), e)),
+            }
+        }
+        out.sort_by_key(|a| a.ip);
+        Ok(out)
+    }
+
+    /// Records `ip` as `owner`'s; `false` when the address is already taken.
+    pub fn reserve(&self, ip: IpAddr, owner: &Owner) -> CniResult<bool> {
+        let target = self.path_of(ip);
+        let tmp = self.write_temp(owner.encode().as_bytes())?;
+        let linked = fs::hard_link(&tmp, &target);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(CniError::io(format!("cannot create the allocation file {}", target.display()), e)),
+        }
+    }
+
+    /// Forgets `ip`'s allocation; fine when there is none.
+    pub fn release(&self, ip: IpAddr) -> CniResult<()> {
+        let path = self.path_of(ip);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(CniError::io(format!("cannot remove the allocation file {}", path.display()), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The address last handed out from range set `set`, if recorded and readable.
+    pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
+        let text = fs::read_to_string(self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"))).ok()?;
+        text.trim().parse().ok()
+    }
+
+    pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> CniResult<()> {
+        let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
+        let tmp = self.write_temp(ip.to_string().as_bytes())?;
+        fs::rename(&tmp, &path).io_context(|| format!("cannot replace {}", path.display()))
+    }
+
+    fn write_temp(&self, content: &[u8]) -> CniResult<PathBuf> {
+        let tmp = self.dir.join(format!("{TEMP_PREFIX}{}", std::process::id()));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)
+            .io_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(content).io_context(|| format!("cannot write {}", tmp.display()))?;
+        Ok(tmp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    fn store(tmp: &TempDir) -> Store {
+        Store::open(&StoreConf { network: "net".into(), data_dir: tmp.path().into() }).unwrap()
+    }
+
+    #[test]
+    fn owners_read_back_and_match() {
+        let o = Owner::new("c1", "eth0");
+        assert_eq!(Owner::parse(&o.encode()), Some(o.clone()));
+        assert!(o.is("c1", "eth0") && !o.is("c1", "eth1") && !o.is("c2", "eth0"));
+        // Pre-0.7 files: the ID alone, any interface.
+        let legacy = Owner::parse("c1\n").unwrap();
+        assert!(legacy.is("c1", "eth1"));
+        assert_eq!(Owner::parse(""), None);
+        assert_eq!(Owner::parse("  \r\neth0"), None);
+    }
+
+    #[test]
+    fn reserve_is_exclusive_and_laid_out_like_the_reference() {
+        let tmp = TempDir::new();
+        let s = store(&tmp);
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(s.reserve(ip, &Owner::new("c1", "eth0")).unwrap());
+        assert!(!s.reserve(ip, &Owner::new("c2", "eth0")).unwrap());
+        assert_eq!(fs::read(s.dir().join("10.0.0.2")).unwrap(), b"c1\r\neth0");
+        s.set_last_reserved(0, ip).unwrap();
+        assert_eq!(fs::read_to_string(s.dir().join("last_reserved_ip.0")).unwrap(), "10.0.0.2");
+        assert_eq!(s.last_reserved(0), Some(ip));
+        assert_eq!(s.last_reserved(1), None);
+        let mut names: Vec<_> = fs::read_dir(s.dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["10.0.0.2", "last_reserved_ip.0", "lock"]);
+        s.release(ip).unwrap();
+        s.release(ip).unwrap();
+        assert!(s.allocations().unwrap().is_empty());
+    }
+
+    #[test]
+    fn reads_tolerate_what_a_crash_or_another_tool_leaves() {
+        let tmp = TempDir::new();
+        let s = store(&tmp);
+        fs::write(s.dir().join(".tmp-99999"), "c9\r\neth0").unwrap();
+        fs::write(s.dir().join("10.0.0.3"), "").unwrap();
+        fs::write(s.dir().join("10.0.0.4"), "old-id").unwrap();
+        fs::write(s.dir().join("last_reserved_ip.0"), "10.0.").unwrap();
+        fs::write(s.dir().join("README"), "not an address").unwrap();
+        let found = s.allocations().unwrap();
+        assert_eq!(
+            found,
+            [
+                Allocation { ip: "10.0.0.3".parse().unwrap(), owner: None },
+                Allocation { ip: "10.0.0.4".parse().unwrap(), owner: Some(Owner { container_id: "old-id".into(), ifname: None }) },
+            ]
+        );
+        assert!(!s.dir().join(".tmp-99999").exists(), "leftover temporary file is swept");
+        assert_eq!(s.last_reserved(0), None);
+    }
+
+    #[test]
+    fn missing_directory_is_nothing_to_open() {
+        let tmp = TempDir::new();
+        let conf = StoreConf { network: "absent".into(), data_dir: tmp.path().into() };
+        assert!(Store::open_existing(&conf).unwrap().is_none());
+        assert!(!tmp.path().join("absent").exists());
+    }
+}

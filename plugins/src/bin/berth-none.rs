@@ -1,0 +1,3 @@
+fn main() {
+    berth_plugins::skel::run_main(&berth_plugins::none::NonePlugin)
+}

@@ -1,0 +1,367 @@
+//! The plugin entry point: reads CNI_* and stdin, checks them for the verb, dispatches to a
+//! [`Plugin`], prints the result or the error in the runtime's cniVersion, sets the exit status.
+
+use crate::error::{CniError, CniResult, Code};
+use crate::spec::{NetConf, RunResult, Version, LATEST, SUPPORTED};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Status,
+    Gc,
+    Version,
+}
+
+impl Command {
+    pub fn parse(s: &str) -> Option<Command> {
+        Some(match s {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "STATUS" => Command::Status,
+            "GC" => Command::Gc,
+            "VERSION" => Command::Version,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Status => "STATUS",
+            Command::Gc => "GC",
+            Command::Version => "VERSION",
+        }
+    }
+}
+
+/// One invocation, checked: what the runtime asked for and with which configuration.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub command: Command,
+    pub container_id: String,
+    /// Absent on DEL when the runtime no longer has the namespace, and on STATUS/GC.
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    /// CNI_ARGS, `K=V;K2=V2`.
+    pub args: Vec<(String, String)>,
+    pub cni_path: Vec<PathBuf>,
+    /// stdin as received: delegated plugins get exactly these bytes.
+    pub stdin: Vec<u8>,
+    pub conf: NetConf,
+    pub version: Version,
+}
+
+impl Request {
+    pub fn arg(&self, key: &str) -> Option<&str> {
+        self.args.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The namespace path; ADD and CHECK always have one.
+    pub fn netns_path(&self) -> CniResult<&PathBuf> {
+        self.netns.as_ref().ok_or_else(|| CniError::invalid_env("CNI_NETNS is required"))
+    }
+}
+
+pub trait Plugin {
+    /// The cniVersions this plugin accepts in its configuration.
+    fn supported_versions(&self) -> &'static [&'static str] {
+        SUPPORTED
+    }
+    fn add(&self, req: &Request) -> CniResult<RunResult>;
+    /// Must succeed when what ADD made is already gone.
+    fn del(&self, req: &Request) -> CniResult<()>;
+    fn check(&self, req: &Request) -> CniResult<()>;
+    fn status(&self, _req: &Request) -> CniResult<()> {
+        Ok(())
+    }
+    fn gc(&self, _req: &Request) -> CniResult<()> {
+        Ok(())
+    }
+}
+
+/// Environment and stdin as a plugin process receives them; split out so tests can feed it.
+pub struct Invocation {
+    pub env: Vec<(String, String)>,
+    pub stdin: Vec<u8>,
+}
+
+impl Invocation {
+    pub fn from_process() -> CniResult<Invocation> {
+        let mut stdin = Vec::new();
+        std::io::stdin().read_to_end(&mut stdin).map_err(|e| CniError::io("cannot read stdin", e))?;
+        Ok(Invocation { env: std::env::vars().collect(), stdin })
+    }
+
+    fn var(&self, key: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+    }
+}
+
+/// What the process prints and how it exits.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stdout: String,
+    pub success: bool,
+}
+
+/// The whole of a plugin's `main`.
+pub fn run_main(plugin: &dyn Plugin) -> ! {
+    let outcome = match Invocation::from_process() {
+        Ok(inv) => dispatch(plugin, &inv),
+        Err(e) => Outcome { stdout: e.to_json(LATEST), success: false },
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(outcome.stdout.as_bytes());
+    let _ = out.flush();
+    std::process::exit(if outcome.success { 0 } else { 1 });
+}
+
+/// Runs one invocation and renders its output.
+pub fn dispatch(plugin: &dyn Plugin, inv: &Invocation) -> Outcome {
+    let version_hint = stdin_version(&inv.stdin);
+    let fail = |e: CniError| Outcome { stdout: e.to_json(version_hint.as_deref().unwrap_or(LATEST)), success: false };
+    let command = match inv.var("CNI_COMMAND") {
+        None => return fail(CniError::invalid_env("required env variables [CNI_COMMAND] missing")),
+        Some(c) => match Command::parse(c) {
+            Some(c) => c,
+            None => return fail(CniError::invalid_env(format!("unknown CNI_COMMAND: {c}"))),
+        },
+    };
+    if command == Command::Version {
+        let info = serde_json::json!({ "cniVersion": LATEST, "supportedVersions": plugin.supported_versions() });
+        return Outcome { stdout: info.to_string(), success: true };
+    }
+    let req = match parse_request(plugin, command, inv) {
+        Ok(req) => req,
+        Err(e) => return fail(e),
+    };
+    let result = match command {
+        Command::Add => plugin.add(&req).and_then(|r| r.to_value(&req.conf.cni_version)).map(|v| v.to_string()),
+        Command::Del => plugin.del(&req).map(|()| String::new()),
+        Command::Check => plugin.check(&req).map(|()| String::new()),
+        Command::Status => plugin.status(&req).map(|()| String::new()),
+        Command::Gc => plugin.gc(&req).map(|()| String::new()),
+        Command::Version => unreachable!("answered above"),
+    };
+    match result {
+        Ok(stdout) => Outcome { stdout, success: true },
+        Err(e) => Outcome { stdout: e.to_json(&req.conf.cni_version), success: false },
+    }
+}
+
+fn stdin_version(stdin: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct OnlyVersion {
+        #[serde(rename = "cniVersion")]
+        cni_version: Option<String>,
+    }
+    serde_json::from_slice::<OnlyVersion>(stdin).ok()?.cni_version.filter(|v| Version::parse(v).is_ok())
+}
+
+fn parse_request(plugin: &dyn Plugin, command: Command, inv: &Invocation) -> CniResult<Request> {
+    use Command::{Add, Check, Del, Gc, Status};
+    // Which variables each verb needs, as the spec's "Parameters" section lists them.
+    let required: &[&str] = match command {
+        Add | Check => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"],
+        Del => &["CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"],
+        Status | Gc => &["CNI_PATH"],
+        Command::Version => &[],
+    };
+    let missing: Vec<&str> = required.iter().copied().filter(|k| inv.var(k).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(CniError::invalid_env(format!("required env variables [{}] missing", missing.join(","))));
+    }
+    let container_id = inv.var("CNI_CONTAINERID").unwrap_or_default().to_string();
+    if matches!(command, Add | Del | Check) {
+        validate_container_id(&container_id)?;
+    }
+    let ifname = inv.var("CNI_IFNAME").unwrap_or_default().to_string();
+    if matches!(command, Add | Del | Check) {
+        validate_ifname(&ifname)?;
+    }
+    let args = parse_cni_args(inv.var("CNI_ARGS").unwrap_or_default())?;
+    let cni_path = std::env::split_paths(inv.var("CNI_PATH").unwrap_or_default()).filter(|p| !p.as_os_str().is_empty()).collect();
+
+    let conf = NetConf::from_slice(&inv.stdin)?;
+    // A config without cniVersion is 0.1.0 by the spec, which no berth plugin speaks.
+    let version_str = if conf.cni_version.is_empty() { "0.1.0" } else { conf.cni_version.as_str() };
+    let version = Version::require_supported(version_str, plugin.supported_versions())?;
+    let needs = match command {
+        Check => Some(Version::V0_4_0),
+        Status | Gc => Some(Version::V1_1_0),
+        _ => None,
+    };
+    if let Some(min) = needs {
+        if version < min {
+            return Err(CniError::new(
+                Code::IncompatibleVersion,
+                format!("config version {version} does not allow {}", command.as_str()),
+            ));
+        }
+    }
+    Ok(Request {
+        command,
+        container_id,
+        netns: inv.var("CNI_NETNS").map(PathBuf::from),
+        ifname,
+        args,
+        cni_path,
+        stdin: inv.stdin.clone(),
+        conf,
+        version,
+    })
+}
+
+pub fn validate_container_id(id: &str) -> CniResult<()> {
+    let mut chars = id.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Err(CniError::invalid_env("invalid characters in containerID").with_details(id));
+    }
+    Ok(())
+}
+
+/// Linux interface names: 1..=15 bytes, not "." or "..", no '/', ':' or white space.
+pub fn validate_ifname(name: &str) -> CniResult<()> {
+    let problem = if name.is_empty() {
+        Some("interface name is empty")
+    } else if name.len() > 15 {
+        Some("interface name is too long")
+    } else if name == "." || name == ".." {
+        Some("interface name is . or ..")
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        Some("interface name contains / or : or whitespace characters")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(CniError::invalid_env(p).with_details(name)),
+        None => Ok(()),
+    }
+}
+
+fn parse_cni_args(raw: &str) -> CniResult<Vec<(String, String)>> {
+    raw.split(';')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(CniError::invalid_env(format!("invalid CNI_ARGS pair {pair:?}"))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    struct Recorder(RefCell<Vec<Request>>);
+    impl Plugin for Recorder {
+        fn add(&self, req: &Request) -> CniResult<RunResult> {
+            self.0.borrow_mut().push(req.clone());
+            Ok(RunResult {
+                ips: vec![crate::spec::IpConfig { interface: None, address: "10.0.0.2/24".parse().unwrap(), gateway: None }],
+                ..Default::default()
+            })
+        }
+        fn del(&self, _: &Request) -> CniResult<()> {
+            Ok(())
+        }
+        fn check(&self, _: &Request) -> CniResult<()> {
+            Err(CniError::new(Code::Kernel, "eth0 has no address 10.0.0.2/24"))
+        }
+    }
+
+    fn inv(command: &str, stdin: &str, drop: &[&str]) -> Invocation {
+        let env = [
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/var/run/netns/c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin:/usr/lib/cni"),
+            ("CNI_ARGS", "IgnoreUnknown=1;IP=10.0.0.9"),
+        ];
+        Invocation {
+            env: env.iter().filter(|(k, _)| !drop.contains(k)).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            stdin: stdin.as_bytes().to_vec(),
+        }
+    }
+
+    fn code(out: &Outcome) -> u64 {
+        assert!(!out.success);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["code"].as_u64().unwrap()
+    }
+
+    const CONF: &str = r#"{"cniVersion":"0.4.0","name":"n","type":"t"}"#;
+
+    #[test]
+    fn add_prints_result_in_requested_version() {
+        let p = Recorder(RefCell::new(vec![]));
+        let out = dispatch(&p, &inv("ADD", CONF, &[]));
+        assert!(out.success, "{}", out.stdout);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["cniVersion"], "0.4.0");
+        assert_eq!(v["ips"][0]["version"], "4");
+        let req = &p.0.borrow()[0];
+        assert_eq!(req.arg("IP"), Some("10.0.0.9"));
+        assert_eq!(req.cni_path.len(), 2);
+    }
+
+    #[test]
+    fn missing_environment_is_code_4() {
+        let p = Recorder(RefCell::new(vec![]));
+        assert_eq!(code(&dispatch(&p, &inv("ADD", CONF, &["CNI_NETNS"]))), 4);
+        assert_eq!(code(&dispatch(&p, &inv("ADD", CONF, &["CNI_COMMAND"]))), 4);
+        assert_eq!(code(&dispatch(&p, &inv("FROB", CONF, &[]))), 4);
+        // DEL may come without a namespace.
+        assert!(dispatch(&p, &inv("DEL", CONF, &["CNI_NETNS"])).success);
+    }
+
+    #[test]
+    fn bad_names_are_code_4() {
+        let p = Recorder(RefCell::new(vec![]));
+        let mut i = inv("ADD", CONF, &[]);
+        i.env.retain(|(k, _)| k != "CNI_IFNAME");
+        i.env.push(("CNI_IFNAME".into(), "a-name-far-too-long".into()));
+        assert_eq!(code(&dispatch(&p, &i)), 4);
+        i.env.retain(|(k, _)| k != "CNI_CONTAINERID");
+        i.env.push(("CNI_CONTAINERID".into(), "../etc".into()));
+        assert_eq!(code(&dispatch(&p, &i)), 4);
+    }
+
+    #[test]
+    fn config_errors_have_their_codes() {
+        let p = Recorder(RefCell::new(vec![]));
+        assert_eq!(code(&dispatch(&p, &inv("ADD", "{not json", &[]))), 6);
+        let old = r#"{"cniVersion":"0.2.0","name":"n","type":"t"}"#;
+        assert_eq!(code(&dispatch(&p, &inv("ADD", old, &[]))), 1);
+        let check_030 = r#"{"cniVersion":"0.3.0","name":"n","type":"t"}"#;
+        assert_eq!(code(&dispatch(&p, &inv("CHECK", check_030, &[]))), 1);
+        assert_eq!(code(&dispatch(&p, &inv("STATUS", CONF, &[]))), 1);
+    }
+
+    #[test]
+    fn plugin_errors_are_printed_with_the_config_version() {
+        let p = Recorder(RefCell::new(vec![]));
+        let out = dispatch(&p, &inv("CHECK", CONF, &[]));
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["code"], 100);
+        assert_eq!(v["cniVersion"], "0.4.0");
+        assert!(v["msg"].as_str().unwrap().contains("eth0"));
+    }
+
+    #[test]
+    fn version_lists_supported_versions() {
+        let p = Recorder(RefCell::new(vec![]));
+        let out = dispatch(&p, &inv("VERSION", "", &[]));
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["supportedVersions"].as_array().unwrap().len(), SUPPORTED.len());
+    }
+}

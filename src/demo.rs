@@ -1,0 +1,102 @@
+//! `berth demo`: berth's main job, end to end, on a throwaway host namespace so the machine's
+//! own network is never touched: a network, two sandboxes attached to it, pings across, and
+//! everything removed again.
+
+use crate::{net, Context};
+use berth_plugins::netlink::Netlink;
+use berth_plugins::netns::{NetNs, NETNS_RUN_DIR};
+use berth_plugins::runtime::{Attachment, Runtime};
+use berth_plugins::{CniError, CniResult};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Stdio;
+
+/// Removes the demo's namespaces however the demo ends.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in self.0.iter().rev() {
+            if let Err(e) = NetNs::delete_named(name) {
+                eprintln!("berth demo: cannot remove namespace {name}: {e}");
+            }
+        }
+    }
+}
+
+fn step(what: impl std::fmt::Display) {
+    println!("==> {what}");
+}
+
+pub fn run(ctx: &Context) -> CniResult<()> {
+    let scratch = tempfile_dir()?;
+    let tag = std::process::id();
+    let host_name = format!("berth-demo{tag}-host");
+    let mut namespaces = Namespaces(vec![]);
+
+    step(format!("create a throwaway host namespace {host_name} (the machine's own network stays untouched)"));
+    let host = NetNs::create_named(&host_name)?;
+    namespaces.0.push(host_name.clone());
+
+    let mut list = net::bridge_network("demo", "10.77.0.0/24".parse().expect("literal"), None, Some("berth-demo0"))?;
+    list.plugins[0]["ipam"]["dataDir"] = scratch.path().join("ipam").display().to_string().into();
+    step(format!("network \"demo\": berth-bridge on berth-demo0, 10.77.0.0/24, gateway 10.77.0.1 (berth net create demo --subnet 10.77.0.0/24)"));
+
+    let runtime = Runtime { cni_path: ctx.cni_path.clone(), cache_dir: scratch.path().join("cache"), host: Some(host) };
+    let mut attached = Vec::new();
+    let mut addresses = Vec::new();
+    for sandbox in ["a", "b"] {
+        let name = format!("berth-demo{tag}-{sandbox}");
+        NetNs::create_named(&name)?;
+        namespaces.0.push(name.clone());
+        let att = Attachment {
+            container_id: name.clone(),
+            ifname: "eth0".into(),
+            netns: Path::new(NETNS_RUN_DIR).join(&name),
+            ..Default::default()
+        };
+        step(format!("attach sandbox {name} (berth attach demo {name})"));
+        let result = runtime.add(&list, &att)?;
+        let ip = result.ips.first().ok_or_else(|| CniError::invalid_config("the network gave no address"))?;
+        println!("    eth0 = {} via {}", ip.address, ip.gateway.map(|g| g.to_string()).unwrap_or_default());
+        addresses.push(ip.address.addr());
+        attached.push(att);
+    }
+
+    let a = &attached[0].netns;
+    let gateway: IpAddr = "10.77.0.1".parse().expect("literal");
+    let mut failures = 0;
+    for (from, to, label) in [(a, addresses[1], "sandbox a -> sandbox b"), (a, gateway, "sandbox a -> gateway"), (&attached[1].netns, addresses[0], "sandbox b -> sandbox a")] {
+        let ok = ping(from, to)?;
+        step(format!("ping {label} ({to}): {}", if ok { "answered" } else { "NO ANSWER" }));
+        failures += usize::from(!ok);
+    }
+
+    for att in &attached {
+        step(format!("detach {} (berth detach demo {})", att.container_id, att.container_id));
+        runtime.del(&list, att)?;
+    }
+    let ns = runtime.host.as_ref().expect("host namespace");
+    let left: Vec<String> = Netlink::open_in(ns)?.links()?.into_iter().filter(|l| l.kind.as_deref() == Some("veth")).map(|l| l.name).collect();
+    step(format!("veth pairs left on the host after detach: {}", if left.is_empty() { "none".to_string() } else { left.join(", ") }));
+    drop(namespaces);
+    step("removed the sandboxes and the host namespace");
+    if failures > 0 || !left.is_empty() {
+        return Err(CniError::new(berth_plugins::Code::Kernel, format!("demo failed: {failures} pings unanswered, {} veths left", left.len())));
+    }
+    println!("demo passed");
+    Ok(())
+}
+
+fn ping(from: &Path, to: IpAddr) -> CniResult<bool> {
+    let ns = NetNs::open(from)?;
+    let mut cmd = std::process::Command::new("ping");
+    cmd.args(["-c", "1", "-W", "2", "-q", &to.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
+    ns.prepare_command(&mut cmd);
+    let status = cmd.status().map_err(|e| CniError::io("run ping (apt-get install iputils-ping)", e))?;
+    Ok(status.success())
+}
+
+fn tempfile_dir() -> CniResult<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("berth-demo-").tempdir().map_err(|e| CniError::io("create a scratch directory", e))
+}

@@ -1,0 +1,159 @@
+//! `berth net`: networks are conflists in the config directory, one file per network.
+
+use crate::Context;
+use berth_plugins::spec::ConfList;
+use berth_plugins::{CniError, CniResult};
+use clap::Subcommand;
+use ipnet::IpNet;
+use serde_json::json;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum NetCommand {
+    /// Write a berth-bridge + berth-host-local conflist for a new network.
+    Create {
+        name: String,
+        #[arg(long)]
+        subnet: IpNet,
+        /// Default: the first address of the subnet.
+        #[arg(long)]
+        gateway: Option<IpAddr>,
+        /// Default: "berth-" followed by the network name, cut to 15 characters.
+        #[arg(long)]
+        bridge: Option<String>,
+    },
+    /// List networks.
+    Ls,
+    /// Print a network's conflist.
+    Inspect { name: String },
+    /// Remove a network's conflist.
+    Rm { name: String },
+}
+
+pub fn run(ctx: &Context, cmd: NetCommand) -> CniResult<()> {
+    match cmd {
+        NetCommand::Create { name, subnet, gateway, bridge } => {
+            let list = bridge_network(&name, subnet, gateway, bridge.as_deref())?;
+            let path = create(ctx, &list)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        NetCommand::Ls => {
+            println!("{:<20} {:<16} {}", "NAME", "PLUGINS", "FILE");
+            for (path, list) in all(ctx)? {
+                let types: Vec<&str> = list.plugins.iter().filter_map(|p| p.get("type")?.as_str()).collect();
+                println!("{:<20} {:<16} {}", list.name, types.join(","), path.display());
+            }
+            Ok(())
+        }
+        NetCommand::Inspect { name } => {
+            let (path, _) = find(ctx, &name)?;
+            let raw = std::fs::read_to_string(&path).map_err(|e| CniError::io(format!("read {}", path.display()), e))?;
+            println!("{}", raw.trim_end());
+            Ok(())
+        }
+        NetCommand::Rm { name } => {
+            let (path, _) = find(ctx, &name)?;
+            std::fs::remove_file(&path).map_err(|e| CniError::io(format!("remove {}", path.display()), e))
+        }
+    }
+}
+
+/// The conflist `berth net create` writes: a gateway bridge with host-local addresses.
+pub fn bridge_network(name: &str, subnet: IpNet, gateway: Option<IpAddr>, bridge: Option<&str>) -> CniResult<ConfList> {
+    validate_network_name(name)?;
+    let subnet = subnet.trunc();
+    let gateway = match gateway {
+        Some(gw) if !subnet.contains(&gw) => return Err(CniError::invalid_config(format!("gateway {gw} is outside {subnet}"))),
+        Some(gw) => gw,
+        None => subnet.hosts().next().ok_or_else(|| CniError::invalid_config(format!("subnet {subnet} has no host addresses")))?,
+    };
+    let bridge = bridge.map(str::to_string).unwrap_or_else(|| format!("berth-{name}").chars().take(15).collect());
+    berth_plugins::skel::validate_ifname(&bridge).map_err(|e| e.context("--bridge"))?;
+    let default_route = if subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+    let raw = json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [{
+            "type": "berth-bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "ipam": {
+                "type": "berth-host-local",
+                "ranges": [[{"subnet": subnet.to_string(), "gateway": gateway.to_string()}]],
+                "routes": [{"dst": default_route}],
+            },
+        }],
+    });
+    Ok(serde_json::from_value(raw).expect("well-formed conflist"))
+}
+
+fn validate_network_name(name: &str) -> CniResult<()> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CniError::invalid_config(format!("invalid network name {name:?}: use letters, digits, '_', '.', '-'")))
+    }
+}
+
+pub fn create(ctx: &Context, list: &ConfList) -> CniResult<PathBuf> {
+    if find(ctx, &list.name).is_ok() {
+        return Err(CniError::invalid_config(format!("network {} already exists", list.name)));
+    }
+    let path = ctx.config_dir.join(format!("{}.conflist", list.name));
+    let bytes = serde_json::to_vec_pretty(list).expect("conflists serialize");
+    berth_plugins::runtime::write_atomically(&path, &bytes)?;
+    Ok(path)
+}
+
+/// Every readable conflist in the config directory, sorted by file name.
+pub fn all(ctx: &Context) -> CniResult<Vec<(PathBuf, ConfList)>> {
+    let entries = match std::fs::read_dir(&ctx.config_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(CniError::io(format!("read {}", ctx.config_dir.display()), e)),
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conflist")).collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(&path).map_err(|e| CniError::io(format!("read {}", path.display()), e))?;
+        match ConfList::from_slice(&bytes) {
+            Ok(list) => out.push((path, list)),
+            Err(e) => eprintln!("berth: skipping {}: {e}", path.display()),
+        }
+    }
+    Ok(out)
+}
+
+pub fn find(ctx: &Context, name: &str) -> CniResult<(PathBuf, ConfList)> {
+    all(ctx)?
+        .into_iter()
+        .find(|(_, l)| l.name == name)
+        .ok_or_else(|| CniError::invalid_config(format!("no network {name:?} in {}", ctx.config_dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_gateway_is_first_host() {
+        let list = bridge_network("web", "10.88.0.7/24".parse().unwrap(), None, None).unwrap();
+        let plugin = &list.plugins[0];
+        assert_eq!(plugin["bridge"], "berth-web");
+        assert_eq!(plugin["ipam"]["ranges"][0][0]["subnet"], "10.88.0.0/24");
+        assert_eq!(plugin["ipam"]["ranges"][0][0]["gateway"], "10.88.0.1");
+    }
+
+    #[test]
+    fn bad_names_and_gateways_are_refused() {
+        assert!(bridge_network("../x", "10.0.0.0/24".parse().unwrap(), None, None).is_err());
+        assert!(bridge_network("n", "10.0.0.0/24".parse().unwrap(), Some("10.9.9.9".parse().unwrap()), None).is_err());
+        assert!(bridge_network("n", "10.0.0.0/24".parse().unwrap(), None, Some("a-bridge-name-too-long")).is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! `berth attach|detach|pipework`: run a network's chain for one container, named by its
+//! namespace path, a namespace name under /var/run/netns, or a PID.
+
+use crate::{net, Context};
+use berth_plugins::netns::{NetNs, NETNS_RUN_DIR};
+use berth_plugins::runtime::Attachment;
+use berth_plugins::spec::ConfList;
+use berth_plugins::{CniError, CniResult, Code};
+use clap::Args;
+use ipnet::IpNet;
+use serde_json::json;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct AttachArgs {
+    /// Network name.
+    pub network: String,
+    /// A netns path, a netns name under /var/run/netns, or a PID.
+    pub target: String,
+    /// The interface name inside the container.
+    #[arg(long, short = 'i', default_value = "eth0")]
+    pub ifname: String,
+    /// Container ID given to the plugins; default: derived from TARGET.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+#[derive(Args)]
+pub struct PipeworkArgs {
+    /// The host bridge, created when missing.
+    pub bridge: String,
+    /// A netns path, a netns name under /var/run/netns, or a PID.
+    pub target: String,
+    /// IP/PREFIX, optionally @GATEWAY for the container's default route.
+    pub address: String,
+    /// The interface name inside the container (pipework's default is eth1).
+    #[arg(short = 'i', default_value = "eth1")]
+    pub ifname: String,
+    /// Undo: remove the interface and forget the attachment.
+    #[arg(long)]
+    pub remove: bool,
+}
+
+/// Where a target's namespace is, and the container ID plugins see for it.
+pub fn resolve(target: &str) -> CniResult<(PathBuf, String)> {
+    if !target.is_empty() && target.chars().all(|c| c.is_ascii_digit()) {
+        return Ok((PathBuf::from(format!("/proc/{target}/ns/net")), format!("pid-{target}")));
+    }
+    if target.contains('/') {
+        let path = PathBuf::from(target);
+        let base = path.file_name().map(|n| sanitize(&n.to_string_lossy())).unwrap_or_default();
+        return Ok((path.clone(), format!("{base}-{:08x}", fnv(target))));
+    }
+    berth_plugins::skel::validate_container_id(target)
+        .map_err(|_| CniError::invalid_config(format!("{target:?} is neither a PID, a path nor a netns name")))?;
+    Ok((Path::new(NETNS_RUN_DIR).join(target), target.to_string()))
+}
+
+/// A container-ID-safe version of a file name.
+fn sanitize(s: &str) -> String {
+    let cleaned: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect();
+    let short: String = cleaned.trim_start_matches(['-', '.', '_']).chars().take(40).collect();
+    if short.is_empty() { "ns".into() } else { short }
+}
+
+fn fnv(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+fn attachment(args: &AttachArgs) -> CniResult<Attachment> {
+    let (netns, derived_id) = resolve(&args.target)?;
+    Ok(Attachment {
+        container_id: args.id.clone().unwrap_or(derived_id),
+        ifname: args.ifname.clone(),
+        netns,
+        ..Default::default()
+    })
+}
+
+pub fn attach(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
+    let att = attachment(args)?;
+    NetNs::open(&att.netns)?;
+    let (_, list) = net::find(ctx, &args.network)?;
+    let result = ctx.runtime().add(&list, &att)?;
+    let printed = result.to_value(&list.effective_version(berth_plugins::spec::SUPPORTED))?;
+    println!("{}", serde_json::to_string_pretty(&printed).expect("JSON values serialize"));
+    Ok(())
+}
+
+pub fn detach(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
+    let att = attachment(args)?;
+    let runtime = ctx.runtime();
+    // The network's config may be gone by now; the cache remembers what it was.
+    let list = match net::find(ctx, &args.network) {
+        Ok((_, list)) => list,
+        Err(not_found) => runtime
+            .read_cache(&args.network, &att.container_id, &att.ifname)?
+            .and_then(|c| c.conflist)
+            .ok_or(not_found)?,
+    };
+    runtime.del(&list, &att)
+}
+
+/// pipework's `IP/PREFIX[@GATEWAY]`.
+pub fn parse_pipework_address(spec: &str) -> CniResult<(IpNet, Option<IpAddr>)> {
+    let (addr, gateway) = match spec.split_once('@') {
+        Some((a, g)) => (a, Some(g)),
+        None => (spec, None),
+    };
+    let addr: IpNet = addr
+        .parse()
+        .map_err(|_| CniError::new(Code::InvalidConfig, format!("{addr:?} is not IP/PREFIX (e.g. 172.17.2.24/24)")))?;
+    let gateway = gateway
+        .map(|g| g.parse::<IpAddr>().map_err(|_| CniError::invalid_config(format!("gateway {g:?} is not an IP address"))))
+        .transpose()?;
+    Ok((addr, gateway))
+}
+
+/// The one-plugin network pipework's arguments describe: a bridge without a gateway address
+/// (pipework leaves the bridge alone) and a static address.
+pub fn pipework_network(bridge: &str, addr: IpNet, gateway: Option<IpAddr>) -> CniResult<ConfList> {
+    let mut address = json!({ "address": addr.to_string() });
+    let mut routes = vec![];
+    if let Some(gw) = gateway {
+        address["gateway"] = json!(gw.to_string());
+        routes.push(json!({ "dst": if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" }, "gw": gw.to_string() }));
+    }
+    let raw = json!({
+        "cniVersion": "1.0.0",
+        "name": format!("pipework-{bridge}"),
+        "plugins": [{
+            "type": "berth-bridge",
+            "bridge": bridge,
+            "ipam": { "type": "berth-static", "addresses": [address], "routes": routes },
+        }],
+    });
+    serde_json::from_value(raw).map_err(|e| CniError::invalid_config("pipework network").with_details(e))
+}
+
+pub fn pipework(ctx: &Context, args: &PipeworkArgs) -> CniResult<()> {
+    berth_plugins::skel::validate_ifname(&args.bridge).map_err(|e| e.context("bridge"))?;
+    let (addr, gateway) = parse_pipework_address(&args.address)?;
+    let list = pipework_network(&args.bridge, addr, gateway)?;
+    let att_args = AttachArgs { network: list.name.clone(), target: args.target.clone(), ifname: args.ifname.clone(), id: None };
+    let att = attachment(&att_args)?;
+    let runtime = ctx.runtime();
+    if args.remove {
+        return runtime.del(&list, &att);
+    }
+    NetNs::open(&att.netns)?;
+    let result = runtime.add(&list, &att)?;
+    for ip in &result.ips {
+        println!("{} {} on {}", args.target, ip.address, args.ifname);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_resolve_to_namespaces_and_ids() {
+        assert_eq!(resolve("1234").unwrap(), (PathBuf::from("/proc/1234/ns/net"), "pid-1234".into()));
+        assert_eq!(resolve("web").unwrap(), (PathBuf::from("/var/run/netns/web"), "web".into()));
+        let (path, id) = resolve("/run/user/ns/x y").unwrap();
+        assert_eq!(path, PathBuf::from("/run/user/ns/x y"));
+        assert!(id.starts_with("x-y-"));
+        assert!(berth_plugins::skel::validate_container_id(&id).is_ok());
+        assert!(resolve("bad name!").is_err());
+    }
+
+    #[test]
+    fn pipework_syntax() {
+        let (addr, gw) = parse_pipework_address("172.17.2.24/24@172.17.2.1").unwrap();
+        assert_eq!(addr.to_string(), "172.17.2.24/24");
+        assert_eq!(gw, Some("172.17.2.1".parse().unwrap()));
+        assert_eq!(parse_pipework_address("10.0.0.2/8").unwrap().1, None);
+        assert!(parse_pipework_address("10.0.0.2").is_err());
+        let list = pipework_network("br0", addr, gw).unwrap();
+        assert_eq!(list.plugins[0]["ipam"]["routes"][0]["gw"], "172.17.2.1");
+    }
+}

@@ -1,0 +1,68 @@
+//! `bind`: an existing host directory, bind-mounted on the volume's mount point on first
+//! Mount, read-only on request. The kernel enforces `ro`, whatever the client asks for.
+
+use super::{make_dir, Driver, Usage, VolumeLayout};
+use crate::error::{VolumeError, VolumeResult};
+use crate::spec::{Bytes, DriverKind};
+use crate::sys::{self, MountTable};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindDriver {
+    pub source: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl BindDriver {
+    fn check_source(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        let invalid = |reason: String| VolumeError::InvalidOption {
+            volume: layout.name.to_string(),
+            option: "source".into(),
+            value: self.source.display().to_string(),
+            reason,
+        };
+        match std::fs::metadata(&self.source) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(invalid("it is not a directory".into())),
+            Err(err) => Err(invalid(err.to_string())),
+        }
+    }
+}
+
+impl Driver for BindDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Bind
+    }
+
+    fn options(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("source".to_string(), self.source.display().to_string()),
+            ("ro".to_string(), self.read_only.to_string()),
+        ])
+    }
+
+    fn create(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        self.check_source(layout)?;
+        make_dir(&layout.data())
+    }
+
+    fn activate(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        self.check_source(layout)?;
+        sys::bind_mount(&self.source, &layout.data(), self.read_only)
+    }
+
+    fn deactivate(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        sys::unmount(&layout.data())
+    }
+
+    fn is_active(&self, layout: &VolumeLayout, mounts: &MountTable) -> bool {
+        mounts.is_mount_point(&layout.data())
+    }
+
+    fn usage(&self, _layout: &VolumeLayout, _mounts: &MountTable) -> VolumeResult<Usage> {
+        Ok(Usage { used: Some(Bytes(sys::allocated_bytes(&self.source)?)), ..Usage::default() })
+    }
+}

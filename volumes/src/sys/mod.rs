@@ -1,0 +1,154 @@
+//! The kernel and file-system side: mounts, loop devices, durable files, disk usage.
+
+pub mod loopdev;
+pub mod mountinfo;
+
+use crate::error::{VolumeError, VolumeResult};
+use nix::mount::{MntFlags, MsFlags};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use mountinfo::MountTable;
+
+/// Bind-mounts `source` on `target`; read-only needs a second, remounting call.
+pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> VolumeResult<()> {
+    let object = format!("{} on {}", source.display(), target.display());
+    nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(VolumeError::io("bind-mounting", &object))?;
+    if read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(err) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+            // Never leave a writable mount behind where a read-only one was asked for.
+            let _ = nix::mount::umount2(target, MntFlags::empty());
+            return Err(VolumeError::io("making read-only", &object)(err));
+        }
+    }
+    Ok(())
+}
+
+pub fn mount_ext4(device: &Path, target: &Path, options: &str) -> VolumeResult<()> {
+    let data = (!options.is_empty()).then_some(options);
+    nix::mount::mount(Some(device), target, Some("ext4"), MsFlags::empty(), data)
+        .map_err(VolumeError::io("mounting", format!("{} on {}", device.display(), target.display())))
+}
+
+/// Unmounts `target` if something is mounted there; a busy mount is an error, never detached
+/// lazily, so the caller knows whether the file system is really gone.
+pub fn unmount(target: &Path) -> VolumeResult<()> {
+    if !MountTable::read()?.is_mount_point(target) {
+        return Ok(());
+    }
+    match nix::mount::umount2(target, MntFlags::empty()) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => Ok(()),
+        Err(err) => Err(VolumeError::io("unmounting", target.display())(err)),
+    }
+}
+
+/// Formats `image` as ext4 with `mkfs.ext4` from e2fsprogs.
+pub fn make_ext4(image: &Path) -> VolumeResult<()> {
+    let program = find_program("mkfs.ext4").ok_or_else(|| VolumeError::Command {
+        command: "mkfs.ext4",
+        object: image.display().to_string(),
+        detail: "mkfs.ext4 not found (install e2fsprogs)".into(),
+    })?;
+    // -m 0: no blocks reserved for root, the volume's size is what containers get;
+    // nodiscard: discarding a fresh sparse file only costs time.
+    let output = Command::new(program)
+        .args(["-q", "-F", "-m", "0", "-E", "nodiscard,lazy_itable_init=1"])
+        .arg(image)
+        .output()
+        .map_err(VolumeError::io("running mkfs.ext4 on", image.display()))?;
+    if !output.status.success() {
+        return Err(VolumeError::Command {
+            command: "mkfs.ext4",
+            object: image.display().to_string(),
+            detail: format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
+        });
+    }
+    Ok(())
+}
+
+/// Looks in PATH, then in the sbin directories a non-root PATH often lacks.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Replaces `path` with `contents` so that a crash leaves either the old or the new file,
+/// never a torn one: write a sibling, fsync it, rename over, fsync the directory.
+pub fn write_durably(path: &Path, contents: &[u8]) -> VolumeResult<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(VolumeError::io("creating", temporary.display()))?;
+    file.write_all(contents).map_err(VolumeError::io("writing", temporary.display()))?;
+    file.sync_all().map_err(VolumeError::io("syncing", temporary.display()))?;
+    std::fs::rename(&temporary, path).map_err(VolumeError::io("renaming into place", path.display()))?;
+    sync_parent(path)
+}
+
+/// Makes a rename or unlink in `path`'s directory durable.
+pub fn sync_parent(path: &Path) -> VolumeResult<()> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(VolumeError::io("syncing directory", parent.display()))
+}
+
+/// Deletes a directory tree that berth owns, refusing while anything is mounted at or
+/// below it: deleting through a forgotten bind mount would destroy someone's data.
+pub fn remove_owned_tree(dir: &Path) -> VolumeResult<()> {
+    let mounts = MountTable::read()?;
+    if let Some(mount) = mounts.under(dir).next() {
+        return Err(VolumeError::Busy {
+            object: dir.display().to_string(),
+            detail: format!("{} is still mounted there; not deleting", mount.mount_point.display()),
+        });
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(VolumeError::io("deleting", dir.display())(err)),
+    }
+}
+
+/// Capacity, used and available bytes of the file system holding `path`.
+pub fn fs_usage(path: &Path) -> VolumeResult<(u64, u64, u64)> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(VolumeError::io("measuring", path.display()))?;
+    let block = stat.fragment_size();
+    let capacity = stat.blocks() * block;
+    let available = stat.blocks_available() * block;
+    let used = (stat.blocks() - stat.blocks_free()) * block;
+    Ok((capacity, used, available))
+}
+
+/// Bytes allocated on disk below `path` (like `du -s`), staying on its file system.
+pub fn allocated_bytes(path: &Path) -> VolumeResult<u64> {
+    let root = std::fs::symlink_metadata(path).map_err(VolumeError::io("measuring", path.display()))?;
+    let mut total = root.blocks() * 512;
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.filter_map(Result::ok) {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.dev() != root.dev() {
+                continue;
+            }
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(total)
+}
