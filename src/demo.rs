@@ -92,7 +92,7 @@ fn ping(from: &Path, to: IpAddr) -> CniResult<bool> {
     let ns = NetNs::open(from)?;
     let mut cmd = std::process::Command::new("ping");
     cmd.args(["-c", "1", "-W", "2", "-q", &to.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
-    ns.prepare_command(&mut cmd);
+    ns.prepare_command(&mut cmd)?;
     let status = cmd.status().map_err(|e| CniError::io("run ping (apt-get install iputils-ping)", e))?;
     Ok(status.success())
 }

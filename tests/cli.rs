@@ -18,7 +18,7 @@ impl Berth<'_> {
             .env("BERTH_CONFIG_DIR", self.host.dir.path().join("net.d"))
             .env("BERTH_STATE_DIR", self.host.dir.path().join("state"))
             .env_remove("CNI_PATH");
-        self.host.ns.prepare_command(&mut cmd);
+        self.host.ns.prepare_command(&mut cmd).unwrap();
         cmd.output().expect("run berth")
     }
 
@@ -74,7 +74,7 @@ fn attach_by_name_pid_and_path_then_detach_leaves_nothing() {
     let mut sleeper = {
         let mut cmd = Command::new("sleep");
         cmd.arg("300");
-        NetNs::open(&by_pid.path).unwrap().prepare_command(&mut cmd);
+        NetNs::open(&by_pid.path).unwrap().prepare_command(&mut cmd).unwrap();
         KillOnDrop(cmd.spawn().unwrap())
     };
     let pid = sleeper.0.id().to_string();
@@ -128,9 +128,9 @@ fn demo_wires_pings_and_cleans_up() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("sandbox a -> sandbox b") && stdout.contains("demo passed"), "{stdout}");
     let left: Vec<_> = std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("berth-demo{}", out.status.code().unwrap_or(0))))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("berth-demo"))
         .collect();
-    assert!(left.is_empty());
+    assert!(left.is_empty(), "the demo left namespaces: {left:?}");
 }
 
 struct KillOnDrop(std::process::Child);

@@ -35,6 +35,14 @@ impl Plugin for BridgePlugin {
         let conf = BridgeConf::parse(req)?;
         let mac = conf.container_mac(req)?;
         let ns = NetNs::open(req.netns_path()?)?;
+        let mut container = Netlink::open_in(&ns)?;
+        // Checked before anything is made, so the failure undoes nothing of the existing one.
+        if container.link_by_name(&req.ifname)?.is_some() {
+            return Err(CniError::new(
+                Code::Kernel,
+                format!("container {} already has an interface named {}", req.container_id, req.ifname),
+            ));
+        }
         let mut host = Netlink::open()?;
         let bridge = host.ensure_bridge(&conf.bridge, conf.mtu)?;
         if conf.promisc_mode && !bridge.promisc {
@@ -43,7 +51,7 @@ impl Plugin for BridgePlugin {
         // Without IPAM the bridge is layer 2 only, as in the reference plugin.
         let with_ipam = conf.ipam_configured(req);
         let allocated = if with_ipam { ipam::add(req)? } else { RunResult::default() };
-        match attach(req, &conf, &ns, &mut host, &bridge, mac, allocated) {
+        match attach(req, &conf, &ns, &mut host, &mut container, &bridge, mac, allocated) {
             Ok(result) => Ok(result),
             Err(e) => {
                 // Leave nothing half-made: the veth (if any) and the address go.
@@ -103,20 +111,14 @@ fn attach(
     conf: &BridgeConf,
     ns: &NetNs,
     host: &mut Netlink,
+    container: &mut Netlink,
     bridge: &Link,
     mac: Option<MacAddr>,
     allocated: RunResult,
 ) -> CniResult<RunResult> {
-    let mut container = Netlink::open_in(ns)?;
-    if container.link_by_name(&req.ifname)?.is_some() {
-        return Err(CniError::new(
-            Code::Kernel,
-            format!("container {} already has an interface named {}", req.container_id, req.ifname),
-        ));
-    }
     let veth_name = host_veth_name(&req.container_id, &req.ifname);
     if let Some(stale) = host.link_by_name(&veth_name)? {
-        // Left by an ADD that was killed half-way: ours to replace.
+        // The container has no such interface, so this is left by an ADD killed half-way.
         host.delete_link(stale.index)?;
     }
     let peer = VethPeer { name: &req.ifname, netns: Some(ns), mac };

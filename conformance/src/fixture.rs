@@ -97,7 +97,7 @@ impl TestHost {
         let ns = NetNs::open(from).expect("namespace to ping from");
         let mut cmd = std::process::Command::new("ping");
         cmd.args(["-c", "1", "-W", "2", "-q", &to.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
-        ns.prepare_command(&mut cmd);
+        ns.prepare_command(&mut cmd).expect("namespace handle");
         cmd.status().expect("run ping (apt-get install iputils-ping)").success()
     }
 }

@@ -103,32 +103,34 @@ impl HostLocalConf {
         let ipam = ipam_section(conf)?;
 
         // Range sets in the reference's order: ipRanges capability, legacy range, `ranges`.
-        let mut sources: Vec<(String, Vec<Map<String, Value>>, bool)> = Vec::new();
+        let mut raw: Vec<RawSet> = Vec::new();
         if let Some(sets) = field::<Vec<Vec<Map<String, Value>>>>(&conf.runtime_config, "ipRanges", "runtimeConfig")? {
-            sources.extend(sets.into_iter().enumerate().map(|(i, s)| (format!("runtimeConfig.ipRanges[{i}]"), s, false)));
+            raw.extend(
+                sets.into_iter().enumerate().map(|(i, members)| RawSet::new(format!("runtimeConfig.ipRanges[{i}]"), members)),
+            );
         }
         if ipam.get("subnet").is_some_and(|v| !v.is_null()) {
-            sources.push(("ipam".into(), vec![ipam.clone()], true));
+            raw.push(RawSet { path: "ipam".into(), members: vec![ipam.clone()], legacy: true });
         }
         if let Some(sets) = field::<Vec<Vec<Map<String, Value>>>>(ipam, "ranges", "ipam")? {
-            sources.extend(sets.into_iter().enumerate().map(|(i, s)| (format!("ipam.ranges[{i}]"), s, false)));
+            raw.extend(sets.into_iter().enumerate().map(|(i, members)| RawSet::new(format!("ipam.ranges[{i}]"), members)));
         }
-        if sources.is_empty() {
+        if raw.is_empty() {
             return Err(bad("ipam", "no ranges given (\"ranges\" or \"subnet\")"));
         }
 
         let mut range_sets = Vec::new();
         let mut paths = Vec::new(); // parallel to the flattened ranges, for messages
-        for (set_path, members, legacy) in &sources {
-            if members.is_empty() {
-                return Err(bad(set_path, "empty range set"));
+        for set in &raw {
+            if set.members.is_empty() {
+                return Err(bad(&set.path, "empty range set"));
             }
             let mut ranges: Vec<Range> = Vec::new();
-            for (j, obj) in members.iter().enumerate() {
-                let path = if *legacy { set_path.clone() } else { format!("{set_path}[{j}]") };
-                let range = Range::parse(obj, &path, *legacy)?;
+            for (j, obj) in set.members.iter().enumerate() {
+                let path = if set.legacy { set.path.clone() } else { format!("{}[{j}]", set.path) };
+                let range = Range::parse(obj, &path, set.legacy)?;
                 if ranges.first().is_some_and(|first| first.start.is_ipv4() != range.start.is_ipv4()) {
-                    return Err(bad(set_path, "mixes IPv4 and IPv6 ranges"));
+                    return Err(bad(&set.path, "mixes IPv4 and IPv6 ranges"));
                 }
                 ranges.push(range);
                 paths.push(path);
@@ -170,6 +172,20 @@ impl HostLocalConf {
         let routes = field::<Vec<Route>>(ipam, "routes", "ipam")?.unwrap_or_default();
         let resolv_conf = field::<String>(ipam, "resolvConf", "ipam")?.filter(|p| !p.is_empty()).map(PathBuf::from);
         Ok(HostLocalConf { store, range_sets, routes, resolv_conf })
+    }
+}
+
+/// A range set as written: its ranges' objects, where it is in the configuration, and whether
+/// it is the single-range form (whose `routes` are the top-level ones).
+struct RawSet {
+    path: String,
+    members: Vec<Map<String, Value>>,
+    legacy: bool,
+}
+
+impl RawSet {
+    fn new(path: String, members: Vec<Map<String, Value>>) -> RawSet {
+        RawSet { path, members, legacy: false }
     }
 }
 
@@ -260,7 +276,8 @@ impl Range {
             never.push((net_hi, net_hi));
         }
         never.extend(exclude.iter().map(addr::bounds));
-        let blocked = merge(never.into_iter().filter(|&(a, b)| a <= hi && b >= lo).map(|(a, b)| (a.max(lo), b.min(hi))).collect());
+        let blocked =
+            merge(never.into_iter().filter(|&(a, b)| a <= hi && b >= lo).map(|(a, b)| (a.max(lo), b.min(hi))).collect());
         Ok(Range { subnet, start, end, gateway, exclude, routes, lo, hi, blocked })
     }
 
@@ -347,13 +364,13 @@ fn requested_addresses(conf: &NetConf, args: &[(String, String)]) -> CniResult<V
     };
     for (_, value) in args.iter().filter(|(k, _)| k == "IP") {
         for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let ip = parse_ip_maybe_prefixed(item)
-                .ok_or_else(|| CniError::invalid_env(format!("CNI_ARGS IP: {item:?} is not an IP address")))?;
+            let ip = parse_ip_maybe_prefixed(item).ok_or_else(|| bad("CNI_ARGS IP", format!("{item:?} is not an IP address")))?;
             push(ip, "CNI_ARGS IP");
         }
     }
     for (i, item) in args_cni(conf, "ips")?.iter().enumerate() {
-        let ip = parse_ip_maybe_prefixed(item).ok_or_else(|| bad(&format!("args.cni.ips[{i}]"), format!("{item:?} is not an IP address")))?;
+        let ip = parse_ip_maybe_prefixed(item)
+            .ok_or_else(|| bad(&format!("args.cni.ips[{i}]"), format!("{item:?} is not an IP address")))?;
         push(ip, "args.cni.ips");
     }
     for (i, item) in field::<Vec<String>>(&conf.runtime_config, "ips", "runtimeConfig")?.unwrap_or_default().iter().enumerate() {
@@ -492,7 +509,8 @@ mod tests {
 
     #[test]
     fn exclusions_are_skipped_and_counted() {
-        let c = parse(json!({"ranges": [[{"subnet": "10.0.0.0/28", "exclude": ["10.0.0.2", "10.0.0.4/31", "10.0.0.14"]}]]})).unwrap();
+        let c =
+            parse(json!({"ranges": [[{"subnet": "10.0.0.0/28", "exclude": ["10.0.0.2", "10.0.0.4/31", "10.0.0.14"]}]]})).unwrap();
         let r = &c.range_sets[0].ranges[0];
         // .1 gateway, .2 .4 .5 excluded, .14 is the range end and excluded: .3 .6-.13 remain.
         assert_eq!(r.capacity(), 9);
@@ -506,7 +524,8 @@ mod tests {
 
     #[test]
     fn network_and_broadcast_are_never_handed_out() {
-        let c = parse(json!({"subnet": "10.0.0.0/29", "rangeStart": "10.0.0.0", "rangeEnd": "10.0.0.7", "gateway": "10.0.0.6"})).unwrap();
+        let c = parse(json!({"subnet": "10.0.0.0/29", "rangeStart": "10.0.0.0", "rangeEnd": "10.0.0.7", "gateway": "10.0.0.6"}))
+            .unwrap();
         let r = &c.range_sets[0].ranges[0];
         assert_eq!(r.capacity(), 5); // .1-.5
         assert!(r.refusal(ip("10.0.0.0")).unwrap().contains("network"));
@@ -578,7 +597,8 @@ mod tests {
             assert_eq!(e.code, 7, "{ips}");
             assert!(e.msg.contains(needle) && e.msg.contains("10.0.0"), "{ips}: {}", e.msg);
         }
-        assert_eq!(with("nope").unwrap_err().code, 4);
+        let e = with("nope").unwrap_err();
+        assert_eq!((e.code, e.msg.starts_with("CNI_ARGS IP")), (7, true), "{e}");
     }
 
     #[test]

@@ -74,7 +74,11 @@ impl Owner {
     /// Whether this is the attachment `(container_id, ifname)`; an owner recorded without an
     /// interface name matches on the container ID alone, as in the reference.
     pub fn is(&self, container_id: &str, ifname: &str) -> bool {
-        self.container_id == container_id.trim() && self.ifname.as_deref().map_or(true, |i| i == ifname)
+        let same_ifname = match &self.ifname {
+            Some(i) => i == ifname,
+            None => true,
+        };
+        self.container_id == container_id.trim() && same_ifname
     }
 }
 
@@ -122,7 +126,7 @@ impl Store {
 
     fn lock(dir: PathBuf) -> CniResult<Option<Store>> {
         let path = dir.join(LOCK_FILE);
-        let mut file = match OpenOptions::new().read(true).write(true).create(true).mode(0o644).open(&path) {
+        let mut file = match OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path) {
             Ok(f) => f,
             // No network directory: open_existing's "nothing here".
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -278,7 +282,10 @@ mod tests {
             found,
             [
                 Allocation { ip: "10.0.0.3".parse().unwrap(), owner: None },
-                Allocation { ip: "10.0.0.4".parse().unwrap(), owner: Some(Owner { container_id: "old-id".into(), ifname: None }) },
+                Allocation {
+                    ip: "10.0.0.4".parse().unwrap(),
+                    owner: Some(Owner { container_id: "old-id".into(), ifname: None })
+                },
             ]
         );
         assert!(!s.dir().join(".tmp-99999").exists(), "leftover temporary file is swept");

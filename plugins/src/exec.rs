@@ -55,7 +55,7 @@ pub fn exec_plugin(plugin: &Path, env: &CallEnv, stdin: &[u8], inside: Option<&N
         cmd.env("CNI_NETNS", netns);
     }
     if let Some(ns) = inside {
-        ns.prepare_command(&mut cmd);
+        ns.prepare_command(&mut cmd)?;
     }
     let name = plugin.display();
     let mut child = cmd.spawn().map_err(|e| CniError::io(format!("cannot run plugin {name}"), e))?;

@@ -67,19 +67,21 @@ impl NetNs {
         Ok((st.st_dev as u64, st.st_ino as u64))
     }
 
-    /// Makes `cmd` run inside this namespace (only the network namespace changes).
-    pub fn prepare_command(&self, cmd: &mut Command) {
+    /// Makes `cmd` run inside this namespace (only the network namespace changes). The
+    /// command keeps its own handle on the namespace, so `self` may be dropped before spawning.
+    pub fn prepare_command(&self, cmd: &mut Command) -> CniResult<()> {
         use std::os::unix::process::CommandExt;
-        let fd = self.file.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; the fd stays open in the child until exec.
+        let handle = self.file.try_clone().map_err(|e| CniError::io(format!("dup handle of {}", self.path.display()), e))?;
+        // SAFETY: setns is async-signal-safe; the handle lives in the closure until exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                if libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
+        Ok(())
     }
 
     /// Creates a namespace bound at `/var/run/netns/NAME`, as `ip netns add` does, with `lo` up.

@@ -57,6 +57,7 @@ pub struct VolumeStatus {
     pub mountpoint: String,
     pub created_at: String,
     pub options: BTreeMap<String, String>,
+    #[serde(rename = "MountIDs")]
     pub mount_ids: Vec<MountId>,
     /// Whether the kernel holds the data mounted now (always true for `named`).
     pub mounted: bool,
@@ -472,7 +473,7 @@ mod tests {
     fn timestamps_are_rfc3339() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)), "2026-11-18T09:46:40Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)), "2026-11-18T11:06:40Z");
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn main() {
         }
         let ratio = |k: &str| reference[k].as_f64().unwrap() / berth[k].as_f64().unwrap();
         println!(
-            "{:>6}  reference/berth: ADD {:.1}x, DEL {:.1}x faster; peak RSS {:.1}x smaller",
+            "{:>6}  berth is {:.1}x faster on ADD, {:.1}x faster on DEL; reference peak RSS / berth = {:.1}",
             n, ratio("add_median_ms"), ratio("del_median_ms"),
             reference["peak_rss_kb"].as_f64().unwrap() / berth["peak_rss_kb"].as_f64().unwrap()
         );

@@ -87,6 +87,15 @@ pub struct RouteEntry {
     pub scope: Option<u8>,
 }
 
+/// One-byte bridge port flags (IFLA_BRPORT_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortFlag {
+    /// Frames may leave by the port they came in (IFLA_BRPORT_MODE).
+    Hairpin = 4,
+    /// Isolated ports cannot talk to each other, only to non-isolated ones (IFLA_BRPORT_ISOLATED).
+    Isolated = 33,
+}
+
 /// Options for the container end of a new veth pair.
 #[derive(Debug, Clone, Default)]
 pub struct VethPeer<'a> {
@@ -260,25 +269,49 @@ impl Netlink {
         self.set_link(index, |m| m.attributes.push(LinkAttribute::Controller(master)))
             .map_err(|e| self.fail(e, |me| format!("attach {} to master {}", me.describe(index), me.describe(master))))
     }
-    /// Bridge port hairpin mode (IFLA_BRPORT_MODE), so traffic may leave by the port it came in.
+    /// Bridge port hairpin mode, so traffic may leave by the port it came in.
     pub fn set_hairpin(&mut self, index: u32, on: bool) -> CniResult<()> {
+        self.set_port_flag(index, PortFlag::Hairpin, on)
+    }
+
+    /// Sets a one-byte flag of a bridge port.
+    pub fn set_port_flag(&mut self, index: u32, flag: PortFlag, on: bool) -> CniResult<()> {
         // An AF_BRIDGE RTM_SETLINK goes to the port's bridge (br_setlink), which reads the
-        // nested IFLA_PROTINFO as IFLA_BRPORT_* attributes. The crate names none but
-        // IFLA_BRPORT_NEIGH_FORWARD_GRAT, so IFLA_BRPORT_MODE (u8) is a DefaultNla; the crate
-        // sets NLA_F_NESTED on IFLA_PROTINFO itself (without it the kernel would read the
-        // value as a bare port state).
+        // nested IFLA_PROTINFO as IFLA_BRPORT_* attributes. The crate names none of these
+        // flags, so each is a DefaultNla; the crate sets NLA_F_NESTED on IFLA_PROTINFO itself
+        // (without it the kernel would read the value as a bare port state).
         let mut msg = LinkMessage::default();
         msg.header.interface_family = AddressFamily::Bridge;
         msg.header.index = index;
         msg.attributes.push(LinkAttribute::ProtoInfoBridge(vec![LinkProtoInfoBridge::Other(DefaultNla::new(
-            parse::IFLA_BRPORT_MODE,
+            flag as u16,
             vec![u8::from(on)],
         ))]));
         self.ack(Rtm::SetLink(msg), 0).map_err(|e| {
             let state = if on { "on" } else { "off" };
-            self.fail(e, |me| format!("turn hairpin mode {state} on bridge port {}", me.describe(index)))
+            self.fail(e, |me| format!("turn {flag:?} {state} on bridge port {}", me.describe(index)))
         })
     }
+
+    /// A bridge port flag as the kernel reports it (AF_BRIDGE link dump); `None` when
+    /// `index` is not a bridge port.
+    pub fn port_flag(&mut self, index: u32, flag: PortFlag) -> CniResult<Option<bool>> {
+        let mut msg = LinkMessage::default();
+        msg.header.interface_family = AddressFamily::Bridge;
+        let mut found = None;
+        self.dump(Rtm::GetLink(msg), |kind, payload| {
+            if kind == RTM_NEWLINK {
+                if let Some((i, on)) = parse::port_flag(payload, flag as u16) {
+                    if i == index {
+                        found = Some(on);
+                    }
+                }
+            }
+        })
+        .map_err(|e| CniError::kernel("list bridge ports", e))?;
+        Ok(found)
+    }
+
     pub fn move_to_netns(&mut self, index: u32, ns: &NetNs) -> CniResult<()> {
         self.set_link(index, |m| m.attributes.push(LinkAttribute::NetNsFd(ns.as_fd().as_raw_fd()))).map_err(|e| {
             self.fail(e, |me| format!("move {} to network namespace {}", me.describe(index), ns.path().display()))
@@ -418,26 +451,6 @@ impl Netlink {
             s += &format!(" metric {metric}");
         }
         s
-    }
-
-    /// Hairpin mode of a bridge port as the kernel reports it (AF_BRIDGE link dump);
-    /// `None` when `index` is not a bridge port.
-    #[cfg_attr(not(test), allow(dead_code))]
-    fn hairpin_mode(&mut self, index: u32) -> CniResult<Option<bool>> {
-        let mut msg = LinkMessage::default();
-        msg.header.interface_family = AddressFamily::Bridge;
-        let mut found = None;
-        self.dump(Rtm::GetLink(msg), |kind, payload| {
-            if kind == RTM_NEWLINK {
-                if let Some((i, on)) = parse::hairpin(payload) {
-                    if i == index {
-                        found = Some(on);
-                    }
-                }
-            }
-        })
-        .map_err(|e| CniError::kernel("list bridge ports", e))?;
-        Ok(found)
     }
 }
 

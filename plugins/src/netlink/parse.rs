@@ -20,8 +20,6 @@ const ROUTE_HEADER_LEN: usize = 12;
 const IFLA_PROTINFO: u16 = 12;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
-/// `IFLA_BRPORT_MODE`: hairpin mode of a bridge port (u8).
-pub(super) const IFLA_BRPORT_MODE: u16 = 4;
 
 /// The RTM_NEWLINK payload of one link.
 pub(super) fn link(payload: &[u8]) -> Option<Link> {
@@ -74,8 +72,9 @@ fn info_kind(linkinfo: &[u8]) -> Option<String> {
     None
 }
 
-/// Hairpin mode from an AF_BRIDGE RTM_NEWLINK (a bridge port's IFLA_PROTINFO).
-pub(super) fn hairpin(payload: &[u8]) -> Option<(u32, bool)> {
+/// A one-byte IFLA_BRPORT_* flag (`attr`) from an AF_BRIDGE RTM_NEWLINK (a bridge port's
+/// IFLA_PROTINFO), with the port's index.
+pub(super) fn port_flag(payload: &[u8], attr_kind: u16) -> Option<(u32, bool)> {
     let header = LinkHeader::parse(payload).ok()?;
     for nla in NlasIterator::new(payload.get(LINK_HEADER_LEN..)?) {
         let Ok(nla) = nla else { break };
@@ -86,7 +85,7 @@ pub(super) fn hairpin(payload: &[u8]) -> Option<(u32, bool)> {
         {
             for info in infos {
                 if let LinkProtoInfoBridge::Other(attr) = info {
-                    if attr.kind() == IFLA_BRPORT_MODE {
+                    if attr.kind() == attr_kind {
                         let mut value = [0u8; 1];
                         if attr.value_len() == 1 {
                             attr.emit_value(&mut value);

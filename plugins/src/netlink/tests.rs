@@ -144,11 +144,14 @@ fn veth_with_peer_in_another_namespace() {
     nl.set_up(veth.index).unwrap();
     assert!(link(&mut nl, "vethab12").up);
 
-    assert_eq!(nl.hairpin_mode(veth.index).unwrap(), Some(false));
+    assert_eq!(nl.port_flag(veth.index, PortFlag::Hairpin).unwrap(), Some(false));
     nl.set_hairpin(veth.index, true).unwrap();
-    assert_eq!(nl.hairpin_mode(veth.index).unwrap(), Some(true));
+    assert_eq!(nl.port_flag(veth.index, PortFlag::Hairpin).unwrap(), Some(true));
     nl.set_hairpin(veth.index, false).unwrap();
-    assert_eq!(nl.hairpin_mode(veth.index).unwrap(), Some(false));
+    assert_eq!(nl.port_flag(veth.index, PortFlag::Hairpin).unwrap(), Some(false));
+    assert_eq!(nl.port_flag(veth.index, PortFlag::Isolated).unwrap(), Some(false));
+    nl.set_port_flag(veth.index, PortFlag::Isolated, true).unwrap();
+    assert_eq!(nl.port_flag(veth.index, PortFlag::Isolated).unwrap(), Some(true));
     // Not a bridge port: the kernel refuses, and the error names the link.
     let err = nl.set_hairpin(br.index, true).unwrap_err();
     assert!(err.msg.contains(&format!("br0(index {})", br.index)), "{err}");

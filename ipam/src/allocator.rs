@@ -1,0 +1,353 @@
+//! Which address a container gets, over a locked [`Store`]: the reference host-local's
+//! round-robin, one address per range set.
+
+use crate::config::{Attachment, RangeSet};
+use crate::store::{Allocation, Owner, Store};
+use berth_plugins::{CniError, CniResult, Code};
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+/// An address held by the container: `ranges[set].ranges[range]` holds `ip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub set: usize,
+    pub range: usize,
+    pub ip: IpAddr,
+}
+
+/// One address per range set for `owner`, all or nothing. In each set: the address the owner
+/// already holds there (a repeated ADD), else the requested one, else the first free address
+/// after the set's last reserved one, wrapping around.
+pub fn allocate(store: &Store, sets: &[RangeSet], owner: &Owner) -> CniResult<Vec<Lease>> {
+    let existing = store.allocations()?;
+    let mut taken: HashSet<IpAddr> = existing.iter().map(|a| a.ip).collect();
+    let mut leases = Vec::with_capacity(sets.len());
+    let mut fresh = Vec::new();
+    for (i, set) in sets.iter().enumerate() {
+        match allocate_in(store, i, set, owner, &existing, &mut taken) {
+            Ok((lease, new)) => {
+                if new {
+                    fresh.push(lease.ip);
+                }
+                leases.push(lease);
+            }
+            Err(e) => {
+                for ip in fresh {
+                    let _ = store.release(ip);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(leases)
+}
+
+fn allocate_in(
+    store: &Store,
+    i: usize,
+    set: &RangeSet,
+    owner: &Owner,
+    existing: &[Allocation],
+    taken: &mut HashSet<IpAddr>,
+) -> CniResult<(Lease, bool)> {
+    let id = &owner.container_id;
+    let ifname = owner.ifname.as_deref().unwrap_or_default();
+    let held = existing.iter().find(|a| a.owner.as_ref().is_some_and(|o| o.is(id, ifname)) && set.contains(a.ip));
+    if let Some(held) = held {
+        if let Some(req) = set.requested.filter(|r| *r != held.ip) {
+            return Err(CniError::invalid_config(format!(
+                "{owner} already holds {} in range set {i} ({set}); it cannot also take the requested {req}",
+                held.ip
+            )));
+        }
+        return Ok((lease(i, set, held.ip)?, false));
+    }
+
+    let ip = if let Some(req) = set.requested {
+        if taken.contains(&req) || !store.reserve(req, owner)? {
+            let holder = existing.iter().find(|a| a.ip == req).and_then(|a| a.owner.as_ref());
+            let by = holder.map(|o| format!(" to {o}")).unwrap_or_default();
+            return Err(CniError::invalid_config(format!("requested address {req} is already allocated{by}")));
+        }
+        req
+    } else {
+        if free_count(set, taken) == 0 {
+            return Err(exhausted(i, set));
+        }
+        let found = next_free(set, store.last_reserved(i), |ip| Ok(!taken.contains(&ip) && store.reserve(ip, owner)?))?;
+        found.ok_or_else(|| exhausted(i, set))?
+    };
+    taken.insert(ip);
+    // The round-robin cursor is a hint: losing it only restarts the search at the range start.
+    let _ = store.set_last_reserved(i, ip);
+    Ok((lease(i, set, ip)?, true))
+}
+
+fn lease(set_index: usize, set: &RangeSet, ip: IpAddr) -> CniResult<Lease> {
+    let range =
+        set.range_for(ip).ok_or_else(|| CniError::invalid_config(format!("{ip} is outside range set {set_index} ({set})")))?;
+    Ok(Lease { set: set_index, range, ip })
+}
+
+pub fn exhausted(i: usize, set: &RangeSet) -> CniError {
+    CniError::new(Code::NotAvailable, format!("no free address left in range set {i} ({set})"))
+}
+
+/// How many addresses `set` can still hand out.
+pub fn free_count(set: &RangeSet, taken: &HashSet<IpAddr>) -> u128 {
+    let used = taken.iter().filter(|ip| set.refusal(**ip).is_none()).count() as u128;
+    set.capacity().saturating_sub(used)
+}
+
+/// The first address `try_take` accepts, in the reference's order: from the address after
+/// `last` (when it is in the set) to the end of its range, through the following ranges,
+/// wrapping around to the first, and back to `last` itself. Without `last`, from the start of
+/// the first range.
+fn next_free(
+    set: &RangeSet,
+    last: Option<IpAddr>,
+    mut try_take: impl FnMut(IpAddr) -> CniResult<bool>,
+) -> CniResult<Option<IpAddr>> {
+    let n = set.ranges.len();
+    let whole = |r: usize| {
+        let (lo, hi) = set.ranges[r].bounds();
+        (r, lo, hi)
+    };
+    let segments: Vec<(usize, u128, u128)> = match last.and_then(|ip| set.range_for(ip).map(|r| (r, crate::addr::to_int(ip)))) {
+        Some((k, at)) => {
+            let (_, lo, hi) = whole(k);
+            let mut segments = Vec::with_capacity(n + 1);
+            if at < hi {
+                segments.push((k, at + 1, hi));
+            }
+            segments.extend((k + 1..n).chain(0..k).map(whole));
+            segments.push((k, lo, at));
+            segments
+        }
+        None => (0..n).map(whole).collect(),
+    };
+    for (r, lo, hi) in segments {
+        let range = &set.ranges[r];
+        let mut from = lo;
+        while let Some(ip) = range.next_allocatable(from) {
+            let at = crate::addr::to_int(ip);
+            if at > hi {
+                break;
+            }
+            if try_take(ip)? {
+                return Ok(Some(ip));
+            }
+            match at.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Releases every address of `(container_id, ifname)`; how many there were.
+pub fn release(store: &Store, container_id: &str, ifname: &str) -> CniResult<usize> {
+    release_where(store, |a| a.owner.as_ref().is_some_and(|o| o.is(container_id, ifname)))
+}
+
+/// Releases every address that belongs to none of `valid` (including files naming no owner).
+pub fn gc(store: &Store, valid: &[Attachment]) -> CniResult<usize> {
+    release_where(store, |a| match &a.owner {
+        Some(o) => !valid.iter().any(|v| o.is(&v.container_id, &v.ifname)),
+        None => true,
+    })
+}
+
+/// Releases what `doomed` picks, going on past failures and reporting the first.
+fn release_where(store: &Store, doomed: impl Fn(&Allocation) -> bool) -> CniResult<usize> {
+    let mut released = 0;
+    let mut first_error = None;
+    for a in store.allocations()?.iter().filter(|a| doomed(a)) {
+        match store.release(a.ip) {
+            Ok(()) => released += 1,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(released), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostLocalConf;
+    use crate::testutil::TempDir;
+    use berth_plugins::spec::NetConf;
+    use serde_json::{json, Value};
+
+    struct Fixture {
+        tmp: TempDir,
+        ipam: Value,
+    }
+
+    impl Fixture {
+        fn new(mut ipam: Value) -> Fixture {
+            let tmp = TempDir::new();
+            ipam["dataDir"] = json!(tmp.path());
+            Fixture { tmp, ipam }
+        }
+
+        fn conf(&self, args: &[(&str, &str)]) -> HostLocalConf {
+            let conf: NetConf = serde_json::from_value(json!({"cniVersion": "1.0.0", "name": "net", "ipam": self.ipam})).unwrap();
+            let args: Vec<(String, String)> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            HostLocalConf::parse(&conf, &args).unwrap()
+        }
+
+        fn store(&self) -> Store {
+            Store::open(&self.conf(&[]).store).unwrap()
+        }
+
+        fn add_as(&self, id: &str, ifname: &str, args: &[(&str, &str)]) -> CniResult<Vec<String>> {
+            let leases = allocate(&self.store(), &self.conf(args).range_sets, &Owner::new(id, ifname))?;
+            Ok(leases.iter().map(|l| l.ip.to_string()).collect())
+        }
+
+        fn add(&self, id: &str) -> CniResult<Vec<String>> {
+            self.add_as(id, "eth0", &[])
+        }
+
+        fn add1(&self, id: &str) -> String {
+            let mut ips = self.add(id).unwrap();
+            assert_eq!(ips.len(), 1);
+            ips.remove(0)
+        }
+
+        fn del(&self, id: &str) -> usize {
+            release(&self.store(), id, "eth0").unwrap()
+        }
+
+        fn files(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(self.tmp.path().join("net"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    #[test]
+    fn round_robin_never_reuses_a_released_address_early() {
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/29"}));
+        assert_eq!(f.add1("a"), "10.0.0.2");
+        assert_eq!(f.add1("b"), "10.0.0.3");
+        assert_eq!(f.del("a"), 1);
+        // .2 is free again, but the cursor is at .3.
+        assert_eq!(f.add1("c"), "10.0.0.4");
+        assert_eq!(f.files(), ["10.0.0.3", "10.0.0.4", "last_reserved_ip.0", "lock"]);
+    }
+
+    #[test]
+    fn wraps_around_and_then_runs_out() {
+        // /29 with the gateway at .1: .2-.6 can be handed out.
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/29"}));
+        let got: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|id| f.add1(id)).collect();
+        assert_eq!(got, ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
+        let e = f.add("f").unwrap_err();
+        assert_eq!(e.code, Code::NotAvailable as u32);
+        assert!(e.msg.contains("range set 0") && e.msg.contains("10.0.0.0/29"), "{e}");
+        f.del("c");
+        // After .6 the search wraps to the start and finds .4.
+        assert_eq!(f.add1("f"), "10.0.0.4");
+    }
+
+    #[test]
+    fn walks_across_the_ranges_of_a_set() {
+        let f = Fixture::new(json!({"ranges": [[
+            {"subnet": "10.0.0.0/24", "rangeStart": "10.0.0.10", "rangeEnd": "10.0.0.11"},
+            {"subnet": "10.0.1.0/24", "rangeStart": "10.0.1.10", "rangeEnd": "10.0.1.10"}
+        ]]}));
+        let got: Vec<String> = ["a", "b", "c"].iter().map(|id| f.add1(id)).collect();
+        assert_eq!(got, ["10.0.0.10", "10.0.0.11", "10.0.1.10"]);
+        f.del("a");
+        assert_eq!(f.add1("d"), "10.0.0.10");
+    }
+
+    #[test]
+    fn excluded_addresses_are_skipped() {
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/29", "exclude": ["10.0.0.2", "10.0.0.4/31"]}));
+        assert_eq!(f.add1("a"), "10.0.0.3");
+        assert_eq!(f.add1("b"), "10.0.0.6");
+        assert_eq!(f.add("c").unwrap_err().code, 50);
+    }
+
+    #[test]
+    fn repeated_add_returns_the_same_addresses() {
+        let f = Fixture::new(json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]]}));
+        let first = f.add("a").unwrap();
+        assert_eq!(first, ["10.0.0.2", "fd00::2"]);
+        assert_eq!(f.add("a").unwrap(), first);
+        // Another interface of the same container is another attachment.
+        assert_eq!(f.add_as("a", "eth1", &[]).unwrap(), ["10.0.0.3", "fd00::3"]);
+        assert_eq!(f.del("a"), 2);
+        assert_eq!(f.files(), ["10.0.0.3", "fd00::3", "last_reserved_ip.0", "last_reserved_ip.1", "lock"]);
+    }
+
+    #[test]
+    fn requested_address_is_taken_once() {
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/24"}));
+        let ip50 = [("IP", "10.0.0.50")];
+        assert_eq!(f.add_as("a", "eth0", &ip50).unwrap(), ["10.0.0.50"]);
+        assert_eq!(f.add_as("a", "eth0", &ip50).unwrap(), ["10.0.0.50"]);
+        let e = f.add_as("b", "eth0", &ip50).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("10.0.0.50 is already allocated to container a (eth0)"), "{e}");
+        // Asking for another address while holding one is refused, not silently ignored.
+        let e = f.add_as("a", "eth0", &[("IP", "10.0.0.60")]).unwrap_err();
+        assert!(e.msg.contains("already holds 10.0.0.50"), "{e}");
+        // The round-robin continues after the requested address, as in the reference.
+        assert_eq!(f.add1("c"), "10.0.0.51");
+    }
+
+    #[test]
+    fn failure_in_a_later_set_undoes_the_earlier_ones() {
+        let f = Fixture::new(json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.1.0.0/30"}]]}));
+        assert_eq!(f.add("a").unwrap(), ["10.0.0.2", "10.1.0.2"]);
+        // 10.1.0.0/30 had one address; the second container cannot get one, nor keep 10.0.0.3.
+        assert_eq!(f.add("b").unwrap_err().code, 50);
+        let held: Vec<IpAddr> = f.store().allocations().unwrap().iter().map(|a| a.ip).collect();
+        assert_eq!(held, ["10.0.0.2".parse::<IpAddr>().unwrap(), "10.1.0.2".parse().unwrap()]);
+    }
+
+    #[test]
+    fn gc_keeps_exactly_the_valid_attachments() {
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/24"}));
+        for id in ["a", "b", "c"] {
+            f.add1(id);
+        }
+        std::fs::write(f.tmp.path().join("net/10.0.0.99"), "").unwrap();
+        std::fs::write(f.tmp.path().join("net/10.0.0.98"), "legacy").unwrap();
+        let valid = [
+            Attachment { container_id: "b".into(), ifname: "eth0".into() },
+            Attachment { container_id: "legacy".into(), ifname: "eth3".into() },
+            Attachment { container_id: "a".into(), ifname: "eth1".into() },
+        ];
+        assert_eq!(gc(&f.store(), &valid).unwrap(), 3);
+        assert_eq!(f.files(), ["10.0.0.3", "10.0.0.98", "last_reserved_ip.0", "lock"]);
+    }
+
+    #[test]
+    fn free_count_ignores_foreign_and_blocked_addresses() {
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/30"}));
+        let conf = f.conf(&[]);
+        let set = &conf.range_sets[0];
+        let ips = |list: &[&str]| list.iter().map(|s| s.parse().unwrap()).collect::<HashSet<IpAddr>>();
+        assert_eq!(free_count(set, &ips(&[])), 1);
+        assert_eq!(free_count(set, &ips(&["10.0.0.1", "10.9.9.9"])), 1);
+        assert_eq!(free_count(set, &ips(&["10.0.0.2"])), 0);
+    }
+
+    #[test]
+    fn large_ipv6_ranges_are_cheap() {
+        let f = Fixture::new(json!({"subnet": "fd00::/64"}));
+        assert_eq!(f.add1("a"), "fd00::2");
+        assert_eq!(f.conf(&[]).range_sets[0].capacity(), (1u128 << 64) - 2);
+    }
+}
