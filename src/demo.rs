@@ -84,7 +84,63 @@ pub fn run(ctx: &Context) -> CniResult<()> {
     if failures > 0 || !left.is_empty() {
         return Err(CniError::new(berth_plugins::Code::Kernel, format!("demo failed: {failures} pings unanswered, {} veths left", left.len())));
     }
+    volumes(&scratch.path().join("volumes")).map_err(|e| CniError::io("volume demo", e))?;
     println!("demo passed");
+    Ok(())
+}
+
+/// Volumes: a named directory shared by two holders, and a 16 MiB loopback ext4 image that
+/// refuses a write past its size; both removed at the end.
+fn volumes(state: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use berth_volumes::spec::{driver_config, MountId, VolumeName};
+    use berth_volumes::VolumeStore;
+    use std::collections::BTreeMap;
+    use std::io::Write;
+
+    let store = VolumeStore::open(state)?;
+    let named = VolumeName::parse("demo-data")?;
+    let disk = VolumeName::parse("demo-disk")?;
+    let (a, b) = (MountId::parse("sandbox-a")?, MountId::parse("sandbox-b")?);
+    step("volume demo-data (named) and demo-disk (loop, 16M) (berth volume create demo-disk -o type=loop -o size=16M)");
+    store.create(&named, driver_config(&named, None, &BTreeMap::new())?)?;
+    let loop_opts = BTreeMap::from([("type".to_string(), "loop".to_string()), ("size".to_string(), "16M".to_string())]);
+    store.create(&disk, driver_config(&disk, None, &loop_opts)?)?;
+
+    let shared_a = store.mount(&named, &a)?;
+    let shared_b = store.mount(&named, &b)?;
+    std::fs::write(shared_a.join("hello.txt"), "written by sandbox a\n")?;
+    let seen = std::fs::read_to_string(shared_b.join("hello.txt"))?;
+    step(format!("sandbox b reads what sandbox a wrote into demo-data: {:?}", seen.trim()));
+
+    let disk_path = store.mount(&disk, &a)?;
+    step(format!("demo-disk mounted at {} (an ext4 image on a loop device)", disk_path.display()));
+    let mut file = std::fs::File::create(disk_path.join("big"))?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0;
+    let refused = loop {
+        match file.write_all(&chunk).and_then(|()| file.sync_data()) {
+            Ok(()) if written < 64 => written += 1,
+            Ok(()) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    drop(file);
+    match &refused {
+        Some(e) => step(format!("writing past 16M into demo-disk stops after {written} MiB: {e}")),
+        None => step("writing 64M into a 16M volume was NOT refused"),
+    }
+
+    for (volume, holder) in [(&named, &a), (&named, &b), (&disk, &a)] {
+        store.unmount(volume, holder)?;
+    }
+    store.remove(&named)?;
+    store.remove(&disk)?;
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    let still_mounted = mounts.lines().any(|l| l.contains(&state.display().to_string()));
+    step(format!("volumes removed; mounts left behind: {}", if still_mounted { "SOME" } else { "none" }));
+    if refused.is_none() || still_mounted {
+        return Err("the volume demo did not behave".into());
+    }
     Ok(())
 }
 

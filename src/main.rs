@@ -36,7 +36,10 @@ enum Commands {
     Detach(target::AttachArgs),
     /// pipework's bridge mode: `berth pipework br0 TARGET 172.17.2.24/24@172.17.2.1`.
     Pipework(target::PipeworkArgs),
-    /// Wire two sandboxes to a network, ping across, and remove everything again.
+    /// Create, list, inspect, mount and remove volumes; run the Docker volume plugin endpoint.
+    #[command(subcommand)]
+    Volume(berth_volumes::cli::VolumeCommand),
+    /// Wire two sandboxes to a network and volumes, show it working, and remove everything again.
     Demo,
 }
 
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Commands::Attach(args) => target::attach(&ctx, &args),
         Commands::Detach(args) => target::detach(&ctx, &args),
         Commands::Pipework(args) => target::pipework(&ctx, &args),
+        Commands::Volume(cmd) => return berth_volumes::cli::run_and_report(cmd, &ctx.state_dir),
         Commands::Demo => demo::run(&ctx),
     };
     match outcome {

@@ -126,7 +126,8 @@ fn demo_wires_pings_and_cleans_up() {
     let out = Command::new(env!("CARGO_BIN_EXE_berth")).arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("sandbox a -> sandbox b") && stdout.contains("demo passed"), "{stdout}");
+    assert!(stdout.contains("ping sandbox a -> sandbox b (10.77.0.3): answered"), "{stdout}");
+    assert!(stdout.contains("No space left on device") && stdout.contains("demo passed"), "{stdout}");
     let left: Vec<_> = std::fs::read_dir("/var/run/netns").into_iter().flatten().flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("berth-demo"))
         .collect();

@@ -28,6 +28,10 @@ pub struct BridgeConf {
     pub promisc_mode: bool,
     #[serde(default)]
     pub vlan: Option<u16>,
+    /// Inter-container communication on this bridge (Docker's `--icc`). Off isolates every
+    /// container port from the others; the gateway and the outside stay reachable.
+    #[serde(default = "yes")]
+    pub icc: bool,
     /// IPv6 duplicate address detection; off by default so an address is usable at once.
     #[serde(rename = "enabledad", default)]
     pub enable_dad: bool,
@@ -48,6 +52,10 @@ pub struct ArgsSection {
 pub struct CniArgs {
     #[serde(default)]
     pub mac: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_bridge() -> String {

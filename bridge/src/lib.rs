@@ -5,7 +5,7 @@ mod config;
 
 pub use config::BridgeConf;
 
-use berth_plugins::netlink::{Link, MacAddr, Netlink, RouteEntry, VethPeer};
+use berth_plugins::netlink::{Link, MacAddr, Netlink, PortFlag, RouteEntry, VethPeer};
 use berth_plugins::netns::NetNs;
 use berth_plugins::skel::{Plugin, Request};
 use berth_plugins::spec::{Interface, Route, RunResult};
@@ -126,6 +126,9 @@ fn attach(
     if conf.hairpin_mode {
         host.set_hairpin(veth.index, true)?;
     }
+    if !conf.icc {
+        host.set_port_flag(veth.index, PortFlag::Isolated, true)?;
+    }
     host.set_up(veth.index)?;
 
     let link = container
@@ -207,10 +210,15 @@ fn set_gateway_addresses(host: &mut Netlink, conf: &BridgeConf, bridge: &Link, a
             }
             host.del_address(bridge.index, *other)?;
         }
-        host.add_address(bridge.index, gw_net)?;
         if gw.is_ipv4() {
+            host.add_address(bridge.index, gw_net)?;
             sysctl::set("net/ipv4/ip_forward", "1")?;
         } else {
+            // Without DAD the gateway answers at once, not a second or two later.
+            if !conf.enable_dad {
+                sysctl::set(&format!("net/ipv6/conf/{}/accept_dad", bridge.name), "0")?;
+            }
+            host.add_address(bridge.index, gw_net)?;
             sysctl::set("net/ipv6/conf/all/forwarding", "1")?;
         }
     }

@@ -5,6 +5,7 @@
 //! containers are further namespaces beside it, all removed when the fixture is dropped.
 
 mod fixture;
+pub mod lab;
 pub mod plugins;
 
 pub use fixture::{require_root, Container, TestHost};

@@ -200,3 +200,42 @@ fn berth_bridge_applies_mtu_mac_and_promisc() {
     let veth = hnl.link_by_name(&result.interfaces[1].name).unwrap().unwrap();
     assert_eq!(veth.mtu, 1400);
 }
+
+#[test]
+fn berth_bridge_without_icc_isolates_containers_but_not_the_gateway() {
+    let set = PluginSet::berth();
+    let host = TestHost::new();
+    let (c1, c2) = (host.container(), host.container());
+    let mut conf = bridge_conf(&set, &host, "1.0.0");
+    conf["icc"] = json!(false);
+    let call = Call { host: &host, set: &set, conf };
+    let a1 = container_address(&call.add(&c1, "1.0.0"), &c1);
+    let a2 = container_address(&call.add(&c2, "1.0.0"), &c2);
+    let gw: IpAddr = GATEWAY.parse().unwrap();
+    assert!(TestHost::ping(&c1.path, gw) && TestHost::ping(&c2.path, gw), "the gateway stays reachable");
+    assert!(!TestHost::ping(&c1.path, a2.addr()), "c1 must not reach c2 with icc off");
+    assert!(!TestHost::ping(&c2.path, a1.addr()), "c2 must not reach c1 with icc off");
+}
+
+#[test]
+fn berth_bridge_dual_stack_pings_over_v4_and_v6() {
+    let set = PluginSet::berth();
+    let host = TestHost::new();
+    let (c1, c2) = (host.container(), host.container());
+    let mut conf = bridge_conf(&set, &host, "1.1.0");
+    conf["ipam"] = json!({
+        "type": set.host_local,
+        "ranges": [[{"subnet": SUBNET}], [{"subnet": "fd00:22::/64"}]],
+        "dataDir": host.dir.path().join("ipam").display().to_string(),
+    });
+    let call = Call { host: &host, set: &set, conf };
+    let r1 = call.add(&c1, "1.1.0");
+    let r2 = call.add(&c2, "1.1.0");
+    assert_eq!(r1.ips.len(), 2, "one address per family: {r1:?}");
+    let v6 = |r: &RunResult| r.ips.iter().find(|ip| ip.address.addr().is_ipv6()).expect("a v6 address").address.addr();
+    assert!(r1.routes.iter().any(|r| r.dst.to_string() == "::/0"), "v6 default route in the result");
+    assert!(TestHost::ping(&c1.path, v6(&r2)), "c1 -> c2 over IPv6");
+    assert!(TestHost::ping(&c2.path, "fd00:22::1".parse().unwrap()), "c2 -> v6 gateway");
+    let v4 = |r: &RunResult| r.ips.iter().find(|ip| ip.address.addr().is_ipv4()).unwrap().address.addr();
+    assert!(TestHost::ping(&c2.path, v4(&r1)), "c2 -> c1 over IPv4");
+}

@@ -95,7 +95,7 @@ pub fn exhausted(i: usize, set: &RangeSet) -> CniError {
 
 /// How many addresses `set` can still hand out.
 pub fn free_count(set: &RangeSet, taken: &HashSet<IpAddr>) -> u128 {
-    let used = taken.iter().filter(|ip| set.refusal(**ip).is_none()).count() as u128;
+    let used = taken.iter().filter(|ip| set.allows(**ip)).count() as u128;
     set.capacity().saturating_sub(used)
 }
 

@@ -199,6 +199,11 @@ impl RangeSet {
         self.range_for(ip).is_some()
     }
 
+    /// Whether `ip` can be handed out from this set (taken or not).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.ranges.iter().any(|r| r.contains(ip) && !r.is_blocked(addr::to_int(ip)))
+    }
+
     /// Why `ip` cannot be handed out from this set, or `None` if it can.
     pub fn refusal(&self, ip: IpAddr) -> Option<String> {
         match self.range_for(ip) {

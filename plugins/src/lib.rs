@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod exec;
+pub mod firewall;
 pub mod host;
 pub mod ipam;
 pub mod netlink;

@@ -1,20 +1,15 @@
 //! `berth volume ...`: the same operations as the endpoint, on the same state directory
-//! (the per-volume locks make the two safe to use at the same time).
+//! (the per-volume locks make the two safe to use at the same time). The state directory
+//! comes from the caller: the `berth` front-end has a global `--state-dir`.
 
 use crate::error::{VolumeError, VolumeResult};
 use crate::plugin::{self, RequestLog, ServerOptions, DEFAULT_SOCKET};
 use crate::spec::{self, MountId, VolumeName};
-use crate::store::{UnmountOutcome, VolumeStore, DEFAULT_STATE_DIR};
-use clap::{Args, Subcommand};
+use crate::store::{UnmountOutcome, VolumeStore};
+use clap::Subcommand;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-#[derive(Debug, Clone, Args)]
-pub struct StateArgs {
-    /// Where berth keeps volumes and their metadata.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
-}
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum VolumeCommand {
@@ -28,46 +23,34 @@ pub enum VolumeCommand {
         /// Driver option KEY=VALUE (repeatable).
         #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE")]
         options: Vec<String>,
-        #[command(flatten)]
-        state: StateArgs,
     },
     /// List volumes.
     Ls {
         /// Print names only.
         #[arg(long, short)]
         quiet: bool,
-        #[command(flatten)]
-        state: StateArgs,
     },
     /// Show volumes as JSON, with their usage.
     Inspect {
         #[arg(required = true)]
         names: Vec<String>,
-        #[command(flatten)]
-        state: StateArgs,
     },
     /// Remove volumes and their data (never a bind volume's source).
     Rm {
         #[arg(required = true)]
         names: Vec<String>,
-        #[command(flatten)]
-        state: StateArgs,
     },
     /// Mount a volume for a holder ID and print its mount point.
     Mount {
         name: String,
         #[arg(long, default_value = "berth-cli")]
         id: String,
-        #[command(flatten)]
-        state: StateArgs,
     },
     /// Release a holder ID's mount; the last holder unmounts the data.
     Unmount {
         name: String,
         #[arg(long, default_value = "berth-cli")]
         id: String,
-        #[command(flatten)]
-        state: StateArgs,
     },
     /// Run the Docker volume plugin endpoint in the foreground (stops on SIGTERM).
     Serve {
@@ -76,25 +59,34 @@ pub enum VolumeCommand {
         /// Log errors only, not every request.
         #[arg(long)]
         quiet: bool,
-        #[command(flatten)]
-        state: StateArgs,
     },
 }
 
-/// Runs one `berth volume` command, printing its result on stdout.
-pub fn run(command: VolumeCommand) -> VolumeResult<()> {
+/// Runs one command and reports a failure on stderr as `berth volume: ...`.
+pub fn run_and_report(command: VolumeCommand, state_dir: &Path) -> ExitCode {
+    match run(command, state_dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("berth volume: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one `berth volume` command on the volumes of `state_dir`, printing its result on stdout.
+pub fn run(command: VolumeCommand, state_dir: &Path) -> VolumeResult<()> {
     match command {
-        VolumeCommand::Create { name, driver, options, state } => {
+        VolumeCommand::Create { name, driver, options } => {
             let name = VolumeName::parse(&name)?;
             let options: BTreeMap<String, String> = options.iter().map(|o| spec::parse_option(o)).collect();
             let config = spec::driver_config(&name, driver.as_deref(), &options)?;
-            VolumeStore::open(&state.state_dir)?.create(&name, config)?;
+            VolumeStore::open(state_dir)?.create(&name, config)?;
             println!("{name}");
         }
-        VolumeCommand::Ls { quiet, state } => {
-            let volumes = VolumeStore::open(&state.state_dir)?.list()?;
+        VolumeCommand::Ls { quiet } => {
+            let volumes = VolumeStore::open(state_dir)?.list()?;
             if !quiet {
-                println!("{:<8}  {:<24}  {}", "DRIVER", "VOLUME NAME", "MOUNTS");
+                println!("{:<8}  {:<24}  MOUNTS", "DRIVER", "VOLUME NAME");
             }
             for volume in volumes {
                 if quiet {
@@ -104,31 +96,28 @@ pub fn run(command: VolumeCommand) -> VolumeResult<()> {
                 }
             }
         }
-        VolumeCommand::Inspect { names, state } => {
-            let store = VolumeStore::open(&state.state_dir)?;
-            let statuses = names
-                .iter()
-                .map(|name| store.inspect(&VolumeName::parse(name)?))
-                .collect::<VolumeResult<Vec<_>>>()?;
+        VolumeCommand::Inspect { names } => {
+            let store = VolumeStore::open(state_dir)?;
+            let statuses = names.iter().map(|name| store.inspect(&VolumeName::parse(name)?)).collect::<VolumeResult<Vec<_>>>()?;
             let json = serde_json::to_string_pretty(&statuses)
                 .map_err(|err| VolumeError::BadRequest(format!("cannot print volume status: {err}")))?;
             println!("{json}");
         }
-        VolumeCommand::Rm { names, state } => {
-            let store = VolumeStore::open(&state.state_dir)?;
+        VolumeCommand::Rm { names } => {
+            let store = VolumeStore::open(state_dir)?;
             for name in names {
                 store.remove(&VolumeName::parse(&name)?)?;
                 println!("{name}");
             }
         }
-        VolumeCommand::Mount { name, id, state } => {
+        VolumeCommand::Mount { name, id } => {
             let (name, id) = (VolumeName::parse(&name)?, MountId::parse(&id)?);
-            let mountpoint = VolumeStore::open(&state.state_dir)?.mount(&name, &id)?;
+            let mountpoint = VolumeStore::open(state_dir)?.mount(&name, &id)?;
             println!("{}", mountpoint.display());
         }
-        VolumeCommand::Unmount { name, id, state } => {
+        VolumeCommand::Unmount { name, id } => {
             let (name, id) = (VolumeName::parse(&name)?, MountId::parse(&id)?);
-            let store = VolumeStore::open(&state.state_dir)?;
+            let store = VolumeStore::open(state_dir)?;
             match store.unmount(&name, &id)? {
                 UnmountOutcome::Released => {}
                 UnmountOutcome::StillMounted { holders } => {
@@ -143,11 +132,59 @@ pub fn run(command: VolumeCommand) -> VolumeResult<()> {
                 }
             }
         }
-        VolumeCommand::Serve { socket, quiet, state } => {
+        VolumeCommand::Serve { socket, quiet } => {
             let request_log = if quiet { RequestLog::Failures } else { RequestLog::All };
             let options = ServerOptions { request_log, ..ServerOptions::new(socket) };
-            plugin::serve(&state.state_dir, options)?;
+            plugin::serve(state_dir, options)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// The shape of the root `berth` front-end: global options, then `volume <command>`.
+    #[derive(Parser)]
+    struct Berth {
+        #[arg(long, global = true, default_value = crate::store::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[arg(long, global = true, default_value = "/etc/berth/net.d")]
+        config_dir: PathBuf,
+        #[command(subcommand)]
+        command: Top,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Top {
+        #[command(subcommand)]
+        Volume(VolumeCommand),
+    }
+
+    #[test]
+    fn fits_under_the_root_front_end() {
+        Berth::command().debug_assert();
+        let parsed = Berth::try_parse_from([
+            "berth",
+            "volume",
+            "create",
+            "v1",
+            "--driver",
+            "loop",
+            "-o",
+            "size=64M",
+            "--state-dir",
+            "/tmp/s",
+        ])
+        .unwrap();
+        assert_eq!(parsed.state_dir, PathBuf::from("/tmp/s"));
+        let Top::Volume(VolumeCommand::Create { name, driver, options }) = parsed.command else {
+            panic!("not a create command");
+        };
+        assert_eq!((name.as_str(), driver.as_deref(), options), ("v1", Some("loop"), vec!["size=64M".to_string()]));
+        let serve = Berth::try_parse_from(["berth", "volume", "serve", "--socket", "/tmp/p.sock"]).unwrap();
+        assert!(matches!(serve.command, Top::Volume(VolumeCommand::Serve { quiet: false, .. })));
+    }
 }

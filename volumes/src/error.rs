@@ -62,12 +62,4 @@ impl VolumeError {
         let object = object.to_string();
         move |err| VolumeError::Io { action, object, source: err.into() }
     }
-
-    /// The OS error behind this one, if any (lets callers and tests tell ENOSPC or EBUSY apart).
-    pub fn raw_os_error(&self) -> Option<i32> {
-        match self {
-            VolumeError::Io { source, .. } => source.raw_os_error(),
-            _ => None,
-        }
-    }
 }

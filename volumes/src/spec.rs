@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-/// A directory name can hold at most 255 bytes.
-const MAX_NAME_LEN: usize = 255;
+/// A file name holds at most 255 bytes; the store adds `.creating.` or `.lock` to names.
+const MAX_NAME_LEN: usize = 240;
 const MAX_MOUNT_ID_LEN: usize = 256;
 
 /// A volume name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, so it is always one safe path component
@@ -24,16 +24,14 @@ impl VolumeName {
         let mut chars = name.chars();
         match chars.next() {
             None => return Err(invalid("it is empty")),
-            Some(first) if !first.is_ascii_alphanumeric() => {
-                return Err(invalid("it must start with a letter or a digit"))
-            }
+            Some(first) if !first.is_ascii_alphanumeric() => return Err(invalid("it must start with a letter or a digit")),
             Some(_) => {}
         }
         if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
             return Err(invalid("only letters, digits, '_', '.' and '-' are allowed"));
         }
         if name.len() > MAX_NAME_LEN {
-            return Err(invalid("it is longer than 255 characters"));
+            return Err(invalid("it is longer than 240 characters"));
         }
         Ok(VolumeName(name.to_string()))
     }
@@ -93,7 +91,6 @@ impl fmt::Display for MountId {
 pub struct Bytes(pub u64);
 
 impl Bytes {
-    pub const KIB: u64 = 1 << 10;
     pub const MIB: u64 = 1 << 20;
 
     /// Parses an integer with an optional binary unit (`64M`, `1G`, `512KiB`; K, M, G, T,
@@ -114,10 +111,7 @@ impl Bytes {
             "T" | "TB" | "TIB" => 40,
             _ => return Err(format!("unknown unit {unit:?} (use K, M, G or T)")),
         };
-        number
-            .checked_mul(1u64 << shift)
-            .map(Bytes)
-            .ok_or_else(|| "the size is too large".to_string())
+        number.checked_mul(1u64 << shift).map(Bytes).ok_or_else(|| "the size is too large".to_string())
     }
 }
 
@@ -125,7 +119,7 @@ impl fmt::Display for Bytes {
     /// The shortest exact form: `64M` rather than `67108864`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-            if self.0 != 0 && self.0 % (1u64 << shift) == 0 {
+            if self.0 != 0 && self.0.trailing_zeros() >= shift {
                 return write!(f, "{}{unit}", self.0 >> shift);
             }
         }
@@ -154,9 +148,10 @@ impl DriverKind {
     }
 
     pub fn parse(volume: &str, driver: &str) -> VolumeResult<DriverKind> {
-        DriverKind::ALL.into_iter().find(|kind| kind.as_str() == driver).ok_or_else(|| {
-            VolumeError::UnknownDriver { volume: volume.to_string(), driver: driver.to_string() }
-        })
+        DriverKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == driver)
+            .ok_or_else(|| VolumeError::UnknownDriver { volume: volume.to_string(), driver: driver.to_string() })
     }
 }
 
@@ -196,8 +191,7 @@ pub fn driver_config(
         DriverKind::Named => &["type"],
         DriverKind::Loop => &["type", "size", "usrquota", "grpquota"],
     };
-    let unknown: Vec<&str> =
-        options.keys().map(String::as_str).filter(|key| !accepted.contains(key)).collect();
+    let unknown: Vec<&str> = options.keys().map(String::as_str).filter(|key| !accepted.contains(key)).collect();
     if !unknown.is_empty() {
         return Err(VolumeError::UnknownOptions {
             volume: name.to_string(),
@@ -274,8 +268,8 @@ mod tests {
             let err = VolumeName::parse(bad).expect_err(bad).to_string();
             assert!(err.contains(&format!("{bad:?}")), "message names the input: {err}");
         }
-        assert!(VolumeName::parse(&"a".repeat(255)).is_ok());
-        assert!(VolumeName::parse(&"a".repeat(256)).is_err());
+        assert!(VolumeName::parse(&"a".repeat(240)).is_ok());
+        assert!(VolumeName::parse(&"a".repeat(241)).is_err());
     }
 
     #[test]
@@ -316,7 +310,8 @@ mod tests {
     #[test]
     fn bad_options_are_named_in_the_error() {
         let v = VolumeName::parse("v").unwrap();
-        let cases: &[(Option<&str>, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             (None, &[("type", "zfs")], "\"zfs\""),
             (Some("nfs"), &[], "\"nfs\""),
             (None, &[("type", "named"), ("size", "1G")], "size"),

@@ -122,10 +122,6 @@ impl VolumeStore {
         Ok(VolumeStore { volumes, locks })
     }
 
-    pub fn volumes_dir(&self) -> &Path {
-        &self.volumes
-    }
-
     pub fn layout(&self, name: &VolumeName) -> VolumeLayout {
         VolumeLayout::new(name.clone(), self.volumes.join(name.as_str()))
     }
@@ -344,7 +340,10 @@ impl VolumeStore {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 return Err(if layout.dir.exists() {
-                    VolumeError::CorruptMetadata { volume: layout.name.to_string(), detail: format!("{} is missing", path.display()) }
+                    VolumeError::CorruptMetadata {
+                        volume: layout.name.to_string(),
+                        detail: format!("{} is missing", path.display()),
+                    }
                 } else {
                     VolumeError::NotFound(layout.name.to_string())
                 });
@@ -392,10 +391,8 @@ impl VolumeStore {
 }
 
 fn write_record(layout: &VolumeLayout, volume: &Volume) -> VolumeResult<()> {
-    let json = serde_json::to_vec_pretty(volume).map_err(|err| VolumeError::CorruptMetadata {
-        volume: volume.name.to_string(),
-        detail: err.to_string(),
-    })?;
+    let json = serde_json::to_vec_pretty(volume)
+        .map_err(|err| VolumeError::CorruptMetadata { volume: volume.name.to_string(), detail: err.to_string() })?;
     sys::write_durably(&layout.record(), &json)
 }
 
@@ -515,6 +512,17 @@ mod tests {
         assert!(matches!(store.get(&v), Err(VolumeError::NotFound(_))));
         assert!(!state.0.join("volumes/shared").exists());
         assert!(!state.0.join("locks/shared.lock").exists());
+    }
+
+    #[test]
+    fn the_longest_name_fits_every_file_the_store_makes() {
+        let state = TempState::new("longname");
+        let store = VolumeStore::open(&state.0).unwrap();
+        let v = name(&"n".repeat(240));
+        store.create(&v, named()).unwrap();
+        store.mount(&v, &id("c")).unwrap();
+        store.unmount(&v, &id("c")).unwrap();
+        store.remove(&v).unwrap();
     }
 
     #[test]

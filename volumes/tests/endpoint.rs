@@ -107,6 +107,11 @@ fn invalid_requests_get_an_error_naming_the_problem() {
         assert_eq!(reply.status, status, "{path} {body}: {reply:?}");
         assert!(reply.err().contains(expected), "{path} {body}: {:?} should mention {expected:?}", reply.err());
     }
+    // Deep nesting must hit serde_json's recursion limit, not the handler thread's stack.
+    let deep = format!(r#"{{"Name":"v","Opts":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+    let reply = client.post("/VolumeDriver.Create", &deep);
+    assert_eq!(reply.status, 400, "{:?}", reply.err());
+    assert!(reply.err().contains("recursion limit"), "{}", reply.err());
     assert!(!server.state.join("volumes/v").exists(), "no failed create left a volume");
     assert_eq!(client.post("/Plugin.Activate", "").status, 200, "the connection still serves");
 }
@@ -261,6 +266,13 @@ fn stop_closes_idle_connections_and_removes_the_socket() {
     server.stop();
     assert!(idle.is_closed_by_server(), "idle keep-alive connection closed on stop");
     assert!(!server.socket.exists(), "socket removed");
+}
+
+#[test]
+fn stop_works_even_after_the_socket_file_was_deleted() {
+    let mut server = TestServer::start("ep-stop-deleted");
+    std::fs::remove_file(&server.socket).expect("delete the socket file");
+    server.stop(); // returns only once the server's run() has returned
 }
 
 #[test]

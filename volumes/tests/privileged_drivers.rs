@@ -66,9 +66,7 @@ fn privileged_loop_volume_refuses_writes_past_its_size_with_enospc() {
 
     assert_eq!(store.unmount(&v, &id("c1")).expect("unmount"), UnmountOutcome::Released);
     assert!(mounts_under(&dir.path).is_empty(), "unmounted after the last holder");
-    common::wait_until("loop device detached", std::time::Duration::from_secs(5), || {
-        loop_devices_under(&dir.path).is_empty()
-    });
+    common::wait_until("loop device detached", std::time::Duration::from_secs(5), || loop_devices_under(&dir.path).is_empty());
 
     let again = store.mount(&v, &id("c2")).expect("mount again");
     assert_eq!(std::fs::read_to_string(again.join("keep.txt")).expect("data survives"), "precious");
@@ -143,11 +141,8 @@ fn privileged_reconcile_after_crashes_loses_no_volume_and_no_data() {
     // 3. A loop device left attached to an unmounted volume's image (not autoclear).
     let stray = name("stray");
     store.create(&stray, loop_config(16)).expect("create");
-    let attached = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(state.join("volumes/stray/disk.img"))
-        .output()
-        .expect("losetup");
+    let attached =
+        Command::new("losetup").args(["-f", "--show"]).arg(state.join("volumes/stray/disk.img")).output().expect("losetup");
     assert!(attached.status.success(), "{}", String::from_utf8_lossy(&attached.stderr));
 
     // 4. Half-created and half-removed volume directories.
@@ -180,7 +175,8 @@ fn privileged_reconcile_after_crashes_loses_no_volume_and_no_data() {
 fn privileged_bind_volume_shows_the_source_and_enforces_read_only() {
     require_root("privileged_bind_volume_shows_the_source_and_enforces_read_only");
     let dir = TempDir::new("bind");
-    let source = dir.join("host-data");
+    // ':' and ',' would split overlayfs' layer list if they were not escaped.
+    let source = dir.join("host:data,1");
     std::fs::create_dir(&source).expect("mkdir source");
     std::fs::write(source.join("config"), "from the host").expect("write source");
     let store = VolumeStore::open(&dir.join("state")).expect("store");

@@ -4,6 +4,7 @@
 //! A socket belongs to the namespace it was opened in, so `Netlink::open_in(ns)` configures
 //! that namespace without the caller staying inside it.
 
+mod links_extra;
 mod parse;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as Rtm};
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use wire::NlError;
+
+pub use links_extra::{LinkDetail, MacvlanMode, MacvlanSpec};
 
 /// A link as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! `bind`: an existing host directory, bind-mounted on the volume's mount point on first
-//! Mount, read-only on request. The kernel enforces `ro`, whatever the client asks for.
+//! Mount; or, with `ro`, shown there through a read-only overlay, so that the kernel
+//! refuses writes whatever the runtime does with the mount.
 
 use super::{make_dir, Driver, Usage, VolumeLayout};
 use crate::error::{VolumeError, VolumeResult};
@@ -51,7 +52,14 @@ impl Driver for BindDriver {
 
     fn activate(&self, layout: &VolumeLayout) -> VolumeResult<()> {
         self.check_source(layout)?;
-        sys::bind_mount(&self.source, &layout.data(), self.read_only)
+        if !self.read_only {
+            return sys::bind_mount(&self.source, &layout.data());
+        }
+        let empty = layout.dir.join("_empty");
+        if !empty.exists() {
+            make_dir(&empty)?;
+        }
+        sys::mount_read_only_view(&self.source, &empty, &layout.data())
     }
 
     fn deactivate(&self, layout: &VolumeLayout) -> VolumeResult<()> {

@@ -58,8 +58,7 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<Head, ReadError> {
         }
     };
     let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(ReadError::Refused(Refusal::new(400, format!("malformed request line {request_line:?}"))));
     };
     let http_1_0 = match version {
@@ -71,13 +70,7 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<Head, ReadError> {
         return Err(ReadError::Refused(Refusal::new(400, format!("malformed request target {target:?}"))));
     }
     let path = target.split('?').next().unwrap_or(target).to_string();
-    let mut head = Head {
-        method: method.to_string(),
-        path,
-        content_length: 0,
-        keep_alive: !http_1_0,
-        expect_continue: false,
-    };
+    let mut head = Head { method: method.to_string(), path, content_length: 0, keep_alive: !http_1_0, expect_continue: false };
     let mut content_length: Option<usize> = None;
     let mut headers = 0;
     loop {

@@ -49,7 +49,7 @@ pub fn serve(state_dir: &Path, options: ServerOptions) -> VolumeResult<()> {
         })
         .map_err(VolumeError::io("starting the signal thread of", "berth volume serve"))?;
     log(format_args!("listening on {}", options.socket.display()));
-    server.run()?;
+    server.run();
     log(format_args!("stopped"));
     Ok(())
 }

@@ -10,6 +10,7 @@ use crate::store::VolumeStore;
 use std::collections::HashMap;
 use std::io::BufReader;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -86,19 +87,20 @@ impl Drop for Registration {
 #[derive(Clone)]
 pub struct StopHandle {
     stopping: Arc<AtomicBool>,
-    socket: PathBuf,
+    listener: Arc<UnixListener>,
 }
 
 impl StopHandle {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        // Wake the accept loop, which notices the flag on its next connection.
-        let _ = UnixStream::connect(&self.socket);
+        // Shutting the listening socket down makes a blocked accept() return at once, even
+        // when its path has been deleted and nobody could connect to wake it.
+        let _ = nix::sys::socket::shutdown(self.listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
     }
 }
 
 pub struct Server {
-    listener: UnixListener,
+    listener: Arc<UnixListener>,
     /// The inode we bound, so that a stop never deletes another server's socket.
     socket_inode: u64,
     store: Arc<VolumeStore>,
@@ -119,10 +121,9 @@ impl Server {
             });
         }
         let listener = bind_private(socket)?;
-        let socket_inode =
-            std::fs::metadata(socket).map_err(VolumeError::io("reading", socket.display()))?.ino();
+        let socket_inode = std::fs::metadata(socket).map_err(VolumeError::io("reading", socket.display()))?.ino();
         Ok(Server {
-            listener,
+            listener: Arc::new(listener),
             socket_inode,
             store: Arc::new(store),
             options,
@@ -132,12 +133,12 @@ impl Server {
     }
 
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle { stopping: self.stopping.clone(), socket: self.options.socket.clone() }
+        StopHandle { stopping: self.stopping.clone(), listener: self.listener.clone() }
     }
 
     /// Serves until stopped, then lets requests under way finish (up to the drain
     /// timeout) and removes the socket.
-    pub fn run(self) -> VolumeResult<()> {
+    pub fn run(self) {
         for incoming in self.listener.incoming() {
             if self.stopping.load(Ordering::SeqCst) {
                 break;
@@ -155,7 +156,6 @@ impl Server {
         }
         self.remove_socket();
         self.drain();
-        Ok(())
     }
 
     fn accept(&self, stream: UnixStream) {
@@ -177,13 +177,10 @@ impl Server {
         let store = self.store.clone();
         let stopping = self.stopping.clone();
         let request_log = self.options.request_log;
-        let spawned = std::thread::Builder::new()
-            .name(format!("berth-conn-{id}"))
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let _registration = registration;
-                serve_connection(stream, &store, &stopping, request_log);
-            });
+        let spawned = std::thread::Builder::new().name(format!("berth-conn-{id}")).stack_size(256 * 1024).spawn(move || {
+            let _registration = registration;
+            serve_connection(stream, &store, &stopping, request_log);
+        });
         if let Err(err) = spawned {
             log(format_args!("starting a connection thread: {err}"));
         }
@@ -229,19 +226,14 @@ fn bind_private(socket: &Path) -> VolumeResult<UnixListener> {
     let file_name = socket.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let private = parent.join(format!(".{file_name}.{}.bind", std::process::id()));
     let _ = std::fs::remove_dir_all(&private);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&private)
-        .map_err(VolumeError::io("creating directory", private.display()))?;
+    std::fs::DirBuilder::new().mode(0o700).create(&private).map_err(VolumeError::io("creating directory", private.display()))?;
     let staged = private.join("socket");
-    let bound = UnixListener::bind(&staged)
-        .map_err(VolumeError::io("listening on", staged.display()))
-        .and_then(|listener| {
-            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
-                .map_err(VolumeError::io("setting the mode of", staged.display()))?;
-            std::fs::rename(&staged, socket).map_err(VolumeError::io("moving socket to", socket.display()))?;
-            Ok(listener)
-        });
+    let bound = UnixListener::bind(&staged).map_err(VolumeError::io("listening on", staged.display())).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+            .map_err(VolumeError::io("setting the mode of", staged.display()))?;
+        std::fs::rename(&staged, socket).map_err(VolumeError::io("moving socket to", socket.display()))?;
+        Ok(listener)
+    });
     let _ = std::fs::remove_dir_all(&private);
     bound
 }

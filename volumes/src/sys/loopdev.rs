@@ -82,11 +82,8 @@ pub struct LoopDevice {
 
 /// Attaches `image` to a free loop device (LOOP_CONFIGURE: Linux 5.8 or later).
 pub fn attach(image: &Path, read_only: bool) -> VolumeResult<LoopDevice> {
-    let backing = OpenOptions::new()
-        .read(true)
-        .write(!read_only)
-        .open(image)
-        .map_err(VolumeError::io("opening image", image.display()))?;
+    let backing =
+        OpenOptions::new().read(true).write(!read_only).open(image).map_err(VolumeError::io("opening image", image.display()))?;
     let control = File::open(LOOP_CONTROL).map_err(VolumeError::io("opening", LOOP_CONTROL))?;
     let mut info = LoopInfo64::zeroed();
     info.lo_flags = LO_FLAGS_AUTOCLEAR | if read_only { LO_FLAGS_READ_ONLY } else { 0 };
@@ -101,11 +98,8 @@ pub fn attach(image: &Path, read_only: bool) -> VolumeResult<LoopDevice> {
         let number = unsafe { ioctls::loop_ctl_get_free(control.as_raw_fd()) }
             .map_err(VolumeError::io("finding a free loop device through", LOOP_CONTROL))?;
         let path = PathBuf::from(format!("/dev/loop{number}"));
-        let device = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(&path)
-            .map_err(VolumeError::io("opening", path.display()))?;
+        let device =
+            OpenOptions::new().read(true).write(!read_only).open(&path).map_err(VolumeError::io("opening", path.display()))?;
         // SAFETY: `config` is a live, properly laid out `struct loop_config`.
         match unsafe { ioctls::loop_configure(device.as_raw_fd(), &config) } {
             Ok(_) => return Ok(LoopDevice { path, _device: device }),

@@ -13,20 +13,31 @@ use std::process::Command;
 
 pub use mountinfo::MountTable;
 
-/// Bind-mounts `source` on `target`; read-only needs a second, remounting call.
-pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> VolumeResult<()> {
-    let object = format!("{} on {}", source.display(), target.display());
+pub fn bind_mount(source: &Path, target: &Path) -> VolumeResult<()> {
     nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(VolumeError::io("bind-mounting", &object))?;
-    if read_only {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        if let Err(err) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
-            // Never leave a writable mount behind where a read-only one was asked for.
-            let _ = nix::mount::umount2(target, MntFlags::empty());
-            return Err(VolumeError::io("making read-only", &object)(err));
+        .map_err(VolumeError::io("bind-mounting", format!("{} on {}", source.display(), target.display())))
+}
+
+/// Shows `source` read-only at `target` through an overlay with no upper layer, whose
+/// super block itself is read-only. A read-only bind mount would not do: runtimes remount
+/// the bind mounts they make into containers, and runc 1.1 clears MS_RDONLY doing so.
+/// `empty` is the second lower layer that overlayfs asks for when it has no upper one.
+pub fn mount_read_only_view(source: &Path, empty: &Path, target: &Path) -> VolumeResult<()> {
+    let options = format!("lowerdir={}:{}", escape_overlay_path(source), escape_overlay_path(empty));
+    nix::mount::mount(Some("berth-ro"), target, Some("overlay"), MsFlags::MS_RDONLY, Some(options.as_str()))
+        .map_err(VolumeError::io("mounting a read-only view", format!("of {} on {}", source.display(), target.display())))
+}
+
+/// overlayfs separates layers with ':' and options with ',', and escapes with a backslash.
+fn escape_overlay_path(path: &Path) -> String {
+    let mut escaped = String::new();
+    for c in path.to_string_lossy().chars() {
+        if matches!(c, '\\' | ':' | ',') {
+            escaped.push('\\');
         }
+        escaped.push(c);
     }
-    Ok(())
+    escaped
 }
 
 pub fn mount_ext4(device: &Path, target: &Path, options: &str) -> VolumeResult<()> {
@@ -100,9 +111,7 @@ pub fn write_durably(path: &Path, contents: &[u8]) -> VolumeResult<()> {
 /// Makes a rename or unlink in `path`'s directory durable.
 pub fn sync_parent(path: &Path) -> VolumeResult<()> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(VolumeError::io("syncing directory", parent.display()))
+    File::open(parent).and_then(|dir| dir.sync_all()).map_err(VolumeError::io("syncing directory", parent.display()))
 }
 
 /// Deletes a directory tree that berth owns, refusing while anything is mounted at or

@@ -16,10 +16,7 @@ use std::time::{Duration, Instant};
 
 /// Privileged tests need root: they fail loudly rather than skip without a word.
 pub fn require_root(test: &str) {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "{test} is a privileged test (loop devices, mounts, podman): run it as root"
-    );
+    assert!(nix::unistd::geteuid().is_root(), "{test} is a privileged test (loop devices, mounts, podman): run it as root");
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
@@ -108,6 +105,7 @@ pub struct TestServer {
     pub state: PathBuf,
     stop: StopHandle,
     thread: Option<JoinHandle<()>>,
+    finished: std::sync::mpsc::Receiver<()>,
 }
 
 impl TestServer {
@@ -125,18 +123,25 @@ impl TestServer {
         let store = VolumeStore::open(&state).expect("open store");
         let server = Server::bind(store, options).expect("bind server");
         let stop = server.stop_handle();
-        let thread = std::thread::spawn(move || server.run().expect("server run"));
-        TestServer { dir, socket, state, stop, thread: Some(thread) }
+        let (done, finished) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            server.run();
+            let _ = done.send(());
+        });
+        TestServer { dir, socket, state, stop, thread: Some(thread), finished }
     }
 
     pub fn connect(&self) -> Client {
         Client::connect(&self.socket)
     }
 
-    /// Stops the server and waits for `run` to return.
+    /// Stops the server and waits (with a deadline, so a broken stop fails rather than
+    /// hangs) for `run` to return.
     pub fn stop(&mut self) {
         self.stop.stop();
         if let Some(thread) = self.thread.take() {
+            let stopped = self.finished.recv_timeout(Duration::from_secs(20));
+            assert!(stopped.is_ok() || thread.is_finished(), "server did not stop within 20 s");
             thread.join().expect("server thread panicked");
         }
     }
@@ -212,11 +217,8 @@ impl Client {
             let (name, value) = line.split_once(':')?;
             headers.push((name.to_string(), value.trim().to_string()));
         }
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
+        let length: usize =
+            headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body).ok()?;
         let body = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).ok()? };

@@ -1,0 +1,107 @@
+//! berth-bench-macvlan: ADD and DEL latency of berth-macvlan + berth-host-local against the
+//! reference macvlan + host-local, same machine, same run.
+//!
+//!   berth-bench-macvlan [N ...]          (default: 100)
+//!
+//! Each set runs in a child process of its own, in a throwaway host namespace whose master
+//! is a veth (the other end in a "LAN" namespace), so that peak RSS (the largest plugin
+//! process it started) is measured per set. Needs root.
+
+use berth_conformance::plugins::PluginSet;
+use berth_conformance::TestHost;
+use berth_plugins::netlink::VethPeer;
+use berth_plugins::netns::NetNs;
+use berth_plugins::skel::Command;
+use serde_json::json;
+use std::time::Instant;
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let s = sorted(v);
+    s[((s.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// N ADDs then N DELs with one plugin set, in this process; prints a JSON summary.
+fn measure(label: &str, n: usize) {
+    let (set, macvlan) = match label {
+        "berth" => (PluginSet::berth(), "berth-macvlan"),
+        _ => (PluginSet::reference(), "macvlan"),
+    };
+    let host = TestHost::new();
+    let lan = host.container();
+    let lan_ns = NetNs::open(&lan.path).expect("LAN namespace");
+    let mut nl = host.netlink();
+    let master = nl.create_veth("benchpar0", &VethPeer { name: "benchlan0", netns: Some(&lan_ns), mac: None }, None, None).expect("master veth");
+    nl.set_up(master.index).expect("master up");
+    let containers: Vec<_> = (0..n).map(|_| host.container()).collect();
+    let subnet = if n < 250 { "10.201.0.0/24" } else { "10.201.0.0/16" };
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "bench",
+        "type": macvlan,
+        "master": "benchpar0",
+        "mode": "bridge",
+        "ipam": { "type": set.host_local, "subnet": subnet, "dataDir": host.dir.path().join("ipam").display().to_string() },
+    });
+    let time = |command: Command, c: &berth_conformance::Container| {
+        let start = Instant::now();
+        host.call(&set.cni_path(), macvlan, command, &c.name, Some(&c.path), "eth0", &conf)
+            .unwrap_or_else(|e| panic!("{label} {}: {e}", command.as_str()));
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+    let add_ms: Vec<f64> = containers.iter().map(|c| time(Command::Add, c)).collect();
+    let del_ms: Vec<f64> = containers.iter().map(|c| time(Command::Del, c)).collect();
+    // SAFETY: getrusage fills the struct it is given.
+    let peak_rss_kb = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss
+    };
+    let summary = json!({
+        "add_median_ms": percentile(&add_ms, 0.5), "add_p90_ms": percentile(&add_ms, 0.9),
+        "del_median_ms": percentile(&del_ms, 0.5), "del_p90_ms": percentile(&del_ms, 0.9),
+        "peak_rss_kb": peak_rss_kb,
+    });
+    println!("{summary}");
+}
+
+fn run_child(label: &str, n: usize) -> serde_json::Value {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["--one", label, &n.to_string()])
+        .output()
+        .expect("run the benchmark child");
+    assert!(out.status.success(), "{label} benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("child prints JSON")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--one") {
+        measure(&args[1], args[2].parse().expect("N"));
+        return;
+    }
+    let ns: Vec<usize> = if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
+    println!("{:>6}  {:<10} {:>10} {:>10} {:>10} {:>10} {:>10}", "N", "macvlan", "ADD med", "ADD p90", "DEL med", "DEL p90", "peak RSS");
+    for n in ns {
+        let berth = run_child("berth", n);
+        let reference = run_child("reference", n);
+        for (label, f) in [("berth", &berth), ("reference", &reference)] {
+            println!(
+                "{:>6}  {:<10} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8}kB",
+                n, label, f["add_median_ms"].as_f64().unwrap(), f["add_p90_ms"].as_f64().unwrap(),
+                f["del_median_ms"].as_f64().unwrap(), f["del_p90_ms"].as_f64().unwrap(), f["peak_rss_kb"]
+            );
+        }
+        let ratio = |k: &str| reference[k].as_f64().unwrap() / berth[k].as_f64().unwrap();
+        println!(
+            "{:>6}  reference/berth: ADD {:.1}x, DEL {:.1}x; peak RSS {:.1}x",
+            n, ratio("add_median_ms"), ratio("del_median_ms"),
+            reference["peak_rss_kb"].as_f64().unwrap() / berth["peak_rss_kb"].as_f64().unwrap()
+        );
+    }
+}

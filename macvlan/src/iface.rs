@@ -1,0 +1,74 @@
+//! Configuring a container interface from an IPAM result, and checking it against a
+//! prevResult.
+//!
+//! These are not macvlan-specific: berth-bridge does the same inline (`attach`,
+//! `gateway_for`, `check_attachment`). They belong in `berth_plugins::ipam` (as the
+//! reference plugins' `ipam.ConfigureIface` / `ip.ValidateExpected*`), used by both.
+
+use berth_plugins::netlink::{Link, MacAddr, Netlink, RouteEntry};
+use berth_plugins::netns::NetNs;
+use berth_plugins::spec::RunResult;
+use berth_plugins::{sysctl, CniError, CniResult, Code};
+use std::net::IpAddr;
+
+/// Puts the result's addresses on `link` (in `ns`), brings it up, adds the result's routes
+/// (without a gateway of their own, through the gateway of the same family). With
+/// `enable_dad` false, IPv6 duplicate address detection is turned off first so the
+/// addresses are usable at once.
+pub fn configure(ns: &NetNs, nl: &mut Netlink, link: &Link, result: &RunResult, enable_dad: bool) -> CniResult<()> {
+    let has_v6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
+    if has_v6 && !enable_dad {
+        ns.run(|| sysctl::set(&format!("net/ipv6/conf/{}/accept_dad", link.name), "0"))??;
+    }
+    for ip in &result.ips {
+        nl.add_address(link.index, ip.address)?;
+    }
+    nl.set_up(link.index)?;
+    for route in &result.routes {
+        nl.add_route(&RouteEntry {
+            dst: route.dst,
+            gateway: route.gw.or_else(|| gateway_for(result, route.dst.addr())),
+            oif: Some(link.index),
+            table: route.table,
+            priority: route.priority,
+            mtu: route.mtu,
+            scope: route.scope,
+        })?;
+    }
+    Ok(())
+}
+
+/// The gateway of the result's first address of `dst`'s family.
+pub fn gateway_for(result: &RunResult, dst: IpAddr) -> Option<IpAddr> {
+    result.ips.iter().filter(|ip| ip.address.addr().is_ipv4() == dst.is_ipv4()).find_map(|ip| ip.gateway)
+}
+
+pub fn mac_string(mac: Option<MacAddr>) -> String {
+    mac.map(|m| m.to_string()).unwrap_or_default()
+}
+
+/// CHECK of what prevResult says about the container interface `link`: its MAC, its
+/// addresses, the routes. `index` is the interface's position in `prev.interfaces`.
+pub fn check(nl: &mut Netlink, link: &Link, prev: &RunResult, index: usize) -> CniResult<()> {
+    let mismatch = |what: String| CniError::new(Code::Kernel, what);
+    let want_mac = &prev.interfaces[index].mac;
+    if !want_mac.is_empty() && mac_string(link.mac) != want_mac.to_lowercase() {
+        return Err(mismatch(format!("{} has MAC {}, prevResult says {want_mac}", link.name, mac_string(link.mac))));
+    }
+    let addresses = nl.addresses(Some(link.index))?;
+    for ip in prev.ips.iter().filter(|ip| ip.interface.is_none_or(|i| i == index)) {
+        if !addresses.iter().any(|(_, a)| *a == ip.address) {
+            return Err(mismatch(format!("{} has no address {}", link.name, ip.address)));
+        }
+    }
+    let routes = nl.routes()?;
+    for route in &prev.routes {
+        let found = routes.iter().any(|r| {
+            r.dst == route.dst && (route.gw.is_none() || r.gateway == route.gw || r.gateway == gateway_for(prev, route.dst.addr()))
+        });
+        if !found {
+            return Err(mismatch(format!("route to {} is missing in the container", route.dst)));
+        }
+    }
+    Ok(())
+}

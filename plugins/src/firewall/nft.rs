@@ -1,0 +1,540 @@
+//! The nftables backend: everything lives in `table inet berth`, four base chains whose rules
+//! never change, and eight maps holding every container's state as elements. An ADD or a DEL
+//! is one `nft -f -` batch of a handful of element commands, whatever the number of
+//! containers already there.
+//!
+//! Every element is a map entry commented `berth net=.. id=.. if=..`. The address maps carry
+//! the attachment's 32-bit tag as data, the port maps their DNAT target: `add element` of a
+//! key that exists with *different* data fails (EEXIST), so the kernel itself tells our
+//! elements from another attachment's within the one transaction:
+//! - ADD: `add` (fails if another attachment holds the key), `delete`, `add` (fresh comment);
+//! - DEL: `add` (same check: never removes another attachment's element), `delete`: absent
+//!   elements are no error, without a listing (`destroy element` needs nft >= 1.0.8).
+//!
+//! Only when that batch fails (a port held by another container, a stale element left by a
+//! container that never had its DEL, a missing table) is the table listed and the batch
+//! rebuilt from what is there: that is where the "already mapped to container X" error comes
+//! from.
+
+use super::{
+    enable_forwarding, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, Mapping, Owner, Plan, Proto,
+};
+use crate::error::{CniError, CniResult, Code};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// The table, as nft commands name it.
+pub const TABLE: &str = "inet berth";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Addr,
+    Ifname,
+    Proto,
+    Port,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataTy {
+    Tag,
+    Target,
+}
+
+struct MapDef {
+    name: &'static str,
+    key: &'static [Ty],
+    data: DataTy,
+    decl: &'static str,
+}
+
+const MAPS: &[MapDef] = &[
+    // Every container address and its bridge (isolation, hairpin): data is the owner's tag.
+    MapDef { name: "ctr4", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv4_addr . ifname : mark" },
+    MapDef { name: "ctr6", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv6_addr . ifname : mark" },
+    // Addresses of containers with ipMasq.
+    MapDef { name: "masq4", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv4_addr : mark" },
+    MapDef { name: "masq6", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv6_addr : mark" },
+    // Published ports on every local address: protocol . port -> container address . port.
+    MapDef {
+        name: "ports4",
+        key: &[Ty::Proto, Ty::Port],
+        data: DataTy::Target,
+        decl: "inet_proto . inet_service : ipv4_addr . inet_service",
+    },
+    MapDef {
+        name: "ports6",
+        key: &[Ty::Proto, Ty::Port],
+        data: DataTy::Target,
+        decl: "inet_proto . inet_service : ipv6_addr . inet_service",
+    },
+    // Published ports on one host address (hostIP): looked up first.
+    MapDef {
+        name: "hostports4",
+        key: &[Ty::Addr, Ty::Proto, Ty::Port],
+        data: DataTy::Target,
+        decl: "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+    },
+    MapDef {
+        name: "hostports6",
+        key: &[Ty::Addr, Ty::Proto, Ty::Port],
+        data: DataTy::Target,
+        decl: "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
+    },
+];
+
+const CHAINS: &str = "\
+add chain inet berth prerouting { type nat hook prerouting priority dstnat; policy accept; }
+add chain inet berth output { type nat hook output priority -100; policy accept; }
+add chain inet berth postrouting { type nat hook postrouting priority srcnat; policy accept; }
+add chain inet berth forward { type filter hook forward priority filter; policy accept; }
+";
+
+/// The rules of each base chain. They only ever change with berth itself: every ADD flushes
+/// and rewrites them in its batch (a constant dozen), so the table repairs and upgrades itself.
+const RULES: &[(&str, &[&str])] = &[
+    (
+        "prerouting",
+        &[
+            "meta nfproto ipv4 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports4",
+            "meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @ports4",
+            "meta nfproto ipv6 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
+            "meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports6",
+        ],
+    ),
+    (
+        "output",
+        &[
+            "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports4",
+            "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @ports4",
+            "meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
+            "meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports6",
+        ],
+    ),
+    (
+        "postrouting",
+        &[
+            "meta nfproto ipv4 ct status dnat ip saddr . oifname @ctr4 masquerade comment \"hairpin\"",
+            "meta nfproto ipv4 ip saddr . oifname @ctr4 return comment \"stays on its own bridge\"",
+            "meta nfproto ipv4 ip saddr @masq4 ip daddr != 224.0.0.0/4 masquerade comment \"ipMasq\"",
+            "meta nfproto ipv6 ct status dnat ip6 saddr . oifname @ctr6 masquerade comment \"hairpin\"",
+            "meta nfproto ipv6 ip6 saddr . oifname @ctr6 return comment \"stays on its own bridge\"",
+            "meta nfproto ipv6 ip6 saddr @masq6 ip6 daddr != ff00::/8 masquerade comment \"ipMasq\"",
+        ],
+    ),
+    (
+        "forward",
+        &[
+            "ct state established,related accept",
+            "ct status dnat accept comment \"published ports\"",
+            "meta nfproto ipv4 ip saddr . oifname @ctr4 accept comment \"stays on its own bridge\"",
+            "meta nfproto ipv4 ip saddr . iifname @ctr4 ip daddr . oifname @ctr4 drop comment \"isolation between berth networks\"",
+            "meta nfproto ipv6 ip6 saddr . oifname @ctr6 accept comment \"stays on its own bridge\"",
+            "meta nfproto ipv6 ip6 saddr . iifname @ctr6 ip6 daddr . oifname @ctr6 drop comment \"isolation between berth networks\"",
+        ],
+    ),
+];
+
+/// The table and its maps (idempotent `add`s), then, with `rules`, the chains and their rules.
+fn preamble(rules: bool) -> String {
+    let mut s = format!("add table {TABLE} {{ comment \"berth CNI plugins: NAT, port mappings, isolation\"; }}\n");
+    for m in MAPS {
+        let _ = writeln!(s, "add map {TABLE} {} {{ type {}; }}", m.name, m.decl);
+    }
+    if rules {
+        s += CHAINS;
+        for (chain, rules) in RULES {
+            let _ = writeln!(s, "flush chain {TABLE} {chain}");
+            for rule in *rules {
+                let _ = writeln!(s, "add rule {TABLE} {chain} {rule}");
+            }
+        }
+    }
+    s
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Addr(IpAddr),
+    Ifname(String),
+    Proto(Proto),
+    Port(u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Data {
+    Tag(u32),
+    Target(IpAddr, u16),
+}
+
+/// One map element of an attachment.
+#[derive(Debug, Clone)]
+struct Elem {
+    map: &'static str,
+    key: Vec<Part>,
+    data: Data,
+    /// For port elements: the mapping, to name it in errors.
+    mapping: Option<Mapping>,
+}
+
+impl Elem {
+    fn key_text(&self) -> String {
+        key_text(&self.key)
+    }
+    fn add(&self, comment: &str) -> String {
+        let data = match &self.data {
+            Data::Tag(tag) => format!("0x{tag:08x}"),
+            Data::Target(ip, port) => format!("{ip} . {port}"),
+        };
+        format!("add element {TABLE} {} {{ {} comment \"{comment}\" : {data} }}\n", self.map, self.key_text())
+    }
+    fn delete(&self) -> String {
+        delete_text(self.map, &self.key)
+    }
+}
+
+fn key_text(key: &[Part]) -> String {
+    let parts: Vec<String> = key
+        .iter()
+        .map(|p| match p {
+            Part::Addr(ip) => ip.to_string(),
+            Part::Ifname(name) => format!("\"{name}\""),
+            Part::Proto(proto) => proto.to_string(),
+            Part::Port(port) => port.to_string(),
+        })
+        .collect();
+    parts.join(" . ")
+}
+
+fn delete_text(map: &str, key: &[Part]) -> String {
+    format!("delete element {TABLE} {map} {{ {} }}\n", key_text(key))
+}
+
+fn v(family: Family, v4: &'static str, v6: &'static str) -> &'static str {
+    match family {
+        Family::V4 => v4,
+        Family::V6 => v6,
+    }
+}
+
+/// The elements ADD writes for an attachment.
+fn elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
+    let tag = Data::Tag(plan.owner.tag());
+    let mut out = Vec::new();
+    for ip in a.addresses {
+        let family = Family::of(ip);
+        out.push(Elem {
+            map: v(family, "ctr4", "ctr6"),
+            key: vec![Part::Addr(*ip), Part::Ifname(a.bridge.to_string())],
+            data: tag.clone(),
+            mapping: None,
+        });
+        if a.masquerade {
+            out.push(Elem { map: v(family, "masq4", "masq6"), key: vec![Part::Addr(*ip)], data: tag.clone(), mapping: None });
+        }
+    }
+    for m in &plan.mappings {
+        let (map, mut key) = match m.host_ip {
+            Some(ip) => (v(m.family, "hostports4", "hostports6"), vec![Part::Addr(ip)]),
+            None => (v(m.family, "ports4", "ports6"), vec![]),
+        };
+        key.extend([Part::Proto(m.proto), Part::Port(m.host_port)]);
+        out.push(Elem { map, key, data: Data::Target(m.target, m.container_port), mapping: Some(*m) });
+    }
+    out
+}
+
+/// An element as `nft -j list` shows it.
+#[derive(Debug, Clone)]
+struct Listed {
+    map: &'static str,
+    key: Vec<Part>,
+    data: Option<Data>,
+    owner: Option<Owner>,
+}
+
+/// The table as it is now: rules per chain and every element.
+#[derive(Debug, Default)]
+struct Listing {
+    exists: bool,
+    rules: HashMap<String, usize>,
+    elems: Vec<Listed>,
+}
+
+impl Listing {
+    fn find(&self, map: &str, key: &[Part]) -> Option<&Listed> {
+        self.elems.iter().find(|l| l.map == map && l.key == key)
+    }
+}
+
+fn parse_listing(json: &str) -> Result<Listing, String> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| format!("cannot parse `nft -j list table {TABLE}`: {e}"))?;
+    let items = doc["nftables"].as_array().ok_or("no \"nftables\" array in `nft -j` output")?;
+    let mut listing = Listing { exists: true, ..Listing::default() };
+    for item in items {
+        if let Some(rule) = item.get("rule") {
+            if let Some(chain) = rule["chain"].as_str() {
+                *listing.rules.entry(chain.to_string()).or_default() += 1;
+            }
+        }
+        let Some(set) = item.get("map").or_else(|| item.get("set")) else { continue };
+        let Some(def) = MAPS.iter().find(|m| set["name"].as_str() == Some(m.name)) else { continue };
+        for elem in set["elem"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            // A map element is [key, data]; the key is {"elem": {"val", "comment"}} or bare.
+            let (key, data) = match elem.as_array().map(Vec::as_slice) {
+                Some([key, data]) => (key, Some(data)),
+                _ => (elem, None),
+            };
+            let (val, comment) = match key.get("elem") {
+                Some(e) => (&e["val"], e["comment"].as_str()),
+                None => (key, None),
+            };
+            let Some(key) = parse_parts(val, def.key) else { continue };
+            let data = data.and_then(|d| parse_data(d, def.data));
+            listing.elems.push(Listed { map: def.name, key, data, owner: comment.and_then(Owner::parse) });
+        }
+    }
+    Ok(listing)
+}
+
+fn parse_parts(val: &Value, types: &[Ty]) -> Option<Vec<Part>> {
+    let values: Vec<&Value> = match val.get("concat") {
+        Some(Value::Array(vals)) => vals.iter().collect(),
+        _ => vec![val],
+    };
+    if values.len() != types.len() {
+        return None;
+    }
+    values.iter().zip(types).map(|(v, ty)| parse_part(v, *ty)).collect()
+}
+
+fn parse_part(v: &Value, ty: Ty) -> Option<Part> {
+    match ty {
+        Ty::Addr => v.as_str()?.parse().ok().map(Part::Addr),
+        Ty::Ifname => v.as_str().map(|s| Part::Ifname(s.to_string())),
+        Ty::Proto => match v {
+            Value::String(s) => Proto::parse(s),
+            Value::Number(n) => Proto::from_number(n.as_u64()?),
+            _ => None,
+        }
+        .map(Part::Proto),
+        Ty::Port => match v {
+            Value::String(s) => s.parse().ok(),
+            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            _ => None,
+        }
+        .map(Part::Port),
+    }
+}
+
+fn parse_data(v: &Value, ty: DataTy) -> Option<Data> {
+    match ty {
+        DataTy::Tag => match v {
+            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            Value::String(s) => u32::from_str_radix(s.trim_start_matches("0x"), 16).ok(),
+            _ => None,
+        }
+        .map(Data::Tag),
+        DataTy::Target => match parse_parts(v, &[Ty::Addr, Ty::Port])?.as_slice() {
+            [Part::Addr(ip), Part::Port(port)] => Some(Data::Target(*ip, *port)),
+            _ => None,
+        },
+    }
+}
+
+/// The nftables backend (`firewallBackend: "nftables"`).
+#[derive(Debug, Clone)]
+pub struct Nftables {
+    nft: PathBuf,
+}
+
+impl Nftables {
+    /// Errors when `nft` is not installed.
+    pub fn new() -> CniResult<Nftables> {
+        Ok(Nftables::with_binary(require_tool("nft", "nftables")?))
+    }
+
+    pub fn with_binary(nft: PathBuf) -> Nftables {
+        Nftables { nft }
+    }
+
+    fn apply(&self, batch: &str) -> Result<(), String> {
+        run_tool(&self.nft, &["-f", "-"], Some(batch)).map(drop)
+    }
+
+    /// The table now; a table that does not exist is an empty listing.
+    fn list(&self) -> CniResult<Listing> {
+        let what = || format!("nftables: cannot list table {TABLE}");
+        match run_tool(&self.nft, &["-j", "list", "table", "inet", "berth"], None) {
+            Ok(out) => parse_listing(&out).map_err(|e| CniError::kernel(what(), e)),
+            Err(e) if e.contains("No such file or directory") => Ok(Listing::default()),
+            Err(e) => Err(CniError::kernel(what(), e)),
+        }
+    }
+
+    /// ADD's slow path: rebuilt from the listing, taking over stale elements of the
+    /// container's own addresses and refusing ports another container holds.
+    fn add_from_listing(&self, plan: &Plan, elems: &[Elem]) -> CniResult<()> {
+        let listing = self.list()?;
+        let comment = plan.owner.comment();
+        let mut batch = preamble(true);
+        for e in elems {
+            if let Some(have) = listing.find(e.map, &e.key) {
+                let ours = have.owner.as_ref().is_some_and(|o| o.same_attachment(&plan.owner));
+                if let (Some(m), false) = (&e.mapping, ours || have.data.as_ref() == Some(&e.data)) {
+                    let target = match have.data {
+                        Some(Data::Target(ip, port)) => Some(socket(ip, port)),
+                        _ => None,
+                    };
+                    return Err(port_taken(m, have.owner.as_ref(), target));
+                }
+                batch += &e.delete();
+            }
+            batch += &e.add(&comment);
+        }
+        self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot set up {}", plan.owner), e))
+    }
+
+    /// Deletes every element whose comment names the attachment (DEL's slow path).
+    fn del_by_owner(&self, owner: &Owner) -> CniResult<()> {
+        let listing = self.list()?;
+        let batch: String = listing
+            .elems
+            .iter()
+            .filter(|l| l.owner.as_ref().is_some_and(|o| o.same_attachment(owner)))
+            .map(|l| delete_text(l.map, &l.key))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot remove the elements of {owner}"), e))
+    }
+}
+
+impl Firewall for Nftables {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn add(&self, a: &Attachment) -> CniResult<()> {
+        let plan = Plan::new(a)?;
+        enable_forwarding(a, &plan)?;
+        let elems = elements(a, &plan);
+        let comment = plan.owner.comment();
+        let mut batch = preamble(true);
+        for e in &elems {
+            batch += &e.add(&comment);
+            batch += &e.delete();
+            batch += &e.add(&comment);
+        }
+        match self.apply(&batch) {
+            Ok(()) => Ok(()),
+            Err(_) => self.add_from_listing(&plan, &elems),
+        }
+    }
+
+    fn del(&self, a: &Attachment) -> CniResult<()> {
+        let owner = Owner::new(a.network, a.container_id, a.ifname);
+        let plan = match Plan::new(a) {
+            Ok(plan) if !a.addresses.is_empty() => plan,
+            // Without addresses (no prevResult) or with a configuration ADD would not have
+            // taken: find the elements by their comment.
+            _ => return self.del_by_owner(&owner),
+        };
+        let comment = plan.owner.comment();
+        let batch: String = elements(a, &plan).iter().map(|e| e.add(&comment) + &e.delete()).collect();
+        match self.apply(&batch) {
+            Ok(()) => Ok(()),
+            // The table is missing, or another container now holds one of the keys.
+            Err(_) => self.del_by_owner(&owner),
+        }
+    }
+
+    fn check(&self, a: &Attachment) -> CniResult<()> {
+        let plan = Plan::new(a)?;
+        let listing = self.list()?;
+        let fail = |msg: String| Err(CniError::new(Code::Kernel, format!("nftables: {msg}")));
+        if !listing.exists {
+            return fail(format!("table {TABLE} does not exist"));
+        }
+        for (chain, rules) in RULES {
+            let have = listing.rules.get(*chain).copied().unwrap_or(0);
+            if have != rules.len() {
+                return fail(format!("chain {chain} of table {TABLE} has {have} rules, expected {}", rules.len()));
+            }
+        }
+        for e in elements(a, &plan) {
+            let what = || format!("element {{ {} }} of map {} for {}", e.key_text(), e.map, plan.owner);
+            match listing.find(e.map, &e.key) {
+                None => return fail(format!("{} is missing", what())),
+                Some(l) if l.data.as_ref() != Some(&e.data) => return fail(format!("{} has other data", what())),
+                Some(l) if !l.owner.as_ref().is_some_and(|o| o.same_attachment(&plan.owner)) => {
+                    let holder = l.owner.as_ref().map_or_else(|| "no berth comment".to_string(), Owner::to_string);
+                    return fail(format!("{} belongs to {holder}", what()));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, network: &str, keep: &[(String, String)]) -> CniResult<()> {
+        let keep = super::keep_set(keep);
+        let listing = self.list()?;
+        let batch: String = listing
+            .elems
+            .iter()
+            .filter(|l| l.owner.as_ref().is_some_and(|o| o.collectable(network, &keep)))
+            .map(|l| delete_text(l.map, &l.key))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.apply(&batch)
+            .map_err(|e| CniError::kernel(format!("nftables: cannot remove stale elements of network {network}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_parses_keys_data_and_comments() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+          {"table": {"family": "inet", "name": "berth"}},
+          {"map": {"name": "ctr4", "type": ["ipv4_addr", "ifname"], "map": "mark", "elem": [
+             [{"elem": {"val": {"concat": ["10.1.0.2", "br0"]}, "comment": "berth net=n id=c1 if=eth0"}}, 4660]]}},
+          {"map": {"name": "ports6", "type": ["inet_proto", "inet_service"], "map": "ipv6_addr . inet_service", "elem": [
+             [{"elem": {"val": {"concat": ["tcp", 8080]}, "comment": "berth net=n id=c1 if=eth0"}}, {"concat": ["fd00::2", 80]}],
+             [{"concat": [17, 53]}, {"concat": ["fd00::3", 53]}]]}},
+          {"chain": {"name": "forward"}},
+          {"rule": {"chain": "forward", "expr": []}}]}"#;
+        let l = parse_listing(json).unwrap();
+        assert_eq!(l.rules["forward"], 1);
+        assert_eq!(l.elems.len(), 3);
+        let ctr = l.find("ctr4", &[Part::Addr("10.1.0.2".parse().unwrap()), Part::Ifname("br0".into())]).unwrap();
+        assert_eq!(ctr.data, Some(Data::Tag(4660)));
+        assert_eq!(ctr.owner.as_ref().unwrap().id, "c1");
+        let udp = l.find("ports6", &[Part::Proto(Proto::Udp), Part::Port(53)]).unwrap();
+        assert_eq!(udp.data, Some(Data::Target("fd00::3".parse().unwrap(), 53)));
+        assert!(udp.owner.is_none());
+    }
+
+    #[test]
+    fn element_commands() {
+        let e = Elem {
+            map: "hostports6",
+            key: vec![Part::Addr("fd99::1".parse().unwrap()), Part::Proto(Proto::Tcp), Part::Port(8080)],
+            data: Data::Target("fd01::2".parse().unwrap(), 80),
+            mapping: None,
+        };
+        assert_eq!(
+            e.add("berth net=n id=c if=eth0"),
+            "add element inet berth hostports6 { fd99::1 . tcp . 8080 comment \"berth net=n id=c if=eth0\" : fd01::2 . 80 }\n"
+        );
+        assert_eq!(e.delete(), "delete element inet berth hostports6 { fd99::1 . tcp . 8080 }\n");
+    }
+}
