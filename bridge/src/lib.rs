@@ -9,11 +9,15 @@ use berth_plugins::netlink::{Link, MacAddr, Netlink, PortFlag, RouteEntry, VethP
 use berth_plugins::netns::NetNs;
 use berth_plugins::skel::{Plugin, Request};
 use berth_plugins::spec::{Interface, Route, RunResult};
-use berth_plugins::{ipam, sysctl, CniError, CniResult, Code};
+use berth_plugins::ipam::Ipam;
+use berth_plugins::{sysctl, CniError, CniResult, Code};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
 pub struct BridgePlugin;
+
+/// berth's own IPAM plugins run in-process; any other `ipam.type` is exec'd from CNI_PATH.
+const IPAM: Ipam = Ipam::new(berth_ipam::BUILTINS);
 
 pub fn run() -> ! {
     berth_plugins::skel::run_main(&BridgePlugin)
@@ -50,7 +54,7 @@ impl Plugin for BridgePlugin {
         }
         // Without IPAM the bridge is layer 2 only, as in the reference plugin.
         let with_ipam = conf.ipam_configured(req);
-        let allocated = if with_ipam { ipam::add(req)? } else { RunResult::default() };
+        let allocated = if with_ipam { IPAM.add(req)? } else { RunResult::default() };
         match attach(req, &conf, &ns, &mut host, &mut container, &bridge, mac, allocated) {
             Ok(result) => Ok(result),
             Err(e) => {
@@ -59,7 +63,7 @@ impl Plugin for BridgePlugin {
                     let _ = host.delete_link(veth.index);
                 }
                 if with_ipam {
-                    ipam::release_after_failed_add(req);
+                    IPAM.release_after_failed_add(req);
                 }
                 Err(e)
             }
@@ -69,7 +73,7 @@ impl Plugin for BridgePlugin {
     fn del(&self, req: &Request) -> CniResult<()> {
         let conf = BridgeConf::parse(req)?;
         if conf.ipam_configured(req) {
-            ipam::del(req)?;
+            IPAM.del(req)?;
         }
         // Deleting either end of a veth removes both; use the container's end when its
         // namespace still exists, else look for a host end left behind.
@@ -94,7 +98,7 @@ impl Plugin for BridgePlugin {
             .prev_result()?
             .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
         if conf.ipam_configured(req) {
-            ipam::check(req)?;
+            IPAM.check(req)?;
         }
         check_attachment(req, &conf, &prev)
     }

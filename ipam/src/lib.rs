@@ -43,3 +43,8 @@ pub(crate) mod testutil {
         }
     }
 }
+
+/// berth's IPAM plugins by `ipam.type`, for main plugins that run them in-process
+/// (`berth_plugins::ipam::Ipam`).
+pub const BUILTINS: berth_plugins::ipam::Builtins =
+    &[("berth-host-local", &host_local::HostLocal), ("berth-static", &static_ipam::Static)];

@@ -14,9 +14,13 @@ use berth_plugins::netlink::{Link, MacAddr, MacvlanSpec, Netlink};
 use berth_plugins::netns::NetNs;
 use berth_plugins::skel::{Plugin, Request};
 use berth_plugins::spec::{Interface, RunResult};
-use berth_plugins::{ipam, sysctl, CniError, CniResult, Code};
+use berth_plugins::ipam::Ipam;
+use berth_plugins::{sysctl, CniError, CniResult, Code};
 
 pub struct MacvlanPlugin;
+
+/// berth's own IPAM plugins run in-process; any other `ipam.type` is exec'd from CNI_PATH.
+const IPAM: Ipam = Ipam::new(berth_ipam::BUILTINS);
 
 pub fn run() -> ! {
     berth_plugins::skel::run_main(&MacvlanPlugin)
@@ -46,7 +50,7 @@ impl Plugin for MacvlanPlugin {
     fn del(&self, req: &Request) -> CniResult<()> {
         let conf = MacvlanConf::parse(req)?;
         if conf.with_ipam {
-            ipam::del(req)?;
+            IPAM.del(req)?;
         }
         let container = req.netns.as_ref().and_then(|p| NetNs::open(p).ok());
         let _trunk_lock = conf.vlan.map(|_| trunk::lock()).transpose()?;
@@ -81,7 +85,7 @@ impl Plugin for MacvlanPlugin {
         let conf = MacvlanConf::parse(req)?;
         let prev = req.conf.prev_result()?.ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
         if conf.with_ipam {
-            ipam::check(req)?;
+            IPAM.check(req)?;
         }
         let mismatch = |what: String| CniError::new(Code::Kernel, what);
         let ns = NetNs::open(req.netns_path()?)?;
@@ -187,7 +191,7 @@ fn add_on_parent(
             format!("container {} already has an interface named {}", req.container_id, req.ifname),
         ));
     }
-    let allocated = if conf.with_ipam { ipam::add(req)? } else { RunResult::default() };
+    let allocated = if conf.with_ipam { IPAM.add(req)? } else { RunResult::default() };
     // Made under a temporary name directly in the container (the final name may exist on
     // the host), then renamed there.
     let tmp_name = format!("berthmv{}", std::process::id());
@@ -210,7 +214,7 @@ fn add_on_parent(
         })
     });
     if result.is_err() && conf.with_ipam {
-        ipam::release_after_failed_add(req);
+        IPAM.release_after_failed_add(req);
     }
     result
 }

@@ -2,12 +2,95 @@
 
 use crate::error::{CniError, CniResult};
 use crate::exec::{exec_plugin, find_plugin, CallEnv};
-use crate::skel::{Command, Request};
+use crate::skel::{Command, Plugin, Request};
 use crate::spec::RunResult;
 
-fn call(req: &Request, command: Command) -> CniResult<Vec<u8>> {
-    let ipam = req.conf.ipam.as_ref().ok_or_else(|| CniError::invalid_config("\"ipam\" is required"))?;
-    let plugin = find_plugin(&ipam.plugin_type, &req.cni_path)?;
+/// IPAM plugins linked into the calling binary, by `ipam.type`: they run in-process, the
+/// same code on the same store as their executables, without an exec per ADD and DEL.
+pub type Builtins = &'static [(&'static str, &'static (dyn Plugin + Sync))];
+
+/// Runs the configured IPAM plugin: a builtin when there is one of that type, else the
+/// executable found in CNI_PATH.
+#[derive(Clone, Copy)]
+pub struct Ipam {
+    builtins: Builtins,
+}
+
+impl Ipam {
+    pub const fn new(builtins: Builtins) -> Ipam {
+        Ipam { builtins }
+    }
+
+    /// Allocates addresses for this container and interface.
+    pub fn add(&self, req: &Request) -> CniResult<RunResult> {
+        let result = match self.builtin(req)? {
+            Some(plugin) => plugin.add(&with_command(req, Command::Add)).map_err(|e| context(req, Command::Add, e))?,
+            None => RunResult::from_slice(&exec(req, Command::Add)?)?,
+        };
+        if result.ips.is_empty() {
+            return Err(CniError::invalid_config(format!("IPAM plugin {} returned no address", ipam_type(req))));
+        }
+        Ok(result)
+    }
+
+    /// Releases this container's addresses; succeeds when there is nothing to release.
+    pub fn del(&self, req: &Request) -> CniResult<()> {
+        self.run(req, Command::Del)
+    }
+
+    pub fn check(&self, req: &Request) -> CniResult<()> {
+        self.run(req, Command::Check)
+    }
+
+    /// Runs STATUS or GC on the IPAM plugin too, as the spec asks of delegating plugins.
+    pub fn forward(&self, req: &Request) -> CniResult<()> {
+        self.run(req, req.command)
+    }
+
+    /// Releases the allocation after a failed ADD; the ADD's own error is what the runtime
+    /// needs to see, so a failure here is only logged.
+    pub fn release_after_failed_add(&self, req: &Request) {
+        if let Err(e) = self.del(req) {
+            eprintln!("releasing the address after a failed ADD: {e}");
+        }
+    }
+
+    fn run(&self, req: &Request, command: Command) -> CniResult<()> {
+        let Some(plugin) = self.builtin(req)? else { return exec(req, command).map(drop) };
+        let req = with_command(req, command);
+        match command {
+            Command::Del => plugin.del(&req),
+            Command::Check => plugin.check(&req),
+            Command::Status => plugin.status(&req),
+            Command::Gc => plugin.gc(&req),
+            Command::Add | Command::Version => unreachable!("not run through Ipam::run"),
+        }
+        .map_err(|e| context(&req, command, e))
+    }
+
+    fn builtin(&self, req: &Request) -> CniResult<Option<&'static (dyn Plugin + Sync)>> {
+        let wanted = ipam_type(req);
+        if wanted.is_empty() {
+            return Err(CniError::invalid_config("\"ipam\" with a \"type\" is required"));
+        }
+        Ok(self.builtins.iter().find(|(name, _)| *name == wanted).map(|(_, plugin)| *plugin))
+    }
+}
+
+fn ipam_type(req: &Request) -> &str {
+    req.conf.ipam.as_ref().map(|i| i.plugin_type.as_str()).unwrap_or_default()
+}
+
+fn with_command(req: &Request, command: Command) -> Request {
+    Request { command, ..req.clone() }
+}
+
+fn context(req: &Request, command: Command, e: CniError) -> CniError {
+    e.context(format!("IPAM plugin {} {}", ipam_type(req), command.as_str()))
+}
+
+fn exec(req: &Request, command: Command) -> CniResult<Vec<u8>> {
+    let plugin = find_plugin(ipam_type(req), &req.cni_path)?;
     let args: Vec<String> = req.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let env = CallEnv {
         command,
@@ -17,41 +100,5 @@ fn call(req: &Request, command: Command) -> CniResult<Vec<u8>> {
         args: &args.join(";"),
         cni_path: &req.cni_path,
     };
-    exec_plugin(&plugin, &env, &req.stdin, None)
-        .map_err(|e| e.context(format!("IPAM plugin {} {}", ipam.plugin_type, command.as_str())))
-}
-
-/// Allocates addresses for this container and interface.
-pub fn add(req: &Request) -> CniResult<RunResult> {
-    let out = call(req, Command::Add)?;
-    let result = RunResult::from_slice(&out)?;
-    if result.ips.is_empty() {
-        return Err(CniError::invalid_config(format!(
-            "IPAM plugin {} returned no address",
-            req.conf.ipam.as_ref().map(|i| i.plugin_type.as_str()).unwrap_or_default()
-        )));
-    }
-    Ok(result)
-}
-
-/// Releases this container's addresses; succeeds when there is nothing to release.
-pub fn del(req: &Request) -> CniResult<()> {
-    call(req, Command::Del).map(drop)
-}
-
-pub fn check(req: &Request) -> CniResult<()> {
-    call(req, Command::Check).map(drop)
-}
-
-/// Runs STATUS or GC on the IPAM plugin too, as the spec asks of delegating plugins.
-pub fn forward(req: &Request) -> CniResult<()> {
-    call(req, req.command).map(drop)
-}
-
-/// Releases the allocation after a failed ADD; the ADD's own error is what the runtime needs
-/// to see, so a failure here is only logged.
-pub fn release_after_failed_add(req: &Request) {
-    if let Err(e) = del(req) {
-        eprintln!("releasing the address after a failed ADD: {e}");
-    }
+    exec_plugin(&plugin, &env, &req.stdin, None).map_err(|e| context(req, command, e))
 }

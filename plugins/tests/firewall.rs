@@ -465,6 +465,18 @@ fn end_to_end(backend: &str) {
     assert!(naming(&snapshot(&lab, backend), "ctr-two").is_empty());
     lab.fw(|| fw.check(&three)).unwrap();
 
+    // A container that never had its DEL: its successor with the same addresses and host
+    // ports takes over, and the late DEL of the dead one leaves the successor alone.
+    let ghost = Attachment { container_id: "ctr-ghost", ..one };
+    lab.fw(|| fw.add(&ghost)).unwrap();
+    lab.fw(|| fw.add(&one)).expect("ADD over a stale attachment of the same addresses");
+    lab.fw(|| fw.check(&one)).unwrap();
+    lab.fw(|| fw.del(&ghost)).unwrap();
+    lab.fw(|| fw.check(&one)).expect("a late DEL of the stale attachment removed nothing of its successor");
+    assert_eq!(tcp_ask(&lab.outside, "10.99.0.1:8080"), "one 10.99.0.2");
+    assert!(naming(&snapshot(&lab, backend), "ctr-ghost").is_empty());
+    lab.fw(|| fw.del(&one)).unwrap();
+
     // With every attachment gone, only berth's empty scaffolding is left.
     lab.fw(|| fw.del(&three)).unwrap();
     let empty = snapshot(&lab, backend);

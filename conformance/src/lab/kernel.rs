@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn newest_version_wins() {
-        let mut v = vec!["6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-10-amd64"];
+        let mut v = ["6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-10-amd64"];
         v.sort_by_key(|s| version_key(s));
         assert_eq!(v.last(), Some(&"6.1.0-56-amd64"));
     }

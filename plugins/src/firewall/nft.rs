@@ -1,20 +1,32 @@
-//! The nftables backend: everything lives in `table inet berth`, four base chains whose rules
-//! never change, and eight maps holding every container's state as elements. An ADD or a DEL
-//! is one `nft -f -` batch of a handful of element commands, whatever the number of
-//! containers already there.
+//! The nftables backend: everything lives in `table inet berth`: four base chains whose rules
+//! never change with the containers, and eight maps holding every container's state as
+//! elements. An ADD is one `nft -f -` batch of a handful of `add element` commands, whatever
+//! the number of containers already there; a DEL one batch of element commands too.
 //!
 //! Every element is a map entry commented `berth net=.. id=.. if=..`. The address maps carry
-//! the attachment's 32-bit tag as data, the port maps their DNAT target: `add element` of a
-//! key that exists with *different* data fails (EEXIST), so the kernel itself tells our
-//! elements from another attachment's within the one transaction:
-//! - ADD: `add` (fails if another attachment holds the key), `delete`, `add` (fresh comment);
-//! - DEL: `add` (same check: never removes another attachment's element), `delete`: absent
-//!   elements are no error, without a listing (`destroy element` needs nft >= 1.0.8).
+//! the attachment's 32-bit tag as data, the port maps their DNAT target, and `add element` of
+//! a key that exists with *different* data fails (EEXIST) while an identical one is a no-op.
+//! So the kernel itself tells our elements from another attachment's, within one transaction:
+//! - ADD: `add` each element: fails if another attachment holds an address or a host port;
+//!   nothing is deleted, which matters: a batch that removes anything costs an RCU grace
+//!   period when nft exits (about 10 ms, measured), so the fast path removes nothing;
+//! - DEL: `add` (the same check: never removes another attachment's element), then `delete`:
+//!   absent elements are no error, without a listing (`destroy element` needs nft >= 1.0.8).
 //!
-//! Only when that batch fails (a port held by another container, a stale element left by a
-//! container that never had its DEL, a missing table) is the table listed and the batch
-//! rebuilt from what is there: that is where the "already mapped to container X" error comes
-//! from.
+//! The ADD batch also adds an element to a set named after a hash of the rules
+//! (`rules_XXXXXXXX`): when the table, a map or that set is missing (first ADD, rules of
+//! another berth version, someone deleted the table), the batch fails and the slow path
+//! writes the table, maps and chains, flushes the chains and writes their rules.
+//!
+//! Only when a batch fails is the table listed and the batch rebuilt from what is there:
+//! that is where "host port .. is already mapped to container X" comes from, and where
+//! stale elements of the container's own addresses (an attachment that never had its DEL)
+//! are taken over.
+//!
+//! A port element whose data is identical to what an ADD writes is taken as it is (its
+//! comment may still name a container that had the same address before). Listings therefore
+//! attribute a port element to the owner of its target address in `ctr4`/`ctr6` when there
+//! is one, and to its comment otherwise.
 
 use super::{
     enable_forwarding, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, Mapping, Owner, Plan, Proto,
@@ -137,22 +149,44 @@ const RULES: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The table and its maps (idempotent `add`s), then, with `rules`, the chains and their rules.
-fn preamble(rules: bool) -> String {
+/// The set whose presence says the chains hold this version's rules.
+fn sentinel() -> String {
+    let mut text = String::from(CHAINS);
+    for m in MAPS {
+        text += m.decl;
+    }
+    for (chain, rules) in RULES {
+        text += chain;
+        rules.iter().for_each(|r| text += r);
+    }
+    format!("rules_{:08x}", super::fnv1a(text.as_bytes()))
+}
+
+/// The fast path's proof that the table is set up: fails when the sentinel set is missing.
+fn sentinel_ref() -> String {
+    format!("add element {TABLE} {} {{ 1 }}\n", sentinel())
+}
+
+/// The table, maps and chains (idempotent `add`s), the chains' rules (flushed and rewritten),
+/// and the sentinel, replacing those of other versions.
+fn setup(listing: &Listing) -> String {
     let mut s = format!("add table {TABLE} {{ comment \"berth CNI plugins: NAT, port mappings, isolation\"; }}\n");
     for m in MAPS {
         let _ = writeln!(s, "add map {TABLE} {} {{ type {}; }}", m.name, m.decl);
     }
-    if rules {
-        s += CHAINS;
-        for (chain, rules) in RULES {
-            let _ = writeln!(s, "flush chain {TABLE} {chain}");
-            for rule in *rules {
-                let _ = writeln!(s, "add rule {TABLE} {chain} {rule}");
-            }
+    s += CHAINS;
+    for (chain, rules) in RULES {
+        let _ = writeln!(s, "flush chain {TABLE} {chain}");
+        for rule in *rules {
+            let _ = writeln!(s, "add rule {TABLE} {chain} {rule}");
         }
     }
-    s
+    let current = sentinel();
+    for old in listing.sentinels.iter().filter(|name| **name != current) {
+        let _ = writeln!(s, "delete set {TABLE} {old}");
+    }
+    let _ = writeln!(s, "add set {TABLE} {current} {{ type mark; comment \"the rules of this table are berth's, this version\"; }}");
+    s + &sentinel_ref()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,11 +295,34 @@ struct Listing {
     exists: bool,
     rules: HashMap<String, usize>,
     elems: Vec<Listed>,
+    /// `rules_*` sets, of this version or others.
+    sentinels: Vec<String>,
 }
 
 impl Listing {
     fn find(&self, map: &str, key: &[Part]) -> Option<&Listed> {
         self.elems.iter().find(|l| l.map == map && l.key == key)
+    }
+
+    /// Whom an element belongs to: its comment's owner, except for a port element aimed at an
+    /// address another attachment now holds (see the module docs).
+    fn owner_of<'a>(&'a self, l: &'a Listed) -> Option<&'a Owner> {
+        let Some(Data::Target(target, _)) = l.data else { return l.owner.as_ref() };
+        let holders: Vec<&Owner> = self
+            .elems
+            .iter()
+            .filter(|e| matches!(e.map, "ctr4" | "ctr6") && e.key.first() == Some(&Part::Addr(target)))
+            .filter_map(|e| e.owner.as_ref())
+            .collect();
+        match (&l.owner, holders.first()) {
+            (Some(own), _) if holders.iter().any(|h| h.same_attachment(own)) => Some(own),
+            (_, Some(holder)) => Some(holder),
+            (own, None) => own.as_ref(),
+        }
+    }
+
+    fn owned_by<'a>(&'a self, pick: impl Fn(&Owner) -> bool + 'a) -> impl Iterator<Item = &'a Listed> + 'a {
+        self.elems.iter().filter(move |l| self.owner_of(l).is_some_and(&pick))
     }
 }
 
@@ -280,6 +337,9 @@ fn parse_listing(json: &str) -> Result<Listing, String> {
             }
         }
         let Some(set) = item.get("map").or_else(|| item.get("set")) else { continue };
+        if let Some(name) = set["name"].as_str().filter(|n| n.starts_with("rules_")) {
+            listing.sentinels.push(name.to_string());
+        }
         let Some(def) = MAPS.iter().find(|m| set["name"].as_str() == Some(m.name)) else { continue };
         for elem in set["elem"].as_array().map(Vec::as_slice).unwrap_or_default() {
             // A map element is [key, data]; the key is {"elem": {"val", "comment"}} or bare.
@@ -374,21 +434,23 @@ impl Nftables {
         }
     }
 
-    /// ADD's slow path: rebuilt from the listing, taking over stale elements of the
-    /// container's own addresses and refusing ports another container holds.
+    /// ADD's slow path: the table set up anew and the elements written from the listing,
+    /// taking over stale elements of the container's own addresses and refusing host ports
+    /// another attachment holds.
     fn add_from_listing(&self, plan: &Plan, elems: &[Elem]) -> CniResult<()> {
         let listing = self.list()?;
         let comment = plan.owner.comment();
-        let mut batch = preamble(true);
+        let mut batch = setup(&listing);
         for e in elems {
             if let Some(have) = listing.find(e.map, &e.key) {
-                let ours = have.owner.as_ref().is_some_and(|o| o.same_attachment(&plan.owner));
+                let holder = listing.owner_of(have);
+                let ours = holder.is_some_and(|o| o.same_attachment(&plan.owner));
                 if let (Some(m), false) = (&e.mapping, ours || have.data.as_ref() == Some(&e.data)) {
                     let target = match have.data {
                         Some(Data::Target(ip, port)) => Some(socket(ip, port)),
                         _ => None,
                     };
-                    return Err(port_taken(m, have.owner.as_ref(), target));
+                    return Err(port_taken(m, holder, target));
                 }
                 batch += &e.delete();
             }
@@ -397,19 +459,14 @@ impl Nftables {
         self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot set up {}", plan.owner), e))
     }
 
-    /// Deletes every element whose comment names the attachment (DEL's slow path).
-    fn del_by_owner(&self, owner: &Owner) -> CniResult<()> {
+    /// Deletes the elements a listing attributes to attachments `pick` chooses.
+    fn delete_owned(&self, pick: impl Fn(&Owner) -> bool, what: impl FnOnce() -> String) -> CniResult<()> {
         let listing = self.list()?;
-        let batch: String = listing
-            .elems
-            .iter()
-            .filter(|l| l.owner.as_ref().is_some_and(|o| o.same_attachment(owner)))
-            .map(|l| delete_text(l.map, &l.key))
-            .collect();
+        let batch: String = listing.owned_by(pick).map(|l| delete_text(l.map, &l.key)).collect();
         if batch.is_empty() {
             return Ok(());
         }
-        self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot remove the elements of {owner}"), e))
+        self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot remove {}", what()), e))
     }
 }
 
@@ -423,12 +480,7 @@ impl Firewall for Nftables {
         enable_forwarding(a, &plan)?;
         let elems = elements(a, &plan);
         let comment = plan.owner.comment();
-        let mut batch = preamble(true);
-        for e in &elems {
-            batch += &e.add(&comment);
-            batch += &e.delete();
-            batch += &e.add(&comment);
-        }
+        let batch: String = std::iter::once(sentinel_ref()).chain(elems.iter().map(|e| e.add(&comment))).collect();
         match self.apply(&batch) {
             Ok(()) => Ok(()),
             Err(_) => self.add_from_listing(&plan, &elems),
@@ -437,18 +489,19 @@ impl Firewall for Nftables {
 
     fn del(&self, a: &Attachment) -> CniResult<()> {
         let owner = Owner::new(a.network, a.container_id, a.ifname);
+        let by_owner = || self.delete_owned(|o| o.same_attachment(&owner), || format!("the elements of {owner}"));
         let plan = match Plan::new(a) {
             Ok(plan) if !a.addresses.is_empty() => plan,
             // Without addresses (no prevResult) or with a configuration ADD would not have
-            // taken: find the elements by their comment.
-            _ => return self.del_by_owner(&owner),
+            // taken: find the elements by their comments.
+            _ => return by_owner(),
         };
         let comment = plan.owner.comment();
         let batch: String = elements(a, &plan).iter().map(|e| e.add(&comment) + &e.delete()).collect();
         match self.apply(&batch) {
             Ok(()) => Ok(()),
-            // The table is missing, or another container now holds one of the keys.
-            Err(_) => self.del_by_owner(&owner),
+            // The table is missing, or another attachment now holds one of the keys.
+            Err(_) => by_owner(),
         }
     }
 
@@ -459,6 +512,9 @@ impl Firewall for Nftables {
         if !listing.exists {
             return fail(format!("table {TABLE} does not exist"));
         }
+        if !listing.sentinels.contains(&sentinel()) {
+            return fail(format!("the chains of table {TABLE} do not hold this berth version's rules"));
+        }
         for (chain, rules) in RULES {
             let have = listing.rules.get(*chain).copied().unwrap_or(0);
             if have != rules.len() {
@@ -467,14 +523,16 @@ impl Firewall for Nftables {
         }
         for e in elements(a, &plan) {
             let what = || format!("element {{ {} }} of map {} for {}", e.key_text(), e.map, plan.owner);
-            match listing.find(e.map, &e.key) {
-                None => return fail(format!("{} is missing", what())),
-                Some(l) if l.data.as_ref() != Some(&e.data) => return fail(format!("{} has other data", what())),
-                Some(l) if !l.owner.as_ref().is_some_and(|o| o.same_attachment(&plan.owner)) => {
-                    let holder = l.owner.as_ref().map_or_else(|| "no berth comment".to_string(), Owner::to_string);
+            let Some(have) = listing.find(e.map, &e.key) else { return fail(format!("{} is missing", what())) };
+            if have.data.as_ref() != Some(&e.data) {
+                return fail(format!("{} has other data", what()));
+            }
+            match listing.owner_of(have) {
+                Some(o) if o.same_attachment(&plan.owner) => {}
+                holder => {
+                    let holder = holder.map_or_else(|| "no berth comment".to_string(), Owner::to_string);
                     return fail(format!("{} belongs to {holder}", what()));
                 }
-                Some(_) => {}
             }
         }
         Ok(())
@@ -482,18 +540,7 @@ impl Firewall for Nftables {
 
     fn gc(&self, network: &str, keep: &[(String, String)]) -> CniResult<()> {
         let keep = super::keep_set(keep);
-        let listing = self.list()?;
-        let batch: String = listing
-            .elems
-            .iter()
-            .filter(|l| l.owner.as_ref().is_some_and(|o| o.collectable(network, &keep)))
-            .map(|l| delete_text(l.map, &l.key))
-            .collect();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.apply(&batch)
-            .map_err(|e| CniError::kernel(format!("nftables: cannot remove stale elements of network {network}"), e))
+        self.delete_owned(|o| o.collectable(network, &keep), || format!("stale elements of network {network}"))
     }
 }
 
