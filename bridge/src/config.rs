@@ -84,13 +84,7 @@ impl BridgeConf {
 
     /// The container MAC, by precedence: CNI_ARGS MAC, runtimeConfig.mac, args.cni.mac, `mac`.
     pub fn container_mac(&self, req: &Request) -> CniResult<Option<MacAddr>> {
-        let from_args = self.args.as_ref().and_then(|a| a.cni.as_ref()).and_then(|c| c.mac.clone());
-        let chosen = req
-            .arg("MAC")
-            .map(str::to_string)
-            .or(req.conf.runtime::<String>("mac")?)
-            .or(from_args)
-            .or_else(|| self.mac.clone());
-        chosen.map(|m| m.parse()).transpose()
+        let from_args = self.args.as_ref().and_then(|a| a.cni.as_ref()).and_then(|c| c.mac.as_deref());
+        berth_plugins::iface::requested_mac(req, from_args, self.mac.as_deref())
     }
 }

@@ -5,14 +5,14 @@ mod config;
 
 pub use config::BridgeConf;
 
-use berth_plugins::netlink::{Link, MacAddr, Netlink, PortFlag, RouteEntry, VethPeer};
+use berth_plugins::netlink::{Link, MacAddr, Netlink, PortFlag, VethPeer};
 use berth_plugins::netns::NetNs;
 use berth_plugins::skel::{Plugin, Request};
 use berth_plugins::spec::{Interface, Route, RunResult};
+use berth_plugins::iface;
 use berth_plugins::ipam::Ipam;
 use berth_plugins::{sysctl, CniError, CniResult, Code};
 use ipnet::IpNet;
-use std::net::IpAddr;
 
 pub struct BridgePlugin;
 
@@ -138,60 +138,39 @@ fn attach(
     let link = container
         .link_by_name(&req.ifname)?
         .ok_or_else(|| CniError::kernel(format!("{} did not appear in the container", req.ifname), "missing after create"))?;
-    let has_v6 = allocated.ips.iter().any(|ip| ip.address.addr().is_ipv6());
-    if has_v6 && !conf.enable_dad {
-        // Without DAD the address is usable at once instead of after a second or more.
-        ns.run(|| sysctl::set(&format!("net/ipv6/conf/{}/accept_dad", req.ifname), "0"))??;
-    }
-    for ip in &allocated.ips {
-        container.add_address(link.index, ip.address)?;
-    }
-    container.set_up(link.index)?;
-
-    let mut routes = allocated.routes.clone();
+    let mut configured = allocated;
     if conf.is_default_gateway {
-        for ip in allocated.ips.iter().filter(|ip| ip.gateway.is_some()) {
+        for ip in configured.ips.clone().iter().filter(|ip| ip.gateway.is_some()) {
             let any = if ip.address.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
             let dst: IpNet = any.parse().expect("literal prefix");
-            if !routes.iter().any(|r| r.dst == dst) {
-                routes.push(Route::new(dst, ip.gateway));
+            if !configured.routes.iter().any(|r| r.dst == dst) {
+                configured.routes.push(Route::new(dst, ip.gateway));
             }
         }
     }
-    for route in &routes {
-        let gateway = route.gw.or_else(|| gateway_for(&allocated, route.dst.addr()));
-        container.add_route(&RouteEntry {
-            dst: route.dst,
-            gateway,
-            oif: Some(link.index),
-            table: route.table,
-            priority: route.priority,
-            mtu: route.mtu,
-            scope: route.scope,
-        })?;
-    }
+    iface::configure(ns, container, &link, &configured, conf.enable_dad)?;
 
     if conf.is_gateway {
-        set_gateway_addresses(host, conf, bridge, &allocated)?;
+        set_gateway_addresses(host, conf, bridge, &configured)?;
     }
 
     // A bridge takes its MAC from its ports unless one was set, so read it after enslaving.
     let bridge_mac = host.link_by_index(bridge.index)?.and_then(|b| b.mac).or(bridge.mac);
     let mut result = RunResult { cni_version: req.conf.cni_version.clone(), ..Default::default() };
-    result.push_interface(Interface { name: bridge.name.clone(), mac: mac_string(bridge_mac), ..Default::default() });
-    result.push_interface(Interface { name: veth.name.clone(), mac: mac_string(veth.mac), ..Default::default() });
+    result.push_interface(Interface { name: bridge.name.clone(), mac: iface::mac_string(bridge_mac), ..Default::default() });
+    result.push_interface(Interface { name: veth.name.clone(), mac: iface::mac_string(veth.mac), ..Default::default() });
     let container_index = result.push_interface(Interface {
         name: link.name.clone(),
-        mac: mac_string(link.mac),
+        mac: iface::mac_string(link.mac),
         sandbox: ns.path().display().to_string(),
         ..Default::default()
     });
-    result.ips = allocated.ips.iter().cloned().map(|mut ip| {
+    result.ips = configured.ips.iter().cloned().map(|mut ip| {
         ip.interface = Some(container_index);
         ip
     }).collect();
-    result.routes = routes;
-    result.dns = if allocated.dns.is_empty() { req.conf.dns.clone().unwrap_or_default() } else { allocated.dns };
+    result.routes = configured.routes;
+    result.dns = if configured.dns.is_empty() { req.conf.dns.clone().unwrap_or_default() } else { configured.dns };
     Ok(result)
 }
 
@@ -229,14 +208,6 @@ fn set_gateway_addresses(host: &mut Netlink, conf: &BridgeConf, bridge: &Link, a
     Ok(())
 }
 
-fn gateway_for(result: &RunResult, dst: IpAddr) -> Option<IpAddr> {
-    result.ips.iter().filter(|ip| ip.address.addr().is_ipv4() == dst.is_ipv4()).find_map(|ip| ip.gateway)
-}
-
-fn mac_string(mac: Option<MacAddr>) -> String {
-    mac.map(|m| m.to_string()).unwrap_or_default()
-}
-
 /// CHECK: what prevResult says is in the container must be there, on a veth whose peer is a
 /// port of the configured bridge.
 fn check_attachment(req: &Request, conf: &BridgeConf, prev: &RunResult) -> CniResult<()> {
@@ -254,25 +225,7 @@ fn check_attachment(req: &Request, conf: &BridgeConf, prev: &RunResult) -> CniRe
         .iter()
         .position(|i| i.name == req.ifname && !i.sandbox.is_empty())
         .ok_or_else(|| mismatch(format!("prevResult has no container interface {}", req.ifname)))?;
-    let want_mac = &prev.interfaces[expected].mac;
-    if !want_mac.is_empty() && mac_string(link.mac) != want_mac.to_lowercase() {
-        return Err(mismatch(format!("{} has MAC {}, prevResult says {want_mac}", req.ifname, mac_string(link.mac))));
-    }
-    let addresses = container.addresses(Some(link.index))?;
-    for ip in prev.ips.iter().filter(|ip| ip.interface.is_none_or(|i| i == expected)) {
-        if !addresses.iter().any(|(_, a)| *a == ip.address) {
-            return Err(mismatch(format!("{} has no address {}", req.ifname, ip.address)));
-        }
-    }
-    let routes = container.routes()?;
-    for route in &prev.routes {
-        let found = routes.iter().any(|r| {
-            r.dst == route.dst && (route.gw.is_none() || r.gateway == route.gw || r.gateway == gateway_for(prev, route.dst.addr()))
-        });
-        if !found {
-            return Err(mismatch(format!("route to {} is missing in the container", route.dst)));
-        }
-    }
+    iface::check(&mut container, &link, prev, expected)?;
     let mut host = Netlink::open()?;
     let bridge = host
         .link_by_name(&conf.bridge)?

@@ -97,13 +97,7 @@ impl MacvlanConf {
     /// The container MAC, by the same precedence as berth-bridge: CNI_ARGS MAC,
     /// runtimeConfig.mac (the `mac` capability), args.cni.mac, the `mac` key.
     pub fn container_mac(&self, req: &Request) -> CniResult<Option<MacAddr>> {
-        let chosen = req
-            .arg("MAC")
-            .map(str::to_string)
-            .or(req.conf.runtime::<String>("mac")?)
-            .or_else(|| self.args_mac.clone())
-            .or_else(|| self.mac.clone());
-        chosen.map(|m| m.parse()).transpose()
+        berth_plugins::iface::requested_mac(req, self.args_mac.as_deref(), self.mac.as_deref())
     }
 }
 

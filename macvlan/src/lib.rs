@@ -5,7 +5,6 @@
 //! created when missing and removed after the last container on it goes (see [`trunk`]).
 
 mod config;
-mod iface;
 pub mod trunk;
 
 pub use config::MacvlanConf;
@@ -114,7 +113,7 @@ impl Plugin for MacvlanPlugin {
         if detail.parent != Some(parent.link.index) || detail.parent_netnsid != expected_nsid {
             return Err(mismatch(format!("{} is not a macvlan of {}", req.ifname, parent.link.name)));
         }
-        iface::check(&mut container, &link, &prev, index)
+        berth_plugins::iface::check(&mut container, &link, &prev, index)
     }
 }
 
@@ -231,12 +230,12 @@ fn configure(req: &Request, ns: &NetNs, container: &mut Netlink, link: &Link, al
     let link = container
         .link_by_index(link.index)?
         .ok_or_else(|| CniError::kernel(format!("{} vanished from the container", req.ifname), "missing after rename"))?;
-    iface::configure(ns, container, &link, allocated, false)?;
+    berth_plugins::iface::configure(ns, container, &link, allocated, false)?;
 
     let mut result = RunResult { cni_version: req.conf.cni_version.clone(), ..Default::default() };
     let index = result.push_interface(Interface {
         name: link.name.clone(),
-        mac: iface::mac_string(link.mac),
+        mac: berth_plugins::iface::mac_string(link.mac),
         sandbox: ns.path().display().to_string(),
         ..Default::default()
     });

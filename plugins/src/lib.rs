@@ -10,6 +10,7 @@ pub mod error;
 pub mod exec;
 pub mod firewall;
 pub mod host;
+pub mod iface;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;

@@ -1,27 +1,26 @@
-//! berth-bench: ADD and DEL latency of berth-bridge + berth-host-local against the reference
-//! bridge + host-local, same machine, same kind of throwaway host namespace, same run.
+//! berth-bench: ADD and DEL latency of berth-bridge against the reference bridge, same
+//! machine, same kind of throwaway host namespace, same run. Needs root.
 //!
-//!   berth-bench [N ...]          (default: 100)
+//!   berth-bench [--plain] [--out DIR] [N ...]      (default N: 100)
 //!
-//! Each plugin set runs in a child process of its own so that peak RSS (the largest plugin
-//! process it started, from getrusage) is measured per set. Needs root.
+//! Default workload (what runtimes do for a published container): ipMasq and one port
+//! mapping per container; berth-bridge + berth-host-local against the reference chain
+//! bridge + portmap + host-local. `--plain`: no NAT, no port mapping, bridge + host-local only.
+//! Each chain runs through `berth_plugins::runtime`, as a runtime runs a conflist, in a child
+//! process of its own so peak RSS (the largest plugin process, from getrusage) is per chain.
+//! With `--out DIR`, per-container ADD latencies go to DIR/add-latency.csv and a plot of
+//! ADD latency against N to DIR/add-latency.svg.
 
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::TestHost;
-use berth_plugins::skel::Command;
-use serde_json::json;
+use berth_plugins::runtime::Attachment;
+use berth_plugins::spec::ConfList;
+use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::time::Instant;
 
-struct Figures {
-    add_ms: Vec<f64>,
-    del_ms: Vec<f64>,
-    peak_rss_kb: i64,
-}
-
 fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[s.len() / 2]
+    percentile(v, 0.5)
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -30,39 +29,82 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[((s.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Runs N ADDs then N DELs with one plugin set, in this process.
-fn measure(set: &PluginSet, n: usize) -> Figures {
-    let host = TestHost::new();
-    let containers: Vec<_> = (0..n).map(|_| host.container()).collect();
+fn conflist(set: &PluginSet, plain: bool, n: usize, data_dir: &str) -> ConfList {
     let subnet = if n < 250 { "10.200.0.0/24" } else { "10.200.0.0/16" };
-    let conf = json!({
-        "cniVersion": "1.0.0",
-        "name": "bench",
+    let mut bridge = json!({
         "type": set.bridge,
         "bridge": "benchbr0",
         "isGateway": true,
-        "ipam": { "type": set.host_local, "subnet": subnet, "dataDir": host.dir.path().join("ipam").display().to_string() },
+        "ipam": { "type": set.host_local, "subnet": subnet, "dataDir": data_dir },
     });
-    let time = |command: Command, c: &berth_conformance::Container| {
+    let mut plugins = vec![];
+    if !plain {
+        bridge["ipMasq"] = json!(true);
+        if set.label == "berth" {
+            bridge["capabilities"] = json!({"portMappings": true});
+        }
+    }
+    plugins.push(bridge);
+    if !plain && set.label != "berth" {
+        plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+    }
+    serde_json::from_value(json!({"cniVersion": "1.0.0", "name": "bench", "plugins": plugins})).expect("conflist")
+}
+
+/// Runs N ADDs then N DELs with one plugin set, in this process; prints JSON.
+fn measure(set: &PluginSet, plain: bool, n: usize) -> Value {
+    let host = TestHost::new();
+    let containers: Vec<_> = (0..n).map(|_| host.container()).collect();
+    let list = conflist(set, plain, n, &host.dir.path().join("ipam").display().to_string());
+    let runtime = host.runtime(set.cni_path());
+    let attachments: Vec<Attachment> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Attachment {
+            container_id: c.name.clone(),
+            ifname: "eth0".into(),
+            netns: c.path.clone(),
+            capability_args: if plain {
+                Default::default()
+            } else {
+                json!({"portMappings": [{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"}]})
+                    .as_object()
+                    .cloned()
+                    .expect("object")
+            },
+            ..Default::default()
+        })
+        .collect();
+    let timed = |f: &dyn Fn() -> berth_plugins::CniResult<()>| {
         let start = Instant::now();
-        host.call(&set.cni_path(), set.bridge, command, &c.name, Some(&c.path), "eth0", &conf)
-            .unwrap_or_else(|e| panic!("{} {}: {e}", set.label, command.as_str()));
+        f().unwrap_or_else(|e| panic!("{}: {e}", set.label));
         start.elapsed().as_secs_f64() * 1000.0
     };
-    let add_ms: Vec<f64> = containers.iter().map(|c| time(Command::Add, c)).collect();
-    let del_ms: Vec<f64> = containers.iter().map(|c| time(Command::Del, c)).collect();
+    let add: Vec<f64> = attachments.iter().map(|a| timed(&|| runtime.add(&list, a).map(drop))).collect();
+    let del: Vec<f64> = attachments.iter().map(|a| timed(&|| runtime.del(&list, a))).collect();
     // SAFETY: getrusage fills the struct it is given.
     let peak_rss_kb = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
         usage.ru_maxrss
     };
-    Figures { add_ms, del_ms, peak_rss_kb }
+    let first = add.len().min(10);
+    json!({
+        "add": add, "del": del,
+        "add_median_ms": median(&add), "add_p90_ms": percentile(&add, 0.9),
+        "del_median_ms": median(&del), "del_p90_ms": percentile(&del, 0.9),
+        "add_first10_median_ms": median(&add[..first]), "add_last10_median_ms": median(&add[add.len() - first..]),
+        "peak_rss_kb": peak_rss_kb,
+    })
 }
 
-fn run_child(label: &str, n: usize) -> serde_json::Value {
+fn run_child(label: &str, plain: bool, n: usize) -> Value {
+    let mut args = vec!["--one".to_string(), label.to_string(), n.to_string()];
+    if plain {
+        args.push("--plain".into());
+    }
     let out = std::process::Command::new(std::env::current_exe().expect("own path"))
-        .args(["--one", label, &n.to_string()])
+        .args(&args)
         .output()
         .expect("run the benchmark child");
     assert!(out.status.success(), "{label} benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -70,41 +112,90 @@ fn run_child(label: &str, n: usize) -> serde_json::Value {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let plain = args.iter().any(|a| a == "--plain");
+    args.retain(|a| a != "--plain");
     if args.first().map(String::as_str) == Some("--one") {
-        let set = match args[1].as_str() {
-            "berth" => PluginSet::berth(),
-            _ => PluginSet::reference(),
-        };
-        let n: usize = args[2].parse().expect("N");
-        let f = measure(&set, n);
-        let summary = json!({
-            "add_median_ms": median(&f.add_ms), "add_p90_ms": percentile(&f.add_ms, 0.9),
-            "del_median_ms": median(&f.del_ms), "del_p90_ms": percentile(&f.del_ms, 0.9),
-            "add_first10_median_ms": median(&f.add_ms[..f.add_ms.len().min(10)]),
-            "add_last10_median_ms": median(&f.add_ms[f.add_ms.len().saturating_sub(10)..]),
-            "peak_rss_kb": f.peak_rss_kb,
-        });
-        println!("{summary}");
+        let set = if args[1] == "berth" { PluginSet::berth() } else { PluginSet::reference() };
+        println!("{}", measure(&set, plain, args[2].parse().expect("N")));
         return;
     }
+    let out_dir = args.iter().position(|a| a == "--out").map(|i| {
+        let dir = PathBuf::from(args.get(i + 1).expect("--out DIR"));
+        args.drain(i..=i + 1);
+        dir
+    });
     let ns: Vec<usize> = if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
-    println!("{:>6}  {:<10} {:>10} {:>10} {:>10} {:>10} {:>10}", "N", "plugins", "ADD med", "ADD p90", "DEL med", "DEL p90", "peak RSS");
+    let workload = if plain { "bridge + host-local, no NAT" } else { "bridge + host-local, ipMasq, one port mapping each" };
+    println!("workload: {workload}");
+    println!("{:>6}  {:<10} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9}", "N", "plugins", "ADD med", "ADD p90", "DEL med", "DEL p90", "ADD 1st10", "ADD last10", "peak RSS");
+    let mut series = vec![];
     for n in ns {
-        let berth = run_child("berth", n);
-        let reference = run_child("reference", n);
+        let berth = run_child("berth", plain, n);
+        let reference = run_child("reference", plain, n);
         for (label, f) in [("berth", &berth), ("reference", &reference)] {
+            let ms = |k: &str| f[k].as_f64().expect("figure");
             println!(
-                "{:>6}  {:<10} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8}kB",
-                n, label, f["add_median_ms"].as_f64().unwrap(), f["add_p90_ms"].as_f64().unwrap(),
-                f["del_median_ms"].as_f64().unwrap(), f["del_p90_ms"].as_f64().unwrap(), f["peak_rss_kb"]
+                "{:>6}  {:<10} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>9.2}ms {:>9.2}ms {:>7}kB",
+                n, label, ms("add_median_ms"), ms("add_p90_ms"), ms("del_median_ms"), ms("del_p90_ms"),
+                ms("add_first10_median_ms"), ms("add_last10_median_ms"), f["peak_rss_kb"]
             );
         }
-        let ratio = |k: &str| reference[k].as_f64().unwrap() / berth[k].as_f64().unwrap();
+        let ratio = |k: &str| reference[k].as_f64().expect("figure") / berth[k].as_f64().expect("figure");
         println!(
-            "{:>6}  berth is {:.1}x faster on ADD, {:.1}x faster on DEL; reference peak RSS / berth = {:.1}",
-            n, ratio("add_median_ms"), ratio("del_median_ms"),
-            reference["peak_rss_kb"].as_f64().unwrap() / berth["peak_rss_kb"].as_f64().unwrap()
+            "{:>6}  reference/berth: ADD median {:.1}x, DEL median {:.1}x, peak RSS {:.2}x",
+            n, ratio("add_median_ms"), ratio("del_median_ms"), ratio("peak_rss_kb")
         );
+        series.push((n, berth, reference));
     }
+    if let Some(dir) = out_dir {
+        write_plot(&dir, &series, workload);
+    }
+}
+
+/// Per-container ADD latency (the i-th ADD against the number of containers already there),
+/// as CSV and as an SVG line chart; no plotting dependency.
+fn write_plot(dir: &std::path::Path, series: &[(usize, Value, Value)], workload: &str) {
+    std::fs::create_dir_all(dir).expect("output directory");
+    let mut csv = String::from("n_total,plugins,containers_before,add_ms\n");
+    // The largest run shows latency against the number of containers; plot that one.
+    let (n, berth, reference) = series.iter().max_by_key(|(n, ..)| *n).expect("a run");
+    let lines: Vec<(&str, &str, Vec<f64>)> = [("berth", "#1b7837", berth), ("reference", "#b2182b", reference)]
+        .into_iter()
+        .map(|(label, colour, f)| {
+            let add: Vec<f64> = f["add"].as_array().expect("latencies").iter().filter_map(Value::as_f64).collect();
+            (label, colour, add)
+        })
+        .collect();
+    for (total, b, r) in series {
+        for (label, f) in [("berth", b), ("reference", r)] {
+            for (i, ms) in f["add"].as_array().expect("latencies").iter().enumerate() {
+                csv += &format!("{total},{label},{i},{}\n", ms.as_f64().unwrap_or_default());
+            }
+        }
+    }
+    std::fs::write(dir.join("add-latency.csv"), csv).expect("write CSV");
+    let (w, h, left, bottom, top, right) = (800.0, 450.0, 60.0, 50.0, 40.0, 20.0);
+    let y_max = lines.iter().flat_map(|(_, _, v)| v.iter().copied()).map(|v| v.min(1e6)).fold(1.0, f64::max) * 1.1;
+    let x = |i: usize| left + (w - left - right) * i as f64 / (*n as f64 - 1.0).max(1.0);
+    let y = |ms: f64| h - bottom - (h - bottom - top) * (ms / y_max);
+    let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
+    svg += &format!("<text x=\"{left}\" y=\"20\" font-size=\"14\">ADD latency against containers already on the bridge ({workload})</text>\n");
+    svg += &format!("<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", h - bottom, w - right, h - bottom);
+    svg += &format!("<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n", h - bottom);
+    for k in 0..=5 {
+        let ms = y_max * k as f64 / 5.0;
+        svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{ms:.0}</text>\n", left - 6.0, y(ms) + 4.0);
+        let i = (*n - 1) * k / 5;
+        svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{i}</text>\n", x(i), h - bottom + 18.0);
+    }
+    svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">containers already attached</text>\n", (left + w) / 2.0, h - 10.0);
+    svg += &format!("<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">ADD ms</text>\n", h / 2.0, h / 2.0);
+    for (k, (label, colour, add)) in lines.iter().enumerate() {
+        let points: Vec<String> = add.iter().enumerate().map(|(i, ms)| format!("{:.1},{:.1}", x(i), y(*ms))).collect();
+        svg += &format!("<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.2\" points=\"{}\"/>\n", points.join(" "));
+        svg += &format!("<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{label}</text>\n", w - right - 90.0, top + 16.0 * (k as f64 + 1.0));
+    }
+    svg += "</svg>\n";
+    std::fs::write(dir.join("add-latency.svg"), svg).expect("write SVG");
 }

@@ -185,7 +185,10 @@ fn setup(listing: &Listing) -> String {
     for old in listing.sentinels.iter().filter(|name| **name != current) {
         let _ = writeln!(s, "delete set {TABLE} {old}");
     }
-    let _ = writeln!(s, "add set {TABLE} {current} {{ type mark; comment \"the rules of this table are berth's, this version\"; }}");
+    let _ = writeln!(
+        s,
+        "add set {TABLE} {current} {{ type mark; comment \"marks the chains' rules as those of this berth version\"; }}"
+    );
     s + &sentinel_ref()
 }
 
@@ -557,17 +560,29 @@ mod tests {
           {"map": {"name": "ports6", "type": ["inet_proto", "inet_service"], "map": "ipv6_addr . inet_service", "elem": [
              [{"elem": {"val": {"concat": ["tcp", 8080]}, "comment": "berth net=n id=c1 if=eth0"}}, {"concat": ["fd00::2", 80]}],
              [{"concat": [17, 53]}, {"concat": ["fd00::3", 53]}]]}},
+          {"map": {"name": "ports4", "type": ["inet_proto", "inet_service"], "map": "ipv4_addr . inet_service", "elem": [
+             [{"elem": {"val": {"concat": ["tcp", 80]}, "comment": "berth net=n id=ghost if=eth0"}}, {"concat": ["10.1.0.2", 80]}],
+             [{"elem": {"val": {"concat": ["tcp", 81]}, "comment": "berth net=n id=ghost if=eth0"}}, {"concat": ["10.1.0.9", 80]}]]}},
+          {"set": {"name": "rules_0badc0de", "type": "mark"}},
           {"chain": {"name": "forward"}},
           {"rule": {"chain": "forward", "expr": []}}]}"#;
         let l = parse_listing(json).unwrap();
         assert_eq!(l.rules["forward"], 1);
-        assert_eq!(l.elems.len(), 3);
+        assert_eq!(l.elems.len(), 5);
+        assert_eq!(l.sentinels, ["rules_0badc0de"]);
         let ctr = l.find("ctr4", &[Part::Addr("10.1.0.2".parse().unwrap()), Part::Ifname("br0".into())]).unwrap();
         assert_eq!(ctr.data, Some(Data::Tag(4660)));
         assert_eq!(ctr.owner.as_ref().unwrap().id, "c1");
         let udp = l.find("ports6", &[Part::Proto(Proto::Udp), Part::Port(53)]).unwrap();
         assert_eq!(udp.data, Some(Data::Target("fd00::3".parse().unwrap(), 53)));
         assert!(udp.owner.is_none());
+        // A port element aimed at an address c1 holds is c1's, whatever its comment says.
+        let adopted = l.find("ports4", &[Part::Proto(Proto::Tcp), Part::Port(80)]).unwrap();
+        assert_eq!(l.owner_of(adopted).unwrap().id, "c1");
+        let orphan = l.find("ports4", &[Part::Proto(Proto::Tcp), Part::Port(81)]).unwrap();
+        assert_eq!(l.owner_of(orphan).unwrap().id, "ghost");
+        let c1 = Owner::new("n", "c1", "eth0");
+        assert_eq!(l.owned_by(|o| o.same_attachment(&c1)).count(), 3, "ctr4, ports6 and the adopted ports4 element");
     }
 
     #[test]

@@ -1,14 +1,13 @@
-//! Configuring a container interface from an IPAM result, and checking it against a
-//! prevResult.
-//!
-//! These are not macvlan-specific: berth-bridge does the same inline (`attach`,
-//! `gateway_for`, `check_attachment`). They belong in `berth_plugins::ipam` (as the
-//! reference plugins' `ipam.ConfigureIface` / `ip.ValidateExpected*`), used by both.
+//! The container end of an attachment, whatever made the link (veth, macvlan, ...): its MAC
+//! from the configuration, addresses and routes from the IPAM result, and the CHECK of all
+//! that against a prevResult (the reference plugins' `ipam.ConfigureIface`).
 
-use berth_plugins::netlink::{Link, MacAddr, Netlink, RouteEntry};
-use berth_plugins::netns::NetNs;
-use berth_plugins::spec::RunResult;
-use berth_plugins::{sysctl, CniError, CniResult, Code};
+use crate::error::{CniError, CniResult, Code};
+use crate::netlink::{Link, MacAddr, Netlink, RouteEntry};
+use crate::netns::NetNs;
+use crate::skel::Request;
+use crate::spec::RunResult;
+use crate::sysctl;
 use std::net::IpAddr;
 
 /// Puts the result's addresses on `link` (in `ns`), brings it up, adds the result's routes
@@ -71,4 +70,14 @@ pub fn check(nl: &mut Netlink, link: &Link, prev: &RunResult, index: usize) -> C
         }
     }
     Ok(())
+}
+
+/// The MAC asked for the container interface, by precedence: CNI_ARGS `MAC=`, the `mac`
+/// capability (runtimeConfig.mac), `args.cni.mac`, the plugin's own `mac` key.
+pub fn requested_mac(req: &Request, args_cni_mac: Option<&str>, conf_mac: Option<&str>) -> CniResult<Option<MacAddr>> {
+    let chosen = match req.arg("MAC") {
+        Some(mac) => Some(mac.to_string()),
+        None => req.conf.runtime::<String>("mac")?.or_else(|| args_cni_mac.or(conf_mac).map(str::to_string)),
+    };
+    chosen.map(|m| m.parse()).transpose()
 }
