@@ -463,10 +463,9 @@ impl Iptables {
         Ok(())
     }
 
-    fn add_family(&self, a: &Attachment, plan: &Plan, family: Family) -> CniResult<()> {
-        let saved = self.save(family)?;
-        let mut stale = Vec::new();
-        Self::check_ports(&saved, plan, family, &mut stale)?;
+    /// The batch that sets up one family of the attachment on top of `saved`, replacing its
+    /// own earlier rules and stale DNAT rules to its address (`stale`).
+    fn add_batch(a: &Attachment, plan: &Plan, family: Family, saved: &Saved, stale: &[Rule]) -> Batch {
         let mut batch = Batch::default();
         let (chains, jumps) = infrastructure(family);
         let (n, net_jumps) = network_chains(a.network);
@@ -485,13 +484,13 @@ impl Iptables {
         for rule in saved.rules.iter().filter(|r| owner_of(r).is_some_and(|o| o.same_attachment(&plan.owner))) {
             batch.delete(rule);
         }
-        for rule in &stale {
+        for rule in stale {
             batch.delete(rule);
         }
         for rule in attachment_rules(a, plan, family) {
             batch.append(&rule);
         }
-        self.restore(family, &batch, || format!("cannot set up {}", plan.owner))
+        batch
     }
 
     /// Deletes the rules of attachments `doomed` picks, in both families.
@@ -519,12 +518,19 @@ impl Firewall for Iptables {
 
     fn add(&self, a: &Attachment) -> CniResult<()> {
         let plan = Plan::new(a)?;
-        enable_forwarding(a, &plan)?;
         let _lock = self.lock()?;
+        // Every family's host ports are checked before anything is written.
+        let mut batches = Vec::new();
         for family in Self::families(a) {
-            self.add_family(a, &plan, family)?;
+            let saved = self.save(family)?;
+            let mut stale = Vec::new();
+            Self::check_ports(&saved, &plan, family, &mut stale)?;
+            batches.push((family, Self::add_batch(a, &plan, family, &saved, &stale)));
         }
-        Ok(())
+        for (family, batch) in batches {
+            self.restore(family, &batch, || format!("cannot set up {}", plan.owner))?;
+        }
+        enable_forwarding(a, &plan)
     }
 
     fn del(&self, a: &Attachment) -> CniResult<()> {

@@ -41,8 +41,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// One container interface on one berth network, as ADD set it up. DEL, CHECK and GC must be
-/// given the same values ADD was given (prevResult's addresses, runtimeConfig.portMappings).
+/// One container interface on one berth network. DEL and CHECK must be given the values ADD
+/// was given (prevResult's addresses, runtimeConfig.portMappings); a DEL without addresses
+/// finds the attachment's elements or rules by their comments instead.
 #[derive(Debug, Clone, Copy)]
 pub struct Attachment<'a> {
     /// The network's name (`name` of the configuration).
@@ -63,8 +64,9 @@ pub struct Attachment<'a> {
 pub trait Firewall {
     /// "nftables", "iptables-nft", "iptables-legacy" or "none".
     fn name(&self) -> &'static str;
-    /// Sets up the attachment. Running it again for the same attachment is fine; a port
-    /// mapping whose host side another container holds is an error naming that container.
+    /// Sets up the attachment. Running it again with the same values is fine (to change the
+    /// port mappings, DEL first); a port mapping whose host side another attachment holds is
+    /// an error naming that container, and changes nothing.
     fn add(&self, a: &Attachment) -> CniResult<()>;
     /// Removes exactly what `add` set up for this attachment; what is gone already is fine.
     fn del(&self, a: &Attachment) -> CniResult<()>;

@@ -480,14 +480,13 @@ impl Firewall for Nftables {
 
     fn add(&self, a: &Attachment) -> CniResult<()> {
         let plan = Plan::new(a)?;
-        enable_forwarding(a, &plan)?;
         let elems = elements(a, &plan);
         let comment = plan.owner.comment();
         let batch: String = std::iter::once(sentinel_ref()).chain(elems.iter().map(|e| e.add(&comment))).collect();
-        match self.apply(&batch) {
-            Ok(()) => Ok(()),
-            Err(_) => self.add_from_listing(&plan, &elems),
+        if self.apply(&batch).is_err() {
+            self.add_from_listing(&plan, &elems)?;
         }
+        enable_forwarding(a, &plan)
     }
 
     fn del(&self, a: &Attachment) -> CniResult<()> {
