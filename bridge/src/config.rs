@@ -18,8 +18,13 @@ pub struct BridgeConf {
     pub is_default_gateway: bool,
     #[serde(rename = "forceAddress", default)]
     pub force_address: bool,
+    /// Masquerade the container's routed traffic behind the host's address.
     #[serde(rename = "ipMasq", default)]
     pub ip_masq: bool,
+    /// "auto" (nftables when `nft` is installed, else iptables), "nftables", "iptables",
+    /// "iptables-nft", "iptables-legacy" or "none" (no NAT, port mappings or isolation).
+    #[serde(rename = "firewallBackend", default = "auto")]
+    pub firewall_backend: String,
     #[serde(default)]
     pub mtu: Option<u32>,
     #[serde(rename = "hairpinMode", default)]
@@ -52,6 +57,10 @@ pub struct ArgsSection {
 pub struct CniArgs {
     #[serde(default)]
     pub mac: Option<String>,
+}
+
+fn auto() -> String {
+    "auto".into()
 }
 
 fn yes() -> bool {

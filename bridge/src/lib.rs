@@ -1,5 +1,6 @@
 //! berth-bridge: attaches a container to a Linux bridge in the host namespace through a veth
-//! pair, with addresses and routes from the IPAM plugin.
+//! pair, with addresses and routes from the IPAM plugin, and its firewall side (masquerade,
+//! the `portMappings` capability, isolation between networks) through `plugins::firewall`.
 
 mod config;
 
@@ -11,8 +12,11 @@ use berth_plugins::skel::{Plugin, Request};
 use berth_plugins::spec::{Interface, Route, RunResult};
 use berth_plugins::iface;
 use berth_plugins::ipam::Ipam;
+use berth_plugins::firewall;
+use berth_plugins::spec::PortMapping;
 use berth_plugins::{sysctl, CniError, CniResult, Code};
 use ipnet::IpNet;
+use std::net::IpAddr;
 
 pub struct BridgePlugin;
 
@@ -23,16 +27,8 @@ pub fn run() -> ! {
     berth_plugins::skel::run_main(&BridgePlugin)
 }
 
-/// The host end's name: stable for a container and interface, so a retried ADD or a DEL can
-/// find it without the container's namespace.
-pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    // FNV-1a: tiny, stable across Rust releases (DefaultHasher is not promised to be).
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in container_id.bytes().chain([0]).chain(ifname.bytes()) {
-        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
-    }
-    format!("veth{hash:08x}")
-}
+/// The host end's name (shared with berth-ovs, which names its OVS port after it).
+pub use berth_plugins::iface::host_veth_name;
 
 impl Plugin for BridgePlugin {
     fn add(&self, req: &Request) -> CniResult<RunResult> {
@@ -51,6 +47,12 @@ impl Plugin for BridgePlugin {
         let bridge = host.ensure_bridge(&conf.bridge, conf.mtu)?;
         if conf.promisc_mode && !bridge.promisc {
             host.set_promisc(bridge.index, true)?;
+        }
+        if let Some(mac) = bridge.mac {
+            // A bridge whose MAC was never set takes its lowest port's, which changes when that
+            // container leaves, and its neighbours lose the gateway until their ARP entries
+            // expire. Setting it (to what it is) pins it, as the reference plugin does.
+            host.set_mac(bridge.index, mac)?;
         }
         // Without IPAM the bridge is layer 2 only, as in the reference plugin.
         let with_ipam = conf.ipam_configured(req);
@@ -75,20 +77,20 @@ impl Plugin for BridgePlugin {
         if conf.ipam_configured(req) {
             IPAM.del(req)?;
         }
-        // Deleting either end of a veth removes both; use the container's end when its
-        // namespace still exists, else look for a host end left behind.
-        if let Some(ns) = req.netns.as_ref().and_then(|p| NetNs::open(p).ok()) {
-            let mut nl = Netlink::open_in(&ns)?;
-            if let Some(link) = nl.link_by_name(&req.ifname)? {
-                nl.delete_link(link.index)?;
-                return Ok(());
-            }
-        }
-        let mut host = Netlink::open()?;
-        if let Some(veth) = host.link_by_name(&host_veth_name(&req.container_id, &req.ifname))? {
-            host.delete_link(veth.index)?;
-        }
-        Ok(())
+        // Without prevResult the firewall finds the container's entries by their owner tag.
+        let addresses: Vec<IpAddr> =
+            req.conf.prev_result()?.map(|prev| prev.ips.iter().map(|ip| ip.address.addr()).collect()).unwrap_or_default();
+        let port_mappings = port_mappings(req)?;
+        let fw = firewall::backend(&conf.firewall_backend)?;
+        let rules = firewall_attachment(req, &conf, &addresses, &port_mappings);
+        // Both the firewall update and the link deletion wait for the kernel (an RCU grace
+        // period each); run them side by side rather than one after the other.
+        std::thread::scope(|scope| {
+            let firewall_done = scope.spawn(|| fw.del(&rules));
+            let link_done = delete_interface(req);
+            firewall_done.join().unwrap_or_else(|_| Err(CniError::kernel("firewall DEL", "panicked")))?;
+            link_done
+        })
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -100,8 +102,110 @@ impl Plugin for BridgePlugin {
         if conf.ipam_configured(req) {
             IPAM.check(req)?;
         }
-        check_attachment(req, &conf, &prev)
+        check_attachment(req, &conf, &prev)?;
+        let addresses: Vec<IpAddr> = prev.ips.iter().map(|ip| ip.address.addr()).collect();
+        let port_mappings = port_mappings(req)?;
+        firewall::backend(&conf.firewall_backend)?.check(&firewall_attachment(req, &conf, &addresses, &port_mappings))
     }
+
+    /// Ready for ADDs when the IPAM plugin is (e.g. its ranges are not exhausted).
+    fn status(&self, req: &Request) -> CniResult<()> {
+        let conf = BridgeConf::parse(req)?;
+        if conf.ipam_configured(req) {
+            IPAM.forward(req)?;
+        }
+        Ok(())
+    }
+
+    /// Releases addresses, removes the veths and firewall entries of every attachment of this
+    /// network that is not in `cni.dev/valid-attachments`.
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        let conf = BridgeConf::parse(req)?;
+        let keep = valid_attachments(req)?;
+        if conf.ipam_configured(req) {
+            IPAM.forward(req)?;
+        }
+        firewall::backend(&conf.firewall_backend)?.gc(&req.conf.name, &keep)?;
+        let mut host = Netlink::open()?;
+        let Some(bridge) = host.link_by_name(&conf.bridge)? else { return Ok(()) };
+        for port in host.links_detailed()? {
+            let owner = port.alias.as_deref().and_then(parse_veth_alias);
+            let Some((container_id, ifname)) = owner else { continue };
+            let kept = keep.iter().any(|(id, name)| *id == container_id && *name == ifname);
+            if port.link.master == Some(bridge.index) && !kept {
+                host.delete_link(port.link.index)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deletes the container's interface; either end of a veth takes the other with it. Uses the
+/// container's end when its namespace still exists, else looks for a host end left behind.
+fn delete_interface(req: &Request) -> CniResult<()> {
+    if let Some(ns) = req.netns.as_ref().and_then(|p| NetNs::open(p).ok()) {
+        let mut nl = Netlink::open_in(&ns)?;
+        if let Some(link) = nl.link_by_name(&req.ifname)? {
+            nl.delete_link(link.index)?;
+            return Ok(());
+        }
+    }
+    let mut host = Netlink::open()?;
+    if let Some(veth) = host.link_by_name(&host_veth_name(&req.container_id, &req.ifname))? {
+        host.delete_link(veth.index)?;
+    }
+    Ok(())
+}
+
+/// The host end's alias names its owner, so GC can tell berth's veths and whose they are.
+fn veth_alias(container_id: &str, ifname: &str) -> String {
+    format!("berth-bridge id={container_id} if={ifname}")
+}
+
+fn parse_veth_alias(alias: &str) -> Option<(String, String)> {
+    let rest = alias.strip_prefix("berth-bridge id=")?;
+    let (id, ifname) = rest.rsplit_once(" if=")?;
+    Some((id.to_string(), ifname.to_string()))
+}
+
+/// The `portMappings` capability.
+fn port_mappings(req: &Request) -> CniResult<Vec<PortMapping>> {
+    Ok(req.conf.runtime::<Vec<PortMapping>>("portMappings")?.unwrap_or_default())
+}
+
+fn firewall_attachment<'a>(
+    req: &'a Request,
+    conf: &'a BridgeConf,
+    addresses: &'a [IpAddr],
+    port_mappings: &'a [PortMapping],
+) -> firewall::Attachment<'a> {
+    firewall::Attachment {
+        network: &req.conf.name,
+        container_id: &req.container_id,
+        ifname: &req.ifname,
+        bridge: &conf.bridge,
+        addresses,
+        masquerade: conf.ip_masq,
+        port_mappings,
+    }
+}
+
+/// CNI 1.1 GC's `cni.dev/valid-attachments`, as (container ID, ifname).
+fn valid_attachments(req: &Request) -> CniResult<Vec<(String, String)>> {
+    #[derive(serde::Deserialize)]
+    struct Valid {
+        #[serde(rename = "containerID")]
+        container_id: String,
+        ifname: String,
+    }
+    let raw = req
+        .conf
+        .extra
+        .get("cni.dev/valid-attachments")
+        .ok_or_else(|| CniError::invalid_config("GC needs cni.dev/valid-attachments (an empty list removes everything)"))?;
+    let list: Vec<Valid> = serde_json::from_value(raw.clone())
+        .map_err(|e| CniError::invalid_config("cni.dev/valid-attachments is malformed").with_details(e))?;
+    Ok(list.into_iter().map(|v| (v.container_id, v.ifname)).collect())
 }
 
 impl BridgeConf {
@@ -133,6 +237,7 @@ fn attach(
     if !conf.icc {
         host.set_port_flag(veth.index, PortFlag::Isolated, true)?;
     }
+    host.set_alias(veth.index, &veth_alias(&req.container_id, &req.ifname))?;
     host.set_up(veth.index)?;
 
     let link = container
@@ -153,11 +258,14 @@ fn attach(
     if conf.is_gateway {
         set_gateway_addresses(host, conf, bridge, &configured)?;
     }
+    let addresses: Vec<IpAddr> = configured.ips.iter().map(|ip| ip.address.addr()).collect();
+    if !addresses.is_empty() {
+        let port_mappings = port_mappings(req)?;
+        firewall::backend(&conf.firewall_backend)?.add(&firewall_attachment(req, conf, &addresses, &port_mappings))?;
+    }
 
-    // A bridge takes its MAC from its ports unless one was set, so read it after enslaving.
-    let bridge_mac = host.link_by_index(bridge.index)?.and_then(|b| b.mac).or(bridge.mac);
     let mut result = RunResult { cni_version: req.conf.cni_version.clone(), ..Default::default() };
-    result.push_interface(Interface { name: bridge.name.clone(), mac: iface::mac_string(bridge_mac), ..Default::default() });
+    result.push_interface(Interface { name: bridge.name.clone(), mac: iface::mac_string(bridge.mac), ..Default::default() });
     result.push_interface(Interface { name: veth.name.clone(), mac: iface::mac_string(veth.mac), ..Default::default() });
     let container_index = result.push_interface(Interface {
         name: link.name.clone(),

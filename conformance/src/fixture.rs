@@ -19,6 +19,15 @@ pub struct Container {
     pub path: PathBuf,
 }
 
+/// See [`TestHost::outside`].
+pub struct Outside {
+    pub world: Container,
+    pub host_v4: std::net::Ipv4Addr,
+    pub host_v6: std::net::Ipv6Addr,
+    pub world_v4: std::net::Ipv4Addr,
+    pub world_v6: std::net::Ipv6Addr,
+}
+
 /// A host network namespace in which plugins run; removed with its containers on drop,
 /// even when the test panics.
 pub struct TestHost {
@@ -60,6 +69,44 @@ impl TestHost {
     pub fn remove_container(&self, container: &Container) {
         NetNs::delete_named(&container.name).expect("delete container namespace");
         self.namespaces.borrow_mut().retain(|n| n != &container.name);
+    }
+
+    /// An "outside" namespace playing the rest of the world: a veth `uplink0` from the host
+    /// (192.0.2.1/24, fd00:1::1/64) to the outside's `eth0` (192.0.2.2/24, fd00:1::2/64), the
+    /// host's default routes through it. The outside knows nothing of container subnets, so
+    /// it reaches containers only through the host's address (published ports), and sees
+    /// their traffic only when masqueraded.
+    pub fn outside(&self) -> Outside {
+        use berth_plugins::netlink::{RouteEntry, VethPeer};
+        let world = self.container();
+        let world_ns = NetNs::open(&world.path).expect("outside namespace");
+        for ns in [&self.ns, &world_ns] {
+            ns.run(|| berth_plugins::sysctl::set("net/ipv6/conf/default/accept_dad", "0"))
+                .expect("enter")
+                .expect("no DAD, so addresses work at once");
+        }
+        let mut host = self.netlink();
+        let peer = VethPeer { name: "eth0", netns: Some(&world_ns), mac: None };
+        let uplink = host.create_veth("uplink0", &peer, None, None).expect("uplink veth");
+        let mut outside = Netlink::open_in(&world_ns).expect("netlink in outside");
+        let eth0 = outside.link_by_name("eth0").expect("list").expect("outside eth0");
+        let o = Outside {
+            host_v4: "192.0.2.1".parse().unwrap(),
+            host_v6: "fd00:1::1".parse().unwrap(),
+            world_v4: "192.0.2.2".parse().unwrap(),
+            world_v6: "fd00:1::2".parse().unwrap(),
+            world,
+        };
+        for (nl, index, v4, v6) in [(&mut host, uplink.index, o.host_v4, o.host_v6), (&mut outside, eth0.index, o.world_v4, o.world_v6)] {
+            nl.add_address(index, ipnet::IpNet::new(v4.into(), 24).unwrap()).expect("v4 address");
+            nl.add_address(index, ipnet::IpNet::new(v6.into(), 64).unwrap()).expect("v6 address");
+            nl.set_up(index).expect("up");
+        }
+        for (dst, gw) in [("0.0.0.0/0", IpAddr::from(o.world_v4)), ("::/0", IpAddr::from(o.world_v6))] {
+            let route = RouteEntry { dst: dst.parse().unwrap(), gateway: Some(gw), oif: Some(uplink.index), table: None, priority: None, mtu: None, scope: None };
+            host.add_route(&route).expect("host default route");
+        }
+        o
     }
 
     /// A netlink socket in the host namespace, to look at what plugins did there.

@@ -4,11 +4,13 @@
 //! own interfaces: plugins run inside a throwaway "host" namespace ([`TestHost`]) and
 //! containers are further namespaces beside it, all removed when the fixture is dropped.
 
+pub mod echo;
 mod fixture;
 pub mod lab;
 pub mod plugins;
+pub mod podman;
 
-pub use fixture::{require_root, Container, TestHost};
+pub use fixture::{require_root, Container, Outside, TestHost};
 
 use berth_plugins::spec::{RunResult, Version, SUPPORTED};
 use std::path::Path;

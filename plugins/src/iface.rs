@@ -72,6 +72,17 @@ pub fn check(nl: &mut Netlink, link: &Link, prev: &RunResult, index: usize) -> C
     Ok(())
 }
 
+/// The host end's name of a container's veth pair: stable for a container and interface, so
+/// a retried ADD or a DEL can find it without the container's namespace.
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    // FNV-1a: tiny, stable across Rust releases (DefaultHasher is not promised to be).
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in container_id.bytes().chain([0]).chain(ifname.bytes()) {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    format!("veth{hash:08x}")
+}
+
 /// The MAC asked for the container interface, by precedence: CNI_ARGS `MAC=`, the `mac`
 /// capability (runtimeConfig.mac), `args.cni.mac`, the plugin's own `mac` key.
 pub fn requested_mac(req: &Request, args_cni_mac: Option<&str>, conf_mac: Option<&str>) -> CniResult<Option<MacAddr>> {
@@ -80,4 +91,18 @@ pub fn requested_mac(req: &Request, args_cni_mac: Option<&str>, conf_mac: Option
         None => req.conf.runtime::<String>("mac")?.or_else(|| args_cni_mac.or(conf_mac).map(str::to_string)),
     };
     chosen.map(|m| m.parse()).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_are_stable_and_short() {
+        let a = host_veth_name("c1", "eth0");
+        assert_eq!(a, host_veth_name("c1", "eth0"));
+        assert_ne!(a, host_veth_name("c1", "eth1"));
+        assert_ne!(a, host_veth_name("c2", "eth0"));
+        assert!(a.len() <= 15);
+    }
 }

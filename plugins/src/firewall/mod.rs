@@ -61,7 +61,7 @@ pub struct Attachment<'a> {
 }
 
 /// A firewall backend. Every operation is one batched update (per family for iptables).
-pub trait Firewall {
+pub trait Firewall: Send + Sync {
     /// "nftables", "iptables-nft", "iptables-legacy" or "none".
     fn name(&self) -> &'static str;
     /// Sets up the attachment. Running it again with the same values is fine (to change the

@@ -370,7 +370,10 @@ impl Netlink {
 
     /// Adds a route; an identical one already present is not an error.
     pub fn add_route(&mut self, route: &RouteEntry) -> CniResult<()> {
-        match self.ack(Rtm::NewRoute(route_message(route, false)), NLM_F_CREATE | NLM_F_EXCL) {
+        // CREATE without EXCL adds a second route to the same destination (a container on two
+        // networks gets both default routes, as the reference plugins' RouteAddEcmp does);
+        // EEXIST then only means this very route is there already.
+        match self.ack(Rtm::NewRoute(route_message(route, false)), NLM_F_CREATE) {
             Ok(()) => Ok(()),
             Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(self.fail(e, |me| format!("add route {}", me.describe_route(route)))),

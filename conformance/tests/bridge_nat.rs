@@ -1,0 +1,253 @@
+//! berth-bridge's NAT side through a runtime, as users see it: published ports reached from
+//! an outside namespace, masquerade, hairpin, isolation between networks, IPv6, every
+//! firewall backend; concurrency, SIGKILL during ADD, GC. Needs root.
+
+use berth_conformance::echo::{tcp_ask, udp_ask, EchoServer};
+use berth_conformance::plugins::PluginSet;
+use berth_conformance::{eventually, Container, TestHost};
+use berth_plugins::runtime::Attachment;
+use berth_plugins::spec::{ConfList, RunResult};
+use serde_json::{json, Value};
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+const BACKENDS: &[&str] = &["nftables", "iptables-nft", "iptables-legacy"];
+
+fn network(host: &TestHost, name: &str, bridge: &str, v4: &str, v6: &str, backend: &str) -> ConfList {
+    let raw = json!({
+        "cniVersion": "1.1.0",
+        "name": name,
+        "plugins": [{
+            "type": "berth-bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "isDefaultGateway": true,
+            "ipMasq": true,
+            "hairpinMode": true,
+            "firewallBackend": backend,
+            "capabilities": {"portMappings": true},
+            "ipam": {
+                "type": "berth-host-local",
+                "ranges": [[{"subnet": v4}], [{"subnet": v6}]],
+                "dataDir": host.dir.path().join("ipam").display().to_string(),
+            },
+        }],
+    });
+    serde_json::from_value(raw).expect("conflist")
+}
+
+fn attachment(c: &Container, ports: &[(u16, u16, &str)]) -> Attachment {
+    let maps: Vec<Value> =
+        ports.iter().map(|(h, c, p)| json!({"hostPort": h, "containerPort": c, "protocol": p})).collect();
+    Attachment {
+        container_id: c.name.clone(),
+        ifname: "eth0".into(),
+        netns: c.path.clone(),
+        capability_args: json!({ "portMappings": maps }).as_object().cloned().unwrap(),
+        ..Default::default()
+    }
+}
+
+fn address(result: &RunResult, v4: bool) -> IpAddr {
+    result.ips.iter().map(|ip| ip.address.addr()).find(|a| a.is_ipv4() == v4).expect("address of that family")
+}
+
+/// Everything berth's firewall holds in the host namespace, as text.
+fn firewall_dump(host: &TestHost, backend: &str) -> String {
+    let (tool, args): (&str, &[&str]) = match backend {
+        "nftables" => ("nft", &["list", "ruleset"]),
+        "iptables-legacy" => ("iptables-legacy-save", &[]),
+        _ => ("iptables-nft-save", &[]),
+    };
+    let mut cmd = Command::new(tool);
+    cmd.args(args);
+    host.ns.prepare_command(&mut cmd).unwrap();
+    let out = cmd.output().expect("firewall dump");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if backend.starts_with("iptables") {
+        let mut cmd6 = Command::new(tool.replacen("iptables", "ip6tables", 1));
+        host.ns.prepare_command(&mut cmd6).unwrap();
+        text += &String::from_utf8_lossy(&cmd6.output().expect("ip6tables dump").stdout);
+    }
+    text
+}
+
+fn sock(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+#[test]
+fn published_ports_masquerade_hairpin_and_cleanup_with_every_backend() {
+    for backend in BACKENDS {
+        let host = TestHost::new();
+        let world = host.outside();
+        let (c1, c2) = (host.container(), host.container());
+        let runtime = host.runtime(PluginSet::berth().cni_path());
+        let list = network(&host, "natnet", "natbr0", "10.23.0.0/24", "fd00:23::/64", backend);
+        let a1 = attachment(&c1, &[(8080, 80, "tcp"), (8080, 80, "udp")]);
+        let r1 = runtime.add(&list, &a1).unwrap_or_else(|e| panic!("{backend} ADD: {e}"));
+        let _server = EchoServer::start(&c1.path, "[::]:80".parse().unwrap());
+        let _world_server = EchoServer::start(&world.world.path, "[::]:9000".parse().unwrap());
+        let from_world = |to: SocketAddr| tcp_ask(&world.world.path, to);
+
+        // Published ports, reached from outside with the client's own address preserved.
+        assert_eq!(from_world(sock(world.host_v4, 8080)).as_deref(), Some("192.0.2.2"), "{backend}: tcp from outside");
+        assert_eq!(udp_ask(&world.world.path, sock(world.host_v4, 8080)).as_deref(), Some("192.0.2.2"), "{backend}: udp");
+        assert_eq!(from_world(sock(world.host_v6, 8080)).as_deref(), Some("fd00:1::2"), "{backend}: tcp over IPv6");
+        assert!(tcp_ask(&host.path(), sock(world.host_v4, 8080)).is_some(), "{backend}: from the host itself");
+        // Masquerade: the outside sees the host's address, not the container's.
+        assert_eq!(tcp_ask(&c1.path, sock(world.world_v4, 9000)).as_deref(), Some("192.0.2.1"), "{backend}: masquerade");
+        assert_eq!(tcp_ask(&c1.path, sock(world.world_v6, 9000)).as_deref(), Some("fd00:1::1"), "{backend}: v6 masquerade");
+        // Hairpin: the container reaches its own published port through the host address.
+        assert!(tcp_ask(&c1.path, sock(world.host_v4, 8080)).is_some(), "{backend}: hairpin");
+        assert!(TestHost::ping(&c1.path, world.world_v4.into()), "{backend}: ping out");
+
+        // A host port that is taken is refused, clearly, and leaves the first mapping alone.
+        let err = runtime.add(&list, &attachment(&c2, &[(8080, 80, "tcp")])).expect_err("host port 8080 is taken");
+        assert!(err.to_string().contains("8080"), "{backend}: {err}");
+        assert!(from_world(sock(world.host_v4, 8080)).is_some(), "{backend}: first mapping still works");
+        assert!(!firewall_dump(&host, backend).contains(&c2.name), "{backend}: the refused ADD left nothing");
+
+        let _ = address(&r1, true);
+        runtime.del(&list, &a1).unwrap_or_else(|e| panic!("{backend} DEL: {e}"));
+        runtime.del(&list, &a1).unwrap_or_else(|e| panic!("{backend} second DEL: {e}"));
+        let dump = firewall_dump(&host, backend);
+        assert!(!dump.contains(&c1.name), "{backend}: DEL left firewall entries naming the container:\n{dump}");
+        assert!(from_world(sock(world.host_v4, 8080)).is_none(), "{backend}: the port is closed after DEL");
+    }
+}
+
+#[test]
+fn two_networks_are_isolated_but_published_ports_cross() {
+    let host = TestHost::new();
+    let world = host.outside();
+    let (red, blue) = (host.container(), host.container());
+    let runtime = host.runtime(PluginSet::berth().cni_path());
+    let red_net = network(&host, "red", "redbr0", "10.24.0.0/24", "fd00:24::/64", "auto");
+    let blue_net = network(&host, "blue", "bluebr0", "10.25.0.0/24", "fd00:25::/64", "auto");
+    let r_red = runtime.add(&red_net, &attachment(&red, &[])).unwrap();
+    let r_blue = runtime.add(&blue_net, &attachment(&blue, &[(8081, 80, "tcp")])).unwrap();
+    let _server = EchoServer::start(&blue.path, "[::]:80".parse().unwrap());
+    assert!(tcp_ask(&red.path, sock(address(&r_blue, true), 80)).is_none(), "red must not reach blue directly");
+    assert!(tcp_ask(&red.path, sock(address(&r_blue, false), 80)).is_none(), "nor over IPv6");
+    assert!(!TestHost::ping(&blue.path, address(&r_red, true)), "blue must not reach red");
+    assert!(tcp_ask(&red.path, sock(world.host_v4, 8081)).is_some(), "blue's published port is reachable from red");
+}
+
+#[test]
+fn sixty_four_parallel_adds_get_distinct_addresses() {
+    let host = TestHost::new();
+    let runtime = host.runtime(PluginSet::berth().cni_path());
+    let list = network(&host, "busy", "busybr0", "10.26.0.0/24", "fd00:26::/64", "auto");
+    let containers: Vec<Container> = (0..64).map(|_| host.container()).collect();
+    let results: Vec<RunResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (runtime, list) = (&runtime, &list);
+                scope.spawn(move || runtime.add(list, &attachment(c, &[(9000 + i as u16, 80, "tcp")])))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread").expect("every ADD succeeds")).collect()
+    });
+    let mut addresses: Vec<IpAddr> = results.iter().map(|r| address(r, true)).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 64, "64 distinct addresses");
+    assert!(TestHost::ping(&containers[0].path, address(&results[63], true)));
+    let veths = host.netlink().links().unwrap().iter().filter(|l| l.kind.as_deref() == Some("veth")).count();
+    assert_eq!(veths, 64);
+}
+
+fn pseudo_random(seed: u64) -> u64 {
+    // splitmix64: enough to spread kill instants, no dependency.
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn add_killed_at_any_instant_is_cleaned_by_del() {
+    let host = TestHost::new();
+    let set = PluginSet::berth();
+    let list = network(&host, "killed", "killbr0", "10.27.0.0/24", "fd00:27::/64", "nftables");
+    let containers: Vec<Container> = (0..24).map(|_| host.container()).collect();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut plugin_conf = Value::Object(berth_plugins::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
+    plugin_conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": 7000, "containerPort": 80, "protocol": "tcp"}]});
+    let mut killed = 0;
+    for (i, c) in containers.iter().enumerate() {
+        let mut cmd = Command::new(set.dir.join("berth-bridge"));
+        cmd.env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", &c.name)
+            .env("CNI_NETNS", &c.path)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &set.dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        host.ns.prepare_command(&mut cmd).unwrap();
+        let mut child = cmd.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            let _ = stdin.write_all(plugin_conf.to_string().as_bytes());
+        }
+        std::thread::sleep(Duration::from_micros(pseudo_random(seed ^ i as u64) % 6000));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(killed > 0, "no ADD was interrupted (seed {seed}): the test proves nothing");
+    // The runtime lost every result: DEL without prevResult must still clean up.
+    for c in &containers {
+        host.call(&set.cni_path(), "berth-bridge", berth_plugins::skel::Command::Del, &c.name, Some(&c.path), "eth0", &plugin_conf)
+            .unwrap_or_else(|e| panic!("DEL after kill (seed {seed}): {e}"));
+    }
+    let mut nl = host.netlink();
+    assert!(
+        eventually(Duration::from_secs(5), || nl.links().unwrap().iter().all(|l| l.kind.as_deref() != Some("veth"))),
+        "veths left after DEL (seed {seed}, {killed} killed)"
+    );
+    let leases = std::fs::read_dir(host.dir.path().join("ipam/killed"))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().parse::<IpAddr>().is_ok()).count())
+        .unwrap_or(0);
+    assert_eq!(leases, 0, "addresses left (seed {seed}, {killed} killed)");
+    let dump = firewall_dump(&host, "nftables");
+    for c in &containers {
+        assert!(!dump.contains(&c.name), "firewall entries left for {} (seed {seed})", c.name);
+    }
+}
+
+#[test]
+fn gc_keeps_exactly_the_valid_attachments() {
+    let host = TestHost::new();
+    let set = PluginSet::berth();
+    let runtime = host.runtime(set.cni_path());
+    let list = network(&host, "gcnet", "gcbr0", "10.28.0.0/24", "fd00:28::/64", "nftables");
+    let containers: Vec<Container> = (0..3).map(|_| host.container()).collect();
+    let results: Vec<RunResult> =
+        containers.iter().enumerate().map(|(i, c)| runtime.add(&list, &attachment(c, &[(6000 + i as u16, 80, "tcp")])).unwrap()).collect();
+    let mut gc_conf = Value::Object(berth_plugins::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
+    gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": containers[0].name, "ifname": "eth0"}]);
+    host.call(&set.cni_path(), "berth-bridge", berth_plugins::skel::Command::Gc, "", None, "", &gc_conf).expect("GC");
+    let mut nl = host.netlink();
+    let veths = nl.links().unwrap().into_iter().filter(|l| l.kind.as_deref() == Some("veth")).count();
+    assert_eq!(veths, 1, "only the kept attachment's veth remains");
+    assert!(TestHost::ping(&containers[0].path, "10.28.0.1".parse().unwrap()), "the kept container still works");
+    let dump = firewall_dump(&host, "nftables");
+    assert!(dump.contains(&containers[0].name) && !dump.contains(&containers[1].name) && !dump.contains(&containers[2].name));
+    let leases: Vec<String> = std::fs::read_dir(host.dir.path().join("ipam/gcnet"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<IpAddr>().is_ok())
+        .collect();
+    assert_eq!(leases.len(), 2, "the kept container's v4 and v6 addresses: {leases:?}");
+    assert!(leases.contains(&address(&results[0], true).to_string()));
+}

@@ -1,0 +1,1 @@
+fn main() { berth_ovs::run() }
