@@ -450,6 +450,19 @@ pub fn berth_types(conflist: &Value) -> Value {
     out
 }
 
+/// As [`berth_types`], and berth-bridge takes the `portMappings` capability itself: the
+/// reference `portmap` entry is dropped (declaring the capability on both would map twice).
+pub fn berth_types_own_ports(conflist: &Value) -> Value {
+    let mut out = berth_types(conflist);
+    if let Some(plugins) = out["plugins"].as_array_mut() {
+        plugins.retain(|p| p["type"] != "portmap");
+        for plugin in plugins.iter_mut().filter(|p| p["type"] == "berth-bridge") {
+            plugin["capabilities"] = serde_json::json!({"portMappings": true});
+        }
+    }
+    out
+}
+
 /// The graph root holding [`IMAGE`], imported once per test process and removed at its exit.
 pub fn image_store() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();

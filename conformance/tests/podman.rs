@@ -14,7 +14,7 @@
 
 use berth_conformance::echo::EchoServer;
 use berth_conformance::eventually;
-use berth_conformance::podman::{berth_types, PodmanLab, IMAGE};
+use berth_conformance::podman::{berth_types, berth_types_own_ports, PodmanLab, IMAGE};
 use berth_plugins::netlink::Netlink;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +50,8 @@ enum Chain {
     Reference,
     /// The same with berth-bridge and berth-host-local in place of bridge and host-local.
     Berth,
+    /// As `Berth`, with berth-bridge publishing ports itself instead of the reference portmap.
+    BerthOwnPorts,
 }
 
 /// `podman network create NAME`, then for [`Chain::Berth`] the types swapped in place.
@@ -64,8 +66,10 @@ fn podman_networks(lab: &PodmanLab, names: &[&str], chain: Chain) -> Vec<String>
     for conf in &written {
         let kinds: Vec<&str> = conf["plugins"].as_array().expect("plugins").iter().filter_map(|p| p["type"].as_str()).collect();
         assert_eq!(kinds, ["bridge", "portmap", "firewall", "tuning"], "what podman 4.3 writes: {conf}");
-        if let Chain::Berth = chain {
-            lab.write_network(&berth_types(conf));
+        match chain {
+            Chain::Reference => {}
+            Chain::Berth => lab.write_network(&berth_types(conf)),
+            Chain::BerthOwnPorts => lab.write_network(&berth_types_own_ports(conf)),
         }
     }
     names.iter().map(|n| n.to_string()).collect()
@@ -410,6 +414,11 @@ fn reference_published_port_answers_from_outside() {
 #[test]
 fn berth_published_port_answers_from_outside() {
     published_port_answers_from_outside(Chain::Berth);
+}
+
+#[test]
+fn berth_bridge_publishes_ports_itself_without_portmap() {
+    published_port_answers_from_outside(Chain::BerthOwnPorts);
 }
 
 #[test]
