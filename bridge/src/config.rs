@@ -37,6 +37,12 @@ pub struct BridgeConf {
     /// container port from the others; the gateway and the outside stay reachable.
     #[serde(default = "yes")]
     pub icc: bool,
+    /// Isolation from other berth networks. Off lets this network's containers reach, and be
+    /// reached by, the containers of every other berth network (routed through the host);
+    /// traffic between two networks is dropped only when both are isolated (published ports
+    /// stay reachable either way).
+    #[serde(rename = "isolateNetworks", default = "yes")]
+    pub isolate_networks: bool,
     /// IPv6 duplicate address detection; off by default so an address is usable at once.
     #[serde(rename = "enabledad", default)]
     pub enable_dad: bool,

@@ -186,6 +186,7 @@ fn firewall_attachment<'a>(
         bridge: &conf.bridge,
         addresses,
         masquerade: conf.ip_masq,
+        isolate: conf.isolate_networks,
         port_mappings,
     }
 }

@@ -135,6 +135,53 @@ fn two_networks_are_isolated_but_published_ports_cross() {
     assert!(tcp_ask(&red.path, sock(world.host_v4, 8081)).is_some(), "blue's published port is reachable from red");
 }
 
+/// `isolateNetworks: false` on green: green and red reach each other (either side open is
+/// enough), red and blue (both isolated) still do not; DEL leaves nothing of any of them.
+#[test]
+fn an_open_network_reaches_and_is_reached_by_isolated_ones() {
+    for backend in BACKENDS {
+        let host = TestHost::new();
+        let (red, blue, green) = (host.container(), host.container(), host.container());
+        let runtime = host.runtime(PluginSet::berth().cni_path());
+        let red_net = network(&host, "red", "redbr0", "10.24.0.0/24", "fd00:24::/64", backend);
+        let blue_net = network(&host, "blue", "bluebr0", "10.25.0.0/24", "fd00:25::/64", backend);
+        let mut green_net = network(&host, "green", "greenbr0", "10.29.0.0/24", "fd00:29::/64", backend);
+        green_net.plugins[0].insert("isolateNetworks".into(), json!(false));
+        let joined =
+            [(&red_net, attachment(&red, &[])), (&blue_net, attachment(&blue, &[])), (&green_net, attachment(&green, &[]))];
+        let results: Vec<RunResult> = joined
+            .iter()
+            .map(|(list, a)| runtime.add(list, a).unwrap_or_else(|e| panic!("{backend} ADD to {}: {e}", list.name)))
+            .collect();
+        let (r_red, r_blue, r_green) = (&results[0], &results[1], &results[2]);
+        let _servers: Vec<EchoServer> =
+            [&red, &blue, &green].iter().map(|c| EchoServer::start(&c.path, "[::]:80".parse().unwrap())).collect();
+
+        for v4 in [true, false] {
+            let family = if v4 { "IPv4" } else { "IPv6" };
+            assert!(tcp_ask(&green.path, sock(address(r_red, v4), 80)).is_some(), "{backend}: green reaches red over {family}");
+            assert!(tcp_ask(&red.path, sock(address(r_green, v4), 80)).is_some(), "{backend}: red reaches green over {family}");
+            assert!(tcp_ask(&blue.path, sock(address(r_green, v4), 80)).is_some(), "{backend}: blue reaches green over {family}");
+            assert!(tcp_ask(&red.path, sock(address(r_blue, v4), 80)).is_none(), "{backend}: red must not reach blue ({family})");
+            assert!(tcp_ask(&blue.path, sock(address(r_red, v4), 80)).is_none(), "{backend}: blue must not reach red ({family})");
+        }
+        // Routed, and masqueraded like any traffic leaving its bridge (ipMasq is on): red sees
+        // green's connection come from its own gateway.
+        assert_eq!(tcp_ask(&green.path, sock(address(r_red, true), 80)).as_deref(), Some("10.24.0.1"), "{backend}");
+        for (list, a) in &joined {
+            runtime.check(list, a).unwrap_or_else(|e| panic!("{backend} CHECK of {}: {e}", list.name));
+        }
+
+        for (list, a) in &joined {
+            runtime.del(list, a).unwrap_or_else(|e| panic!("{backend} DEL from {}: {e}", list.name));
+        }
+        let dump = firewall_dump(&host, backend);
+        for c in [&red, &blue, &green] {
+            assert!(!dump.contains(&c.name), "{backend}: DEL left firewall entries naming {}:\n{dump}", c.name);
+        }
+    }
+}
+
 #[test]
 fn sixty_four_parallel_adds_get_distinct_addresses() {
     let host = TestHost::new();

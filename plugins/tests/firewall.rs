@@ -8,11 +8,13 @@
 //!  outside (10.99.0.2, fd99::2)          server :9000 "outside"
 //!     | eth0 — up0
 //!  host (10.99.0.1, fd99::1)             the firewall under test
-//!     br0 10.1.0.1 fd01::1 ("red")       br1 10.2.0.1 fd02::1 ("blue")
-//!      |vc1 (hairpin)   |vc2 (hairpin)     |vc3
-//!     c1 .2 ::2         c2 .3 ::3          c3 10.2.0.2 fd02::2
-//!     tcp :80, udp :5353 "one"             tcp :80 "three"
+//!     br0 10.1.0.1 fd01::1 ("red")       br1 10.2.0.1 fd02::1 ("blue")    br2 10.3.0.1 fd03::1 ("green")
+//!      |vc1 (hairpin)   |vc2 (hairpin)     |vc3                              |vc4
+//!     c1 .2 ::2         c2 .3 ::3          c3 10.2.0.2 fd02::2               c4 10.3.0.2 fd03::2
+//!     tcp :80, udp :5353 "one"             tcp :80 "three"                   tcp :80 "four"
 //! ```
+//!
+//! Red and blue are isolated networks; green, when attached, is open (`isolate` false).
 //!
 //! `cargo test -p berth-plugins --test firewall -- --ignored --nocapture bench` prints the
 //! cost of one ADD and one DEL with 10, 100 and 1000 attachments present, per backend.
@@ -227,11 +229,13 @@ struct Lab {
     c1: TestNs,
     c2: TestNs,
     c3: TestNs,
+    c4: TestNs,
 }
 
 impl Lab {
     fn new() -> Lab {
-        let (outside, host, c1, c2, c3) = (TestNs::new(), TestNs::new(), TestNs::new(), TestNs::new(), TestNs::new());
+        let (outside, host) = (TestNs::new(), TestNs::new());
+        let (c1, c2, c3, c4) = (TestNs::new(), TestNs::new(), TestNs::new(), TestNs::new());
         let mut nl = host.netlink();
         let up0 = nl.create_veth("up0", &VethPeer { name: "eth0", netns: Some(outside.ns()), mac: None }, None, None).unwrap();
         nl.set_up(up0.index).unwrap();
@@ -239,13 +243,20 @@ impl Lab {
         nl.add_address(up0.index, net("fd99::1/64")).unwrap();
         wire_container(&outside, &["10.99.0.2/24", "fd99::2/64"], &[]);
         let mut onl = outside.netlink();
-        for (dst, gw) in
-            [("10.1.0.0/16", "10.99.0.1"), ("10.2.0.0/16", "10.99.0.1"), ("fd01::/64", "fd99::1"), ("fd02::/64", "fd99::1")]
-        {
+        for (dst, gw) in [
+            ("10.1.0.0/16", "10.99.0.1"),
+            ("10.2.0.0/16", "10.99.0.1"),
+            ("10.3.0.0/16", "10.99.0.1"),
+            ("fd01::/64", "fd99::1"),
+            ("fd02::/64", "fd99::1"),
+            ("fd03::/64", "fd99::1"),
+        ] {
             onl.add_route(&route(dst, gw)).unwrap();
         }
 
-        for (bridge, v4, v6) in [("br0", "10.1.0.1/24", "fd01::1/64"), ("br1", "10.2.0.1/24", "fd02::1/64")] {
+        for (bridge, v4, v6) in
+            [("br0", "10.1.0.1/24", "fd01::1/64"), ("br1", "10.2.0.1/24", "fd02::1/64"), ("br2", "10.3.0.1/24", "fd03::1/64")]
+        {
             let br = nl.ensure_bridge(bridge, None).unwrap();
             nl.add_address(br.index, net(v4)).unwrap();
             nl.add_address(br.index, net(v6)).unwrap();
@@ -254,6 +265,7 @@ impl Lab {
             (&c1, "vc1", "br0", ["10.1.0.2/24", "fd01::2/64"], ["10.1.0.1", "fd01::1"]),
             (&c2, "vc2", "br0", ["10.1.0.3/24", "fd01::3/64"], ["10.1.0.1", "fd01::1"]),
             (&c3, "vc3", "br1", ["10.2.0.2/24", "fd02::2/64"], ["10.2.0.1", "fd02::1"]),
+            (&c4, "vc4", "br2", ["10.3.0.2/24", "fd03::2/64"], ["10.3.0.1", "fd03::1"]),
         ] {
             let br = nl.link_by_name(bridge).unwrap().unwrap();
             let veth =
@@ -267,9 +279,10 @@ impl Lab {
             Server::tcp(&c1, "[::]:80", "one"),
             Server::udp(&c1, "[::]:5353", "one"),
             Server::tcp(&c3, "[::]:80", "three"),
+            Server::tcp(&c4, "[::]:80", "four"),
             Server::tcp(&outside, "[::]:9000", "outside"),
         ];
-        Lab { _servers: servers, outside, host, c1, c2, c3 }
+        Lab { _servers: servers, outside, host, c1, c2, c3, c4 }
     }
 
     /// Runs a firewall operation in the host namespace, as berth-bridge does.
@@ -370,6 +383,7 @@ fn end_to_end(backend: &str) {
         bridge: "br0",
         addresses: &red1,
         masquerade: true,
+        isolate: true,
         port_mappings: &maps1,
     };
     let two = Attachment { container_id: "ctr-two", addresses: &red2, masquerade: false, port_mappings: &[], ..one };
@@ -419,6 +433,64 @@ fn end_to_end(backend: &str) {
     tcp_blocked(&lab.c1, "10.2.0.2:80");
     assert_eq!(tcp_ask(&lab.c3, "10.99.0.1:8080"), "one 10.2.0.2");
     assert_eq!(tcp_ask(&lab.c3, "10.1.0.1:8080"), "one 10.2.0.2");
+
+    // An open network (isolate false): green reaches red and blue and is reached from both,
+    // while red and blue stay isolated from each other. Routed traffic leaving its bridge is
+    // masqueraded like any other when ipMasq is on (c1), so green then sees br2's address.
+    let green4 = [ip("10.3.0.2"), ip("fd03::2")];
+    let four = Attachment {
+        network: "green",
+        container_id: "ctr-four",
+        bridge: "br2",
+        addresses: &green4,
+        masquerade: false,
+        isolate: false,
+        port_mappings: &[],
+        ..one
+    };
+    let without_four = snapshot(&lab, backend);
+    lab.fw(|| fw.add(&four)).unwrap();
+    lab.fw(|| fw.add(&four)).expect("running ADD again is fine");
+    for a in [&four, &one, &three] {
+        lab.fw(|| fw.check(a)).unwrap_or_else(|e| panic!("CHECK {}: {e}", a.container_id));
+    }
+    assert_eq!(tcp_ask(&lab.c4, "10.1.0.2:80"), "one 10.3.0.2");
+    assert_eq!(tcp_ask(&lab.c4, "[fd01::2]:80"), "one fd03::2");
+    assert_eq!(tcp_ask(&lab.c4, "10.2.0.2:80"), "three 10.3.0.2");
+    assert_eq!(tcp_ask(&lab.c4, "[fd02::2]:80"), "three fd03::2");
+    assert_eq!(tcp_ask(&lab.c2, "10.3.0.2:80"), "four 10.1.0.3");
+    assert_eq!(tcp_ask(&lab.c3, "[fd03::2]:80"), "four fd02::2");
+    assert_eq!(tcp_ask(&lab.c1, "10.3.0.2:80"), "four 10.3.0.1");
+    assert_eq!(tcp_ask(&lab.c1, "[fd03::2]:80"), "four fd03::1");
+    tcp_blocked(&lab.c3, "10.1.0.2:80");
+    tcp_blocked(&lab.c3, "[fd01::2]:80");
+    tcp_blocked(&lab.c2, "10.2.0.2:80");
+    // CHECK tells an open attachment from an isolated one, both ways.
+    assert!(lab.fw(|| fw.check(&Attachment { isolate: true, ..four })).is_err(), "CHECK of green as isolated");
+    assert!(lab.fw(|| fw.check(&Attachment { isolate: false, ..three })).is_err(), "CHECK of blue as open");
+    // DEL removes all of it, even when told the network is isolated now (its configuration
+    // changed since ADD); GC of green too.
+    lab.fw(|| fw.del(&Attachment { isolate: true, ..four })).unwrap();
+    assert_eq!(snapshot(&lab, backend), without_four, "DEL left something of ctr-four behind");
+    lab.fw(|| fw.add(&four)).unwrap();
+    lab.fw(|| fw.gc("green", &[])).unwrap();
+    assert_eq!(snapshot(&lab, backend), without_four, "GC left something of ctr-four behind");
+    // An isolated container on the address of an open one that never had its DEL takes the
+    // address over closed, and the late DEL of the open one leaves it alone.
+    let ghost4 = Attachment { container_id: "ctr-ghost4", ..four };
+    let closed4 = Attachment { isolate: true, ..four };
+    lab.fw(|| fw.add(&ghost4)).unwrap();
+    assert_eq!(tcp_ask(&lab.c3, "10.3.0.2:80"), "four 10.2.0.2");
+    lab.fw(|| fw.add(&closed4)).expect("ADD over a stale open attachment of the same addresses");
+    lab.fw(|| fw.check(&closed4)).unwrap();
+    assert!(naming(&snapshot(&lab, backend), "ctr-ghost4").is_empty());
+    tcp_blocked(&lab.c3, "10.3.0.2:80");
+    tcp_blocked(&lab.c4, "10.1.0.2:80");
+    tcp_blocked(&lab.c4, "[fd02::2]:80");
+    lab.fw(|| fw.del(&ghost4)).unwrap();
+    lab.fw(|| fw.check(&closed4)).expect("a late DEL of the stale open attachment removed nothing of its successor");
+    lab.fw(|| fw.del(&closed4)).unwrap();
+    assert_eq!(snapshot(&lab, backend), without_four);
 
     // A second mapping of a host port fails, naming the holder, and changes nothing.
     let taken = [pm(8080, 8081, "tcp")];
@@ -513,6 +585,7 @@ fn iptables_legacy_end_to_end() {
         bridge: "br0",
         addresses: &addrs,
         masquerade: true,
+        isolate: true,
         port_mappings: &maps,
     };
     let err = host.run(|| firewall::backend("iptables-legacy").and_then(|fw| fw.add(&a))).unwrap_err();
@@ -542,6 +615,7 @@ fn backend_names() {
         bridge: "br0",
         addresses: &addrs,
         masquerade: false,
+        isolate: true,
         port_mappings: &maps,
     };
     assert_eq!(none.add(&a).unwrap_err().code, 7, "port mappings need a firewall");
@@ -561,13 +635,14 @@ fn invalid_names_are_refused() {
         bridge: "br0",
         addresses: &addrs,
         masquerade: true,
+        isolate: true,
         port_mappings: &[],
     };
     assert_eq!(host.run(|| fw.add(&a)).unwrap_err().code, 7);
     assert!(host.tool("nft", &["list", "table", "inet", "berth"]).is_err(), "nothing was written");
 }
 
-/// Not a test: prints what each backend writes for two attachments (`-- --ignored --nocapture show`).
+/// Not a test: prints what each backend writes for three attachments (one open) (`-- --ignored --nocapture show`).
 #[test]
 #[ignore]
 fn show_ruleset() {
@@ -581,6 +656,7 @@ fn show_ruleset() {
         bridge: "br0",
         addresses: &addrs,
         masquerade: true,
+        isolate: true,
         port_mappings: &maps,
     };
     let addrs3 = [ip("10.2.0.2")];
@@ -593,11 +669,23 @@ fn show_ruleset() {
         port_mappings: &[],
         ..one
     };
+    let addrs4 = [ip("10.3.0.2"), ip("fd03::2")];
+    let four = Attachment {
+        network: "green",
+        container_id: "ctr-four",
+        bridge: "br2",
+        addresses: &addrs4,
+        masquerade: false,
+        isolate: false,
+        port_mappings: &[],
+        ..one
+    };
     for backend in ["nftables", "iptables-nft"] {
         let host = TestNs::new();
         let fw = host.run(|| firewall::backend(backend)).unwrap();
         host.run(|| fw.add(&one)).unwrap();
         host.run(|| fw.add(&three)).unwrap();
+        host.run(|| fw.add(&four)).unwrap();
         println!("===== {backend}");
         if backend == "nftables" {
             println!("{}", host.tool("nft", &["list", "table", "inet", "berth"]).unwrap());
@@ -665,6 +753,7 @@ fn bench_attachment<'a>(id: &'a str, addrs: &'a [IpAddr], maps: &'a [PortMapping
         bridge: "br0",
         addresses: addrs,
         masquerade: true,
+        isolate: true,
         port_mappings: maps,
     }
 }

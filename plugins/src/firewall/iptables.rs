@@ -19,13 +19,21 @@
 //! -A BERTH-FORWARD -m comment --comment "berth net=NAME" -j BERTH-FWD-h
 //! -A BERTH-FWD-h -d A/32 -o BR -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment C -j ACCEPT
 //! -A BERTH-FWD-h -d A/32 -o BR -m conntrack --ctstate DNAT -m comment --comment C -j ACCEPT
-//! -A BERTH-FWD-h -s A/32 -i BR ! -o BR -m conntrack ! --ctstate DNAT -m comment --comment C -j BERTH-ISOLATION
+//! -A BERTH-FWD-h -s A/32 -i BR ! -o BR -m conntrack ! --ctstate DNAT -m comment --comment C -j BERTH-ISOLATION (isolated)
 //! -A BERTH-FWD-h -s A/32 -i BR -m comment --comment C -j ACCEPT
-//! -A BERTH-ISOLATION -d A/32 -o BR -m comment --comment C -j DROP
+//! -A BERTH-ISOLATION -d A/32 -o BR -m comment --comment C -j DROP                              (isolated)
 //! ```
 //!
+//! Isolation is those two rules: an isolated container's routed traffic to another bridge
+//! (not DNATed) goes through BERTH-ISOLATION, where traffic to every isolated container is
+//! dropped. An open container (`isolate` false) has neither: its traffic skips the drops and
+//! nothing drops traffic to it, so it is blocked only between two isolated containers.
+//!
 //! Mappings with a hostIP are inserted at the top of BERTH-DNAT, so they win over one on every
-//! address, as with nftables. Rules are written exactly as `iptables-save` prints them, so
+//! address, as with nftables. ADD takes over what an attachment that never had its DEL left
+//! on the same address: its DNAT rules to that address, and its rules about that address on
+//! the same bridge in BERTH-ISOLATION and the network's chains (a stale ACCEPT of an open
+//! container would otherwise come before an isolated successor's jump to BERTH-ISOLATION). Rules are written exactly as `iptables-save` prints them, so
 //! CHECK compares text; DEL deletes (`-D`) the lines `iptables-save` shows with the
 //! attachment's comment, then a per-network chain left empty and its jump.
 
@@ -154,9 +162,13 @@ fn attachment_rules(a: &Attachment, plan: &Plan, family: Family) -> Vec<Rule> {
         let fwd = |spec: String| Rule::new(Table::Filter, &n.fwd, spec);
         out.push(fwd(format!("-d {me} -o {br} -m conntrack --ctstate RELATED,ESTABLISHED {c} -j ACCEPT")));
         out.push(fwd(format!("-d {me} -o {br} -m conntrack --ctstate DNAT {c} -j ACCEPT")));
-        out.push(fwd(format!("-s {me} -i {br} ! -o {br} -m conntrack ! --ctstate DNAT {c} -j {ISOLATION}")));
+        if a.isolate {
+            out.push(fwd(format!("-s {me} -i {br} ! -o {br} -m conntrack ! --ctstate DNAT {c} -j {ISOLATION}")));
+        }
         out.push(fwd(format!("-s {me} -i {br} {c} -j ACCEPT")));
-        out.push(Rule::new(Table::Filter, ISOLATION, format!("-d {me} -o {br} {c} -j DROP")));
+        if a.isolate {
+            out.push(Rule::new(Table::Filter, ISOLATION, format!("-d {me} -o {br} {c} -j DROP")));
+        }
     }
     for m in plan.mappings.iter().filter(|m| m.family == family) {
         let dst = m.host_ip.map(|ip| format!("-d {ip}/{host_len} ")).unwrap_or_default();
@@ -209,8 +221,13 @@ impl Saved {
     }
 
     fn has_rule(&self, rule: &Rule) -> bool {
-        self.rules.iter().any(|r| r.table == rule.table && r.chain == rule.chain && r.spec == rule.spec)
+        self.rules.iter().any(|r| same_rule(r, rule))
     }
+}
+
+/// The same rule, wherever it was inserted.
+fn same_rule(a: &Rule, b: &Rule) -> bool {
+    a.table == b.table && a.chain == b.chain && a.spec == b.spec
 }
 
 /// The words of a rule specification, with `"quoted strings"` as one word.
@@ -463,6 +480,32 @@ impl Iptables {
         Ok(())
     }
 
+    /// Rules of other attachments about this one's addresses on its bridge, in the chains its
+    /// own rules go to: an address on a bridge has one holder, so they are stale.
+    fn stale_rules(saved: &Saved, a: &Attachment, plan: &Plan, family: Family, stale: &mut Vec<Rule>) {
+        let n = names(a.network);
+        let host_len = match family {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        };
+        let mine: Vec<String> =
+            a.addresses.iter().filter(|ip| Family::of(ip) == family).map(|ip| format!("{ip}/{host_len}")).collect();
+        let chains = [n.fwd.as_str(), n.post.as_str(), ISOLATION];
+        for rule in saved.rules.iter().filter(|r| chains.contains(&r.chain.as_str())) {
+            match owner_of(rule) {
+                Some(owner) if !owner.same_attachment(&plan.owner) => {}
+                _ => continue,
+            }
+            let w = words(&rule.spec);
+            let about = |opts: [&str; 2], value: &dyn Fn(&str) -> bool| {
+                w.windows(2).any(|p| opts.contains(&p[0].as_str()) && value(&p[1]))
+            };
+            if about(["-s", "-d"], &|v| mine.iter().any(|m| m == v)) && about(["-i", "-o"], &|v| v == a.bridge) {
+                stale.push(rule.clone());
+            }
+        }
+    }
+
     /// The batch that sets up one family of the attachment on top of `saved`, replacing its
     /// own earlier rules and stale DNAT rules to its address (`stale`).
     fn add_batch(a: &Attachment, plan: &Plan, family: Family, saved: &Saved, stale: &[Rule]) -> Batch {
@@ -525,6 +568,7 @@ impl Firewall for Iptables {
             let saved = self.save(family)?;
             let mut stale = Vec::new();
             Self::check_ports(&saved, &plan, family, &mut stale)?;
+            Self::stale_rules(&saved, a, &plan, family, &mut stale);
             batches.push((family, Self::add_batch(a, &plan, family, &saved, &stale)));
         }
         for (family, batch) in batches {
@@ -548,7 +592,8 @@ impl Firewall for Iptables {
             let saved = self.save(family)?;
             let (_, jumps) = infrastructure(family);
             let (_, net_jumps) = network_chains(a.network);
-            let wanted = jumps.into_iter().chain(net_jumps).chain(attachment_rules(a, &plan, family));
+            let own = attachment_rules(a, &plan, family);
+            let wanted = jumps.into_iter().chain(net_jumps).chain(own.iter().cloned());
             if let Some(missing) = wanted.into_iter().find(|r| !saved.has_rule(r)) {
                 return Err(CniError::new(
                     Code::Kernel,
@@ -559,6 +604,22 @@ impl Firewall for Iptables {
                         missing.table.name(),
                         missing.chain,
                         missing.spec
+                    ),
+                ));
+            }
+            // A rule ADD would not write now (isolateNetworks or ipMasq changed since) is wrong
+            // too: a stale isolation rule keeps an open container closed, and the reverse.
+            let mine = |r: &&Rule| r.chain.starts_with("BERTH-") && owner_of(r).is_some_and(|o| o.same_attachment(&plan.owner));
+            if let Some(extra) = saved.rules.iter().filter(mine).find(|r| !own.iter().any(|w| same_rule(w, r))) {
+                return Err(CniError::new(
+                    Code::Kernel,
+                    format!(
+                        "{}: table {} holds a rule of {} that its configuration does not ask for: -A {} {}",
+                        self.name(),
+                        extra.table.name(),
+                        plan.owner,
+                        extra.chain,
+                        extra.spec
                     ),
                 ));
             }
@@ -608,6 +669,7 @@ mod tests {
             bridge: "br0",
             addresses: &addrs,
             masquerade: true,
+            isolate: true,
             port_mappings: &pms,
         };
         let plan = Plan::new(&a).unwrap();
@@ -619,5 +681,36 @@ mod tests {
         );
         assert!(dnat.first);
         assert!(attachment_rules(&a, &plan, Family::V4).is_empty());
+    }
+
+    #[test]
+    fn an_open_attachment_has_no_isolation_rules() {
+        let addrs: Vec<IpAddr> = vec!["10.1.0.2".parse().unwrap()];
+        let isolated = Attachment {
+            network: "n",
+            container_id: "c1",
+            ifname: "eth0",
+            bridge: "br0",
+            addresses: &addrs,
+            masquerade: false,
+            isolate: true,
+            port_mappings: &[],
+        };
+        let open = Attachment { isolate: false, ..isolated };
+        let plan = Plan::new(&isolated).unwrap();
+        let isolation = |a: &Attachment| -> Vec<Rule> {
+            attachment_rules(a, &plan, Family::V4)
+                .into_iter()
+                .filter(|r| r.chain == ISOLATION || r.spec.contains(ISOLATION))
+                .collect()
+        };
+        let closed = isolation(&isolated);
+        assert_eq!(closed.len(), 2, "{closed:?}");
+        assert!(closed.iter().any(|r| r.chain == ISOLATION && r.spec.ends_with("-j DROP")));
+        assert!(isolation(&open).is_empty());
+        let rules = attachment_rules(&open, &plan, Family::V4);
+        assert!(rules
+            .iter()
+            .any(|r| r.spec == "-s 10.1.0.2/32 -i br0 -m comment --comment \"berth net=n id=c1 if=eth0\" -j ACCEPT"));
     }
 }

@@ -22,10 +22,14 @@
 //!   on is masqueraded, so a container reaches its own or a neighbour's published port through
 //!   a host address, with or without `masquerade`;
 //! - isolation: routed traffic from a berth container to a berth container of another bridge
-//!   is dropped unless it was DNATed (published ports stay reachable). Isolation inside one
+//!   is dropped unless it was DNATed (published ports stay reachable) or either of the two
+//!   attachments is open (`isolate` false, the network's `isolateNetworks: false`). So an open
+//!   network reaches and is reached by every berth network, isolated ones included, while two
+//!   isolated networks never reach each other: one open network is a hub (a proxy, a shared
+//!   database) that no spoke can use to reach another spoke directly. Isolation inside one
 //!   bridge is the bridge port's business (IFLA_BRPORT_ISOLATED), not the firewall's;
 //! - IP forwarding on (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding) for the families the
-//!   container has, when `masquerade` is on or there are port mappings.
+//!   container has, when `masquerade` is on, there are port mappings or it is open.
 
 mod iptables;
 mod nft;
@@ -57,6 +61,9 @@ pub struct Attachment<'a> {
     pub addresses: &'a [IpAddr],
     /// `ipMasq`: masquerade the container's routed traffic behind the host's address.
     pub masquerade: bool,
+    /// `isolateNetworks`: false lets routed traffic between this container and the containers
+    /// of other berth networks through, both ways (see the module docs for the rule).
+    pub isolate: bool,
     pub port_mappings: &'a [PortMapping],
 }
 
@@ -394,9 +401,10 @@ fn mappings(a: &Attachment) -> CniResult<Vec<Mapping>> {
     Ok(out)
 }
 
-/// Turns on forwarding for the families of a container that is masqueraded or publishes ports.
+/// Turns on forwarding for the families of a container that is masqueraded, publishes ports
+/// or is open to other networks.
 pub(crate) fn enable_forwarding(a: &Attachment, plan: &Plan) -> CniResult<()> {
-    if !a.masquerade && plan.mappings.is_empty() {
+    if !a.masquerade && plan.mappings.is_empty() && a.isolate {
         return Ok(());
     }
     if a.addresses.iter().any(IpAddr::is_ipv4) {
@@ -481,6 +489,7 @@ mod tests {
             bridge: "br0",
             addresses,
             masquerade: true,
+            isolate: true,
             port_mappings: pms,
         }
     }

@@ -1,5 +1,5 @@
 //! The nftables backend: everything lives in `table inet berth`: four base chains whose rules
-//! never change with the containers, and eight maps holding every container's state as
+//! never change with the containers, and ten maps holding every container's state as
 //! elements. An ADD is one `nft -f -` batch of a handful of `add element` commands, whatever
 //! the number of containers already there; a DEL one batch of element commands too.
 //!
@@ -27,6 +27,13 @@
 //! comment may still name a container that had the same address before). Listings therefore
 //! attribute a port element to the owner of its target address in `ctr4`/`ctr6` when there
 //! is one, and to its comment otherwise.
+//!
+//! A container open to other networks (`isolate` false) has, besides its `ctr4`/`ctr6`
+//! elements, the same keys in `open4`/`open6`; the forward chain accepts routed traffic from
+//! or to those before its isolation drop. DEL removes open elements whatever `isolate` says
+//! now (an absent one is added and deleted in the same batch), and the slow path of an
+//! isolated ADD removes any left on its keys, so a stale one never opens the next holder of
+//! an address.
 
 use super::{
     enable_forwarding, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, Mapping, Owner, Plan, Proto,
@@ -66,6 +73,9 @@ const MAPS: &[MapDef] = &[
     // Every container address and its bridge (isolation, hairpin): data is the owner's tag.
     MapDef { name: "ctr4", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv4_addr . ifname : mark" },
     MapDef { name: "ctr6", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv6_addr . ifname : mark" },
+    // Containers open to other berth networks (isolateNetworks false), keyed like ctr4/ctr6.
+    MapDef { name: "open4", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv4_addr . ifname : mark" },
+    MapDef { name: "open6", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv6_addr . ifname : mark" },
     // Addresses of containers with ipMasq.
     MapDef { name: "masq4", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv4_addr : mark" },
     MapDef { name: "masq6", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv6_addr : mark" },
@@ -142,8 +152,12 @@ const RULES: &[(&str, &[&str])] = &[
             "ct state established,related accept",
             "ct status dnat accept comment \"published ports\"",
             "meta nfproto ipv4 ip saddr . oifname @ctr4 accept comment \"stays on its own bridge\"",
+            "meta nfproto ipv4 ip saddr . iifname @open4 accept comment \"from a network open to others\"",
+            "meta nfproto ipv4 ip daddr . oifname @open4 accept comment \"to a network open to others\"",
             "meta nfproto ipv4 ip saddr . iifname @ctr4 ip daddr . oifname @ctr4 drop comment \"isolation between berth networks\"",
             "meta nfproto ipv6 ip6 saddr . oifname @ctr6 accept comment \"stays on its own bridge\"",
+            "meta nfproto ipv6 ip6 saddr . iifname @open6 accept comment \"from a network open to others\"",
+            "meta nfproto ipv6 ip6 daddr . oifname @open6 accept comment \"to a network open to others\"",
             "meta nfproto ipv6 ip6 saddr . iifname @ctr6 ip6 daddr . oifname @ctr6 drop comment \"isolation between berth networks\"",
         ],
     ),
@@ -268,6 +282,9 @@ fn elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
             data: tag.clone(),
             mapping: None,
         });
+        if !a.isolate {
+            out.push(open_element(a, plan, *ip));
+        }
         if a.masquerade {
             out.push(Elem { map: v(family, "masq4", "masq6"), key: vec![Part::Addr(*ip)], data: tag.clone(), mapping: None });
         }
@@ -281,6 +298,25 @@ fn elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
         out.push(Elem { map, key, data: Data::Target(m.target, m.container_port), mapping: Some(*m) });
     }
     out
+}
+
+/// The element that opens one address of an attachment to other berth networks.
+fn open_element(a: &Attachment, plan: &Plan, ip: IpAddr) -> Elem {
+    Elem {
+        map: v(Family::of(&ip), "open4", "open6"),
+        key: vec![Part::Addr(ip), Part::Ifname(a.bridge.to_string())],
+        data: Data::Tag(plan.owner.tag()),
+        mapping: None,
+    }
+}
+
+/// The open elements an isolated attachment must not have (left by an ADD with
+/// `isolateNetworks: false` whose DEL never came, or came with the configuration changed).
+fn unwanted_open_elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
+    if !a.isolate {
+        return Vec::new();
+    }
+    a.addresses.iter().map(|ip| open_element(a, plan, *ip)).collect()
 }
 
 /// An element as `nft -j list` shows it.
@@ -440,10 +476,15 @@ impl Nftables {
     /// ADD's slow path: the table set up anew and the elements written from the listing,
     /// taking over stale elements of the container's own addresses and refusing host ports
     /// another attachment holds.
-    fn add_from_listing(&self, plan: &Plan, elems: &[Elem]) -> CniResult<()> {
+    fn add_from_listing(&self, a: &Attachment, plan: &Plan, elems: &[Elem]) -> CniResult<()> {
         let listing = self.list()?;
         let comment = plan.owner.comment();
         let mut batch = setup(&listing);
+        for e in unwanted_open_elements(a, plan) {
+            if listing.find(e.map, &e.key).is_some() {
+                batch += &e.delete();
+            }
+        }
         for e in elems {
             if let Some(have) = listing.find(e.map, &e.key) {
                 let holder = listing.owner_of(have);
@@ -484,7 +525,7 @@ impl Firewall for Nftables {
         let comment = plan.owner.comment();
         let batch: String = std::iter::once(sentinel_ref()).chain(elems.iter().map(|e| e.add(&comment))).collect();
         if self.apply(&batch).is_err() {
-            self.add_from_listing(&plan, &elems)?;
+            self.add_from_listing(a, &plan, &elems)?;
         }
         enable_forwarding(a, &plan)
     }
@@ -499,7 +540,11 @@ impl Firewall for Nftables {
             _ => return by_owner(),
         };
         let comment = plan.owner.comment();
-        let batch: String = elements(a, &plan).iter().map(|e| e.add(&comment) + &e.delete()).collect();
+        // The open elements go whatever `isolate` says now: the configuration may have
+        // changed since ADD, and a stale one would open the next holder of the address.
+        let mut elems = elements(a, &plan);
+        elems.extend(unwanted_open_elements(a, &plan));
+        let batch: String = elems.iter().map(|e| e.add(&comment) + &e.delete()).collect();
         match self.apply(&batch) {
             Ok(()) => Ok(()),
             // The table is missing, or another attachment now holds one of the keys.
@@ -536,6 +581,14 @@ impl Firewall for Nftables {
                     return fail(format!("{} belongs to {holder}", what()));
                 }
             }
+        }
+        if let Some(e) = unwanted_open_elements(a, &plan).into_iter().find(|e| listing.find(e.map, &e.key).is_some()) {
+            return fail(format!(
+                "element {{ {} }} of map {} opens {} to other networks, but isolateNetworks is true",
+                e.key_text(),
+                e.map,
+                plan.owner
+            ));
         }
         Ok(())
     }
@@ -597,5 +650,35 @@ mod tests {
             "add element inet berth hostports6 { fd99::1 . tcp . 8080 comment \"berth net=n id=c if=eth0\" : fd01::2 . 80 }\n"
         );
         assert_eq!(e.delete(), "delete element inet berth hostports6 { fd99::1 . tcp . 8080 }\n");
+    }
+
+    #[test]
+    fn an_open_attachment_has_open_elements_and_del_always_removes_them() {
+        let addrs: Vec<IpAddr> = vec!["10.1.0.2".parse().unwrap(), "fd01::2".parse().unwrap()];
+        let open = Attachment {
+            network: "n",
+            container_id: "c1",
+            ifname: "eth0",
+            bridge: "br0",
+            addresses: &addrs,
+            masquerade: false,
+            isolate: false,
+            port_mappings: &[],
+        };
+        let plan = Plan::new(&open).unwrap();
+        let maps = |elems: Vec<Elem>| elems.iter().map(|e| e.map).collect::<Vec<_>>();
+        assert_eq!(maps(elements(&open, &plan)), ["ctr4", "open4", "ctr6", "open6"]);
+        assert!(unwanted_open_elements(&open, &plan).is_empty());
+        let isolated = Attachment { isolate: true, ..open };
+        assert_eq!(maps(elements(&isolated, &plan)), ["ctr4", "ctr6"]);
+        assert_eq!(maps(unwanted_open_elements(&isolated, &plan)), ["open4", "open6"]);
+        let comment = plan.owner.comment();
+        assert_eq!(
+            elements(&open, &plan)[1].add(&comment),
+            format!(
+                "add element inet berth open4 {{ 10.1.0.2 . \"br0\" comment \"berth net=n id=c1 if=eth0\" : 0x{:08x} }}\n",
+                plan.owner.tag()
+            )
+        );
     }
 }
