@@ -239,3 +239,18 @@ fn berth_bridge_dual_stack_pings_over_v4_and_v6() {
     let v4 = |r: &RunResult| r.ips.iter().find(|ip| ip.address.addr().is_ipv4()).unwrap().address.addr();
     assert!(TestHost::ping(&c2.path, v4(&r1)), "c2 -> c1 over IPv4");
 }
+
+#[test]
+fn berth_bridge_status_reports_an_exhausted_range() {
+    let set = PluginSet::berth();
+    let host = TestHost::new();
+    let c = host.container();
+    let mut conf = bridge_conf(&set, &host, "1.1.0");
+    conf["ipam"]["subnet"] = json!("10.29.0.0/30");
+    let status = || host.call(&set.cni_path(), set.bridge, Command::Status, "", None, "", &conf);
+    status().expect("STATUS while an address is free");
+    let call = Call { host: &host, set: &set, conf: conf.clone() };
+    call.add(&c, "1.1.0");
+    let err = status().expect_err("the /30 has no address left");
+    assert_eq!(err.code, 50, "{err}");
+}
