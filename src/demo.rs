@@ -40,7 +40,7 @@ pub fn run(ctx: &Context) -> CniResult<()> {
 
     let mut list = net::bridge_network("demo", "10.77.0.0/24".parse().expect("literal"), None, Some("berth-demo0"))?;
     list.plugins[0]["ipam"]["dataDir"] = scratch.path().join("ipam").display().to_string().into();
-    step(format!("network \"demo\": berth-bridge on berth-demo0, 10.77.0.0/24, gateway 10.77.0.1 (berth net create demo --subnet 10.77.0.0/24)"));
+    step("network \"demo\": berth-bridge on berth-demo0, 10.77.0.0/24, gateway 10.77.0.1 (berth net create demo --subnet 10.77.0.0/24)");
 
     let runtime = Runtime { cni_path: ctx.cni_path.clone(), cache_dir: scratch.path().join("cache"), host: Some(host) };
     let mut attached = Vec::new();

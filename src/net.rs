@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, cmd: NetCommand) -> CniResult<()> {
             Ok(())
         }
         NetCommand::Ls => {
-            println!("{:<20} {:<16} {}", "NAME", "PLUGINS", "FILE");
+            println!("{:<20} {:<16} FILE", "NAME", "PLUGINS");
             for (path, list) in all(ctx)? {
                 let types: Vec<&str> = list.plugins.iter().filter_map(|p| p.get("type")?.as_str()).collect();
                 println!("{:<20} {:<16} {}", list.name, types.join(","), path.display());

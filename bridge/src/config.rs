@@ -1,7 +1,7 @@
 //! berth-bridge's configuration: the reference bridge plugin's keys, same names and defaults.
 
 use berth_plugins::netlink::MacAddr;
-use berth_plugins::skel::Request;
+use berth_plugins::skel::{Command, Request};
 use berth_plugins::spec::decode_plugin_conf;
 use berth_plugins::{CniError, CniResult};
 use serde::Deserialize;
@@ -51,6 +51,9 @@ pub struct BridgeConf {
     pub mac: Option<String>,
     #[serde(default)]
     pub args: Option<ArgsSection>,
+    /// The MAC to give the container interface, from all the sources above (ADD only).
+    #[serde(skip)]
+    pub container_mac: Option<MacAddr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -94,12 +97,12 @@ impl BridgeConf {
         if conf.vlan.is_some_and(|v| v != 0) {
             return Err(CniError::invalid_config("vlan: VLAN filtering on the bridge is not supported by berth-bridge"));
         }
+        if req.command == Command::Add {
+            // Checked before anything is made. Precedence: CNI_ARGS MAC, runtimeConfig.mac,
+            // args.cni.mac, `mac`.
+            let from_args = conf.args.as_ref().and_then(|a| a.cni.as_ref()).and_then(|c| c.mac.as_deref());
+            conf.container_mac = berth_plugins::iface::requested_mac(req, from_args, conf.mac.as_deref())?;
+        }
         Ok(conf)
-    }
-
-    /// The container MAC, by precedence: CNI_ARGS MAC, runtimeConfig.mac, args.cni.mac, `mac`.
-    pub fn container_mac(&self, req: &Request) -> CniResult<Option<MacAddr>> {
-        let from_args = self.args.as_ref().and_then(|a| a.cni.as_ref()).and_then(|c| c.mac.as_deref());
-        berth_plugins::iface::requested_mac(req, from_args, self.mac.as_deref())
     }
 }

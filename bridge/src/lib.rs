@@ -6,7 +6,7 @@ mod config;
 
 pub use config::BridgeConf;
 
-use berth_plugins::netlink::{Link, MacAddr, Netlink, PortFlag, VethPeer};
+use berth_plugins::netlink::{Link, Netlink, PortFlag, VethPeer};
 use berth_plugins::netns::NetNs;
 use berth_plugins::skel::{Plugin, Request};
 use berth_plugins::spec::{Interface, Route, RunResult};
@@ -33,7 +33,6 @@ pub use berth_plugins::iface::host_veth_name;
 impl Plugin for BridgePlugin {
     fn add(&self, req: &Request) -> CniResult<RunResult> {
         let conf = BridgeConf::parse(req)?;
-        let mac = conf.container_mac(req)?;
         let ns = NetNs::open(req.netns_path()?)?;
         let mut container = Netlink::open_in(&ns)?;
         // Checked before anything is made, so the failure undoes nothing of the existing one.
@@ -57,7 +56,7 @@ impl Plugin for BridgePlugin {
         // Without IPAM the bridge is layer 2 only, as in the reference plugin.
         let with_ipam = conf.ipam_configured(req);
         let allocated = if with_ipam { IPAM.add(req)? } else { RunResult::default() };
-        match attach(req, &conf, &ns, &mut host, &mut container, &bridge, mac, allocated) {
+        match attach(req, &conf, &ns, &mut host, &mut container, &bridge, allocated) {
             Ok(result) => Ok(result),
             Err(e) => {
                 // Leave nothing half-made: the veth (if any) and the address go.
@@ -222,7 +221,6 @@ fn attach(
     host: &mut Netlink,
     container: &mut Netlink,
     bridge: &Link,
-    mac: Option<MacAddr>,
     allocated: RunResult,
 ) -> CniResult<RunResult> {
     let veth_name = host_veth_name(&req.container_id, &req.ifname);
@@ -230,7 +228,7 @@ fn attach(
         // The container has no such interface, so this is left by an ADD killed half-way.
         host.delete_link(stale.index)?;
     }
-    let peer = VethPeer { name: &req.ifname, netns: Some(ns), mac };
+    let peer = VethPeer { name: &req.ifname, netns: Some(ns), mac: conf.container_mac };
     let veth = host.create_veth(&veth_name, &peer, conf.mtu.or(Some(bridge.mtu)), Some(bridge.index))?;
     if conf.hairpin_mode {
         host.set_hairpin(veth.index, true)?;

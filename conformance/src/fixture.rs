@@ -123,7 +123,9 @@ impl TestHost {
         }
     }
 
-    /// One raw plugin call inside the host, as a runtime makes it.
+    /// One raw plugin call inside the host, as a runtime makes it: one argument per CNI_*
+    /// variable, so tests read like the spec.
+    #[allow(clippy::too_many_arguments)]
     pub fn call(
         &self,
         cni_path: &[PathBuf],

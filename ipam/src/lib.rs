@@ -14,6 +14,11 @@ pub mod host_local;
 pub mod static_ipam;
 pub mod store;
 
+/// berth's IPAM plugins by `ipam.type`, for main plugins that run them in-process
+/// (`berth_plugins::ipam::Ipam`).
+pub const BUILTINS: berth_plugins::ipam::Builtins =
+    &[("berth-host-local", &host_local::HostLocal), ("berth-static", &static_ipam::Static)];
+
 #[cfg(test)]
 pub(crate) mod testutil {
     use std::path::{Path, PathBuf};
@@ -44,7 +49,3 @@ pub(crate) mod testutil {
     }
 }
 
-/// berth's IPAM plugins by `ipam.type`, for main plugins that run them in-process
-/// (`berth_plugins::ipam::Ipam`).
-pub const BUILTINS: berth_plugins::ipam::Builtins =
-    &[("berth-host-local", &host_local::HostLocal), ("berth-static", &static_ipam::Static)];
