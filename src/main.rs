@@ -39,6 +39,9 @@ enum Commands {
     /// Create, list, inspect, mount and remove volumes; run the Docker volume plugin endpoint.
     #[command(subcommand)]
     Volume(berth_volumes::cli::VolumeCommand),
+    /// Project quotas on XFS and ext4 directories: set, get, list and clear limits.
+    #[command(subcommand)]
+    Quota(berth_quota::cli::QuotaCommand),
     /// Wire two sandboxes to a network and volumes, show it working, and remove everything again.
     Demo,
 }
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Commands::Detach(args) => target::detach(&ctx, &args),
         Commands::Pipework(args) => target::pipework(&ctx, &args),
         Commands::Volume(cmd) => return berth_volumes::cli::run_and_report(cmd, &ctx.state_dir),
+        Commands::Quota(cmd) => return berth_quota::cli::run_and_report(cmd),
         Commands::Demo => demo::run(&ctx),
     };
     match outcome {

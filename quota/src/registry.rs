@@ -58,10 +58,8 @@ pub struct LockedRecords {
 impl LockedRecords {
     /// Writes the records: a sibling file, fsynced, renamed over, directory fsynced.
     pub fn save(&self) -> QuotaResult<()> {
-        let json = serde_json::to_vec_pretty(&self.records).map_err(|err| QuotaError::CorruptState {
-            path: self.path.display().to_string(),
-            detail: err.to_string(),
-        })?;
+        let json = serde_json::to_vec_pretty(&self.records)
+            .map_err(|err| QuotaError::CorruptState { path: self.path.display().to_string(), detail: err.to_string() })?;
         let temporary = self.path.with_extension("tmp");
         let mut file = OpenOptions::new()
             .write(true)
@@ -88,8 +86,8 @@ pub fn lock(root: &Path) -> QuotaResult<LockedRecords> {
         .mode(0o600)
         .open(&lock_path)
         .map_err(QuotaError::io("opening lock", lock_path.display()))?;
-    let held = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| QuotaError::io("locking", lock_path.display())(errno))?;
+    let held =
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| QuotaError::io("locking", lock_path.display())(errno))?;
     Ok(LockedRecords { path: root.join(RECORDS_FILE), records: read(root)?, _lock: held })
 }
 

@@ -61,8 +61,7 @@ impl Drop for Scratch {
 /// files do not keep it).
 pub fn unmount_all_under(dir: &Path) {
     let Ok(entries) = crate::mounts::read_mountinfo() else { return };
-    let mut mounted: Vec<PathBuf> =
-        entries.into_iter().map(|e| e.mount_point).filter(|p| p.starts_with(dir)).collect();
+    let mut mounted: Vec<PathBuf> = entries.into_iter().map(|e| e.mount_point).filter(|p| p.starts_with(dir)).collect();
     mounted.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for mount_point in mounted {
         let _ = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH);
@@ -114,7 +113,9 @@ pub fn make_image(image: &Path, fs: Fs, size: Bytes) {
     match fs {
         Fs::Xfs => run(Command::new("mkfs.xfs").args(["-q", "-f", "-K"]).arg(image)),
         // 256-byte inodes: the project feature keeps the project ID in the larger inode.
-        Fs::Ext4 => run(Command::new("mkfs.ext4").args(["-q", "-F", "-I", "256", "-O", "quota,project", "-E", "nodiscard"]).arg(image)),
+        Fs::Ext4 => {
+            run(Command::new("mkfs.ext4").args(["-q", "-F", "-I", "256", "-O", "quota,project", "-E", "nodiscard"]).arg(image))
+        }
     };
 }
 

@@ -21,9 +21,10 @@ fn lab_project_quotas_on_xfs_and_ext4() {
     if !lab::in_lab() {
         let out = lab::assert_test_passes_inside("lab_project_quotas_on_xfs_and_ext4");
         eprintln!(
-            "kernel lab: test started {:.1}s after boot, whole run {:.1}s",
+            "kernel lab: test started {:.1}s after boot, whole run {:.1}s; inside:\n{}",
             out.booted_after.unwrap_or_default().as_secs_f64(),
-            out.elapsed.as_secs_f64()
+            out.elapsed.as_secs_f64(),
+            out.stdout.trim_end()
         );
         return;
     }
@@ -79,9 +80,9 @@ fn crate_enforces_limits(fs: Fs, mnt: &Path) {
     let (written, refused) = fill(&a.join("big"), bytes(20));
     let refused = refused.unwrap_or_else(|| panic!("{label}: 20M were written under a 10M limit"));
     assert_eq!(refused.raw_os_error(), Some(over_limit_errno(fs)), "{label}: {refused}");
-    assert!(written >= 8 * MIB && written <= 10 * MIB, "{label}: wrote {written} bytes under a 10M limit");
+    assert!((8 * MIB..=10 * MIB).contains(&written), "{label}: wrote {written} bytes under a 10M limit");
     let full = control.get(&a).expect("get");
-    assert!(full.used.0 >= 9 * MIB && full.used.0 <= 10 * MIB, "{label}: {full:?}");
+    assert!((9 * MIB..=10 * MIB).contains(&full.used.0), "{label}: {full:?}");
     assert!(full.available().is_some_and(|left| left.0 < MIB), "{label}: {full:?}");
     // The file system itself is not full: outside the project, writes go on.
     let (outside, err) = fill(&mnt.join("outside"), bytes(4));

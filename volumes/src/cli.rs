@@ -17,7 +17,10 @@ pub enum VolumeCommand {
     Create {
         name: String,
         /// named (a directory berth manages), bind (an existing directory: -o source=DIR
-        /// [-o ro]) or loop (an ext4 image of a fixed size: -o size=64M [-o usrquota] [-o grpquota]).
+        /// [-o ro]), loop (an ext4 image of a fixed size: -o size=64M [-o usrquota] [-o grpquota]),
+        /// xfsquota (a directory with a project quota: -o base=DIR -o size=10G [-o inodes=N])
+        /// or thin (a device-mapper thin volume: [-o size=10G] [-o fs=ext4|xfs] [-o pool=NAME]
+        /// [-o from=VOLUME] [-o datadev=DEV -o metadatadev=DEV | -o loopdatasize=SIZE ...]).
         #[arg(long, short = 'd')]
         driver: Option<String>,
         /// Driver option KEY=VALUE (repeatable).

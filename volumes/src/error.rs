@@ -11,7 +11,7 @@ pub enum VolumeError {
     #[error("invalid mount ID {id:?}: {reason}")]
     InvalidMountId { id: String, reason: &'static str },
 
-    #[error("unknown driver {driver:?} for volume {volume} (known drivers: bind, named, loop)")]
+    #[error("unknown driver {driver:?} for volume {volume} (known drivers: bind, named, loop, xfsquota, thin)")]
     UnknownDriver { volume: String, driver: String },
 
     #[error("unknown option(s) {options} for {driver} volume {volume} (accepted: {accepted})")]
@@ -51,6 +51,19 @@ pub enum VolumeError {
 
     #[error("bad request: {0}")]
     BadRequest(String),
+
+    /// The kernel lacks what a driver needs (device-mapper for `thin`).
+    #[error("the {driver} driver cannot work on this machine: {detail}")]
+    Unavailable { driver: &'static str, detail: String },
+
+    #[error("{action} {object}: {detail}")]
+    DeviceMapper { action: &'static str, object: String, detail: String },
+
+    #[error("thin pool {pool} is full: {detail}")]
+    PoolFull { pool: String, detail: String },
+
+    #[error(transparent)]
+    Quota(#[from] berth_quota::QuotaError),
 }
 
 pub type VolumeResult<T> = Result<T, VolumeError>;

@@ -1,6 +1,7 @@
-//! berth's volumes: the `bind`, `named` and `loop` drivers, the store that names, locks,
-//! persists and reference-counts volumes, the Docker volume plugin endpoint, and the
-//! `berth volume` front-end.
+//! berth's volumes: the `bind`, `named`, `loop`, `xfsquota` (a directory with a project
+//! quota, through berth-quota) and `thin` (a device-mapper thin volume) drivers, the store
+//! that names, locks, persists and reference-counts volumes, the Docker volume plugin
+//! endpoint, and the `berth volume` front-end.
 //!
 //! - [`spec`]: names, mount IDs, sizes and driver options, checked;
 //! - [`driver`]: how each kind of volume stores its data;

@@ -1,7 +1,8 @@
 //! What a user may ask for: volume names, mount IDs, sizes, drivers and their options,
 //! each checked once here with messages that name the offending value.
 
-use crate::driver::{BindDriver, DriverConfig, LoopDriver, NamedDriver};
+use crate::driver::thin::pool::{check_pool_name, PoolSetup, DEFAULT_POOL};
+use crate::driver::{BindDriver, DriverConfig, LoopDriver, NamedDriver, ThinDriver, ThinFs, XfsQuotaDriver};
 use crate::error::{VolumeError, VolumeResult};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -85,47 +86,8 @@ impl fmt::Display for MountId {
     }
 }
 
-/// A size in bytes, kept apart from other integers so sizes cannot be confused with counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Bytes(pub u64);
-
-impl Bytes {
-    pub const MIB: u64 = 1 << 20;
-
-    /// Parses an integer with an optional binary unit (`64M`, `1G`, `512KiB`; K, M, G, T,
-    /// with or without a trailing `B` or `iB`), or plain bytes.
-    pub fn parse(text: &str) -> Result<Bytes, String> {
-        let trimmed = text.trim();
-        let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
-        let (digits, unit) = trimmed.split_at(digits_end);
-        if digits.is_empty() {
-            return Err("expected a number with an optional unit K, M, G or T, like 64M or 1G".into());
-        }
-        let number: u64 = digits.parse().map_err(|_| "the number is too large".to_string())?;
-        let shift = match unit.to_ascii_uppercase().as_str() {
-            "" | "B" => 0,
-            "K" | "KB" | "KIB" => 10,
-            "M" | "MB" | "MIB" => 20,
-            "G" | "GB" | "GIB" => 30,
-            "T" | "TB" | "TIB" => 40,
-            _ => return Err(format!("unknown unit {unit:?} (use K, M, G or T)")),
-        };
-        number.checked_mul(1u64 << shift).map(Bytes).ok_or_else(|| "the size is too large".to_string())
-    }
-}
-
-impl fmt::Display for Bytes {
-    /// The shortest exact form: `64M` rather than `67108864`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-            if self.0 != 0 && self.0.trailing_zeros() >= shift {
-                return write!(f, "{}{unit}", self.0 >> shift);
-            }
-        }
-        write!(f, "{}", self.0)
-    }
-}
+/// Sizes in bytes (`64M`, `1G`), shared with berth-quota.
+pub use berth_quota::Bytes;
 
 /// The drivers berth knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,16 +96,22 @@ pub enum DriverKind {
     Bind,
     Named,
     Loop,
+    #[serde(rename = "xfsquota")]
+    XfsQuota,
+    Thin,
 }
 
 impl DriverKind {
-    pub const ALL: [DriverKind; 3] = [DriverKind::Bind, DriverKind::Named, DriverKind::Loop];
+    pub const ALL: [DriverKind; 5] =
+        [DriverKind::Bind, DriverKind::Named, DriverKind::Loop, DriverKind::XfsQuota, DriverKind::Thin];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DriverKind::Bind => "bind",
             DriverKind::Named => "named",
             DriverKind::Loop => "loop",
+            DriverKind::XfsQuota => "xfsquota",
+            DriverKind::Thin => "thin",
         }
     }
 
@@ -163,6 +131,11 @@ impl fmt::Display for DriverKind {
 
 /// Smallest loop volume: below this mkfs.ext4 leaves almost no room for data.
 pub const MIN_LOOP_SIZE: Bytes = Bytes(8 * Bytes::MIB);
+/// Smallest xfsquota volume: a limit below what one file takes on disk is no use.
+pub const MIN_QUOTA_SIZE: Bytes = Bytes(Bytes::MIB);
+/// Smallest thin pool: its metadata and data devices.
+pub const MIN_POOL_METADATA: Bytes = Bytes(2 * Bytes::MIB);
+pub const MIN_POOL_DATA: Bytes = Bytes(16 * Bytes::MIB);
 
 /// Turns the options a user gave (`-o key=value`, with `type=` choosing the driver unless
 /// `driver` is given) into a checked driver configuration. Every key must be known to
@@ -190,6 +163,10 @@ pub fn driver_config(
         DriverKind::Bind => &["type", "source", "ro"],
         DriverKind::Named => &["type"],
         DriverKind::Loop => &["type", "size", "usrquota", "grpquota"],
+        DriverKind::XfsQuota => &["type", "base", "size", "inodes"],
+        DriverKind::Thin => {
+            &["type", "size", "fs", "pool", "from", "datadev", "metadatadev", "loopdatasize", "loopmetadatasize", "basesize"]
+        }
     };
     let unknown: Vec<&str> = options.keys().map(String::as_str).filter(|key| !accepted.contains(key)).collect();
     if !unknown.is_empty() {
@@ -239,6 +216,72 @@ pub fn driver_config(
                 return Err(invalid("size", text, format!("the smallest loop volume is {MIN_LOOP_SIZE}")));
             }
             DriverConfig::Loop(LoopDriver { size, usrquota: flag("usrquota")?, grpquota: flag("grpquota")? })
+        }
+        DriverKind::XfsQuota => {
+            let base = options.get("base").ok_or(VolumeError::MissingOption {
+                volume: name.to_string(),
+                driver: "xfsquota",
+                option: "base",
+            })?;
+            if !base.starts_with('/') {
+                return Err(invalid("base", base, "it must be an absolute path".into()));
+            }
+            let text = options.get("size").ok_or(VolumeError::MissingOption {
+                volume: name.to_string(),
+                driver: "xfsquota",
+                option: "size",
+            })?;
+            let size = Bytes::parse(text).map_err(|reason| invalid("size", text, reason))?;
+            if size < MIN_QUOTA_SIZE {
+                return Err(invalid("size", text, format!("the smallest xfsquota volume is {MIN_QUOTA_SIZE}")));
+            }
+            let inodes = match options.get("inodes") {
+                None => None,
+                Some(text) => match text.parse::<u64>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => return Err(invalid("inodes", text, "expected a positive number of files".into())),
+                },
+            };
+            DriverConfig::XfsQuota(XfsQuotaDriver { base: PathBuf::from(base), size, inodes })
+        }
+        DriverKind::Thin => {
+            let size_option = |option: &str, minimum: Bytes| -> VolumeResult<Option<Bytes>> {
+                let Some(text) = options.get(option) else { return Ok(None) };
+                let size = Bytes::parse(text).map_err(|reason| invalid(option, text, reason))?;
+                if size < minimum {
+                    return Err(invalid(option, text, format!("the smallest is {minimum}")));
+                }
+                Ok(Some(size))
+            };
+            let device_option = |option: &str| -> VolumeResult<Option<PathBuf>> {
+                match options.get(option) {
+                    None => Ok(None),
+                    Some(path) if path.starts_with('/') => Ok(Some(PathBuf::from(path))),
+                    Some(path) => Err(invalid(option, path, "it must be an absolute path to a block device".into())),
+                }
+            };
+            let pool = options.get("pool").map_or(DEFAULT_POOL, String::as_str);
+            check_pool_name(pool).map_err(|reason| invalid("pool", pool, reason))?;
+            let fs = match options.get("fs") {
+                None => None,
+                Some(text) => Some(ThinFs::parse(text).ok_or_else(|| invalid("fs", text, "expected ext4 or xfs".into()))?),
+            };
+            let from = match options.get("from") {
+                None => None,
+                Some(origin) => Some(VolumeName::parse(origin).map_err(|err| invalid("from", origin, err.to_string()))?),
+            };
+            if from.as_ref() == Some(volume) {
+                return Err(invalid("from", volume.as_str(), "a volume cannot be a snapshot of itself".into()));
+            }
+            let size = size_option("size", fs.unwrap_or_default().min_size())?;
+            let setup = PoolSetup {
+                datadev: device_option("datadev")?,
+                metadatadev: device_option("metadatadev")?,
+                loopdatasize: size_option("loopdatasize", MIN_POOL_DATA)?,
+                loopmetadatasize: size_option("loopmetadatasize", MIN_POOL_METADATA)?,
+                basesize: size_option("basesize", fs.unwrap_or_default().min_size())?,
+            };
+            DriverConfig::Thin(ThinDriver { pool: pool.to_string(), size, fs, from, setup, device: None })
         }
     })
 }
@@ -326,6 +369,60 @@ mod tests {
         ];
         for (driver, pairs, expected) in cases {
             let err = driver_config(&v, *driver, &options(pairs)).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+    }
+
+    #[test]
+    fn xfsquota_and_thin_options_are_parsed() {
+        let v = VolumeName::parse("v").unwrap();
+        assert_eq!(
+            driver_config(&v, Some("xfsquota"), &options(&[("base", "/srv/xfs"), ("size", "10M"), ("inodes", "500")])).unwrap(),
+            DriverConfig::XfsQuota(XfsQuotaDriver { base: "/srv/xfs".into(), size: Bytes(10 << 20), inodes: Some(500) })
+        );
+        let DriverConfig::Thin(plain) = driver_config(&v, None, &options(&[("type", "thin")])).unwrap() else { panic!("thin") };
+        assert_eq!((plain.pool.as_str(), plain.size, plain.fs, plain.device), ("berth", None, None, None));
+        assert!(plain.setup.is_empty());
+        let given = options(&[
+            ("type", "thin"),
+            ("size", "1G"),
+            ("fs", "xfs"),
+            ("pool", "fast"),
+            ("loopdatasize", "256M"),
+            ("loopmetadatasize", "16M"),
+            ("basesize", "2G"),
+        ]);
+        let DriverConfig::Thin(thin) = driver_config(&v, None, &given).unwrap() else { panic!("thin") };
+        assert_eq!((thin.pool.as_str(), thin.size, thin.fs), ("fast", Some(Bytes(1 << 30)), Some(ThinFs::Xfs)));
+        assert_eq!((thin.setup.loopdatasize, thin.setup.basesize), (Some(Bytes(256 << 20)), Some(Bytes(2 << 30))));
+        let DriverConfig::Thin(snapshot) = driver_config(&v, None, &options(&[("type", "thin"), ("from", "origin")])).unwrap()
+        else {
+            panic!("thin")
+        };
+        assert_eq!(snapshot.from, Some(VolumeName::parse("origin").unwrap()));
+    }
+
+    #[test]
+    fn bad_xfsquota_and_thin_options_are_named_in_the_error() {
+        let v = VolumeName::parse("v").unwrap();
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("type", "xfsquota"), ("size", "1G")], "\"base\""),
+            (&[("type", "xfsquota"), ("base", "rel"), ("size", "1G")], "absolute"),
+            (&[("type", "xfsquota"), ("base", "/x")], "\"size\""),
+            (&[("type", "xfsquota"), ("base", "/x"), ("size", "1K")], "smallest"),
+            (&[("type", "xfsquota"), ("base", "/x"), ("size", "1G"), ("inodes", "0")], "\"0\""),
+            (&[("type", "xfsquota"), ("base", "/x"), ("size", "1G"), ("pool", "p")], "pool"),
+            (&[("type", "thin"), ("fs", "btrfs")], "\"btrfs\""),
+            (&[("type", "thin"), ("fs", "xfs"), ("size", "100M")], "smallest is 300M"),
+            (&[("type", "thin"), ("pool", "a/b")], "\"a/b\""),
+            (&[("type", "thin"), ("from", "../x")], "\"../x\""),
+            (&[("type", "thin"), ("from", "v")], "itself"),
+            (&[("type", "thin"), ("datadev", "sdb")], "absolute"),
+            (&[("type", "thin"), ("loopmetadatasize", "1M")], "smallest is 2M"),
+            (&[("type", "thin"), ("base", "/x")], "base"),
+        ];
+        for (pairs, expected) in cases {
+            let err = driver_config(&v, None, &options(pairs)).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
     }

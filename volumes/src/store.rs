@@ -6,6 +6,7 @@
 //! - `volumes/NAME/volume.json`: the [`Volume`] record, replaced atomically;
 //! - `volumes/NAME/_data`: the data (`named`) or the mount point (`bind`, `loop`);
 //! - `volumes/NAME/disk.img`: the ext4 image of a `loop` volume;
+//! - `thin/POOL/`, `thin/POOL.lock`: a thin pool (see `driver::thin::pool`);
 //! - `volumes/.creating.NAME`, `volumes/.removing.NAME`: a volume on its way in or out,
 //!   swapped in or out with one rename so that a crash never leaves half a volume visible;
 //! - `locks/NAME.lock`: the volume's lock (flock).
@@ -136,7 +137,7 @@ impl VolumeStore {
         let _lock = self.lock(name)?;
         let layout = self.layout(name);
         match self.read(&layout) {
-            Ok(existing) if existing.config == config => return Ok(existing),
+            Ok(existing) if existing.config.same_request(&config) => return Ok(existing),
             Ok(existing) => {
                 return Err(VolumeError::AlreadyExists { name: name.to_string(), existing: describe(&existing.config) })
             }
@@ -144,19 +145,28 @@ impl VolumeStore {
             Err(err) => return Err(err),
         }
         let staging = VolumeLayout::new(name.clone(), self.volumes.join(format!("{CREATING_PREFIX}{name}")));
+        undo_creation(&staging)?;
         discard(&staging)?;
-        let volume = Volume { name: name.clone(), config, created_at: rfc3339(SystemTime::now()), mounts: BTreeSet::new() };
-        let built = std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&staging.dir)
-            .map_err(VolumeError::io("creating directory", staging.dir.display()))
-            .and_then(|()| volume.config.driver().create(&staging))
-            .and_then(|()| write_record(&staging, &volume))
-            .and_then(|()| {
-                std::fs::rename(&staging.dir, &layout.dir).map_err(VolumeError::io("moving into place", layout.dir.display()))
-            })
-            .and_then(|()| sys::sync_parent(&layout.dir));
+        let mut volume = Volume { name: name.clone(), config, created_at: rfc3339(SystemTime::now()), mounts: BTreeSet::new() };
+        // What the driver made, until the volume is in place: undone if a later step fails.
+        let mut made: Option<DriverConfig> = None;
+        let built = (|| {
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&staging.dir)
+                .map_err(VolumeError::io("creating directory", staging.dir.display()))?;
+            // The driver may decide settings that must be recorded (a thin volume's ID).
+            volume.config = volume.config.create(&staging)?;
+            made = Some(volume.config.clone());
+            write_record(&staging, &volume)?;
+            std::fs::rename(&staging.dir, &layout.dir).map_err(VolumeError::io("moving into place", layout.dir.display()))?;
+            made = None;
+            sys::sync_parent(&layout.dir)
+        })();
         if let Err(err) = built {
+            if let Some(config) = made {
+                let _ = config.driver().release(&staging).and_then(|()| config.driver().destroy(&staging));
+            }
             let _ = discard(&staging);
             return Err(err);
         }
@@ -178,6 +188,7 @@ impl VolumeStore {
             driver.deactivate(&layout)?;
         }
         driver.release(&layout)?;
+        driver.destroy(&layout)?;
         let doomed = VolumeLayout::new(name.clone(), self.volumes.join(format!("{REMOVING_PREFIX}{name}")));
         discard(&doomed)?;
         std::fs::rename(&layout.dir, &doomed.dir).map_err(VolumeError::io("moving aside", layout.dir.display()))?;
@@ -272,9 +283,16 @@ impl VolumeStore {
             let Some(file_name) = entry.file_name().to_str().map(str::to_string) else { continue };
             let leftover = [CREATING_PREFIX, REMOVING_PREFIX].iter().find_map(|p| file_name.strip_prefix(p));
             if let Some(name) = leftover {
+                let creating = file_name.starts_with(CREATING_PREFIX);
                 let outcome = VolumeName::parse(name).and_then(|name| {
                     let lock = self.lock(&name)?;
-                    discard(&VolumeLayout::new(name.clone(), entry.path()))?;
+                    let leftover = VolumeLayout::new(name.clone(), entry.path());
+                    // A volume on its way out was destroyed before it was moved aside; one
+                    // on its way in may hold storage outside its directory.
+                    if creating {
+                        undo_creation(&leftover)?;
+                    }
+                    discard(&leftover)?;
                     if !self.layout(&name).dir.exists() {
                         lock.remove()?;
                     }
@@ -394,6 +412,21 @@ fn write_record(layout: &VolumeLayout, volume: &Volume) -> VolumeResult<()> {
     let json = serde_json::to_vec_pretty(volume)
         .map_err(|err| VolumeError::CorruptMetadata { volume: volume.name.to_string(), detail: err.to_string() })?;
     sys::write_durably(&layout.record(), &json)
+}
+
+/// Undoes what a driver made for a half-created volume whose record was written (a crash
+/// between writing it and moving the volume into place): its storage outside the volume's
+/// directory. Without a record, the driver made nothing that the next create of the name
+/// does not take up again.
+fn undo_creation(leftover: &VolumeLayout) -> VolumeResult<()> {
+    let Ok(text) = std::fs::read(leftover.record()) else { return Ok(()) };
+    let Ok(volume) = serde_json::from_slice::<Volume>(&text) else { return Ok(()) };
+    let driver = volume.config.driver();
+    if driver.mounts_on_demand() && driver.is_active(leftover, &MountTable::read()?) {
+        driver.deactivate(leftover)?;
+    }
+    driver.release(leftover)?;
+    driver.destroy(leftover)
 }
 
 /// Deletes a half-created or half-removed volume directory (never a live one), letting

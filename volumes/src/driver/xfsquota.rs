@@ -61,10 +61,8 @@ impl Driver for XfsQuotaDriver {
     }
 
     fn options(&self) -> BTreeMap<String, String> {
-        let mut options = BTreeMap::from([
-            ("base".to_string(), self.base.display().to_string()),
-            ("size".to_string(), self.size.to_string()),
-        ]);
+        let mut options =
+            BTreeMap::from([("base".to_string(), self.base.display().to_string()), ("size".to_string(), self.size.to_string())]);
         if let Some(inodes) = self.inodes {
             options.insert("inodes".into(), inodes.to_string());
         }

@@ -149,6 +149,11 @@ fn get(store: &VolumeStore, body: &[u8]) -> Result<Reply, VolumeError> {
         "Options": driver.options(),
         "MountIDs": volume.mounts,
     });
+    // Usage (a quota's or a thin pool's) as far as the driver can tell; Get still answers
+    // when it cannot.
+    if let Ok(status) = store.inspect(&name) {
+        described["Status"]["Usage"] = json!(status.usage);
+    }
     Ok(Reply::ok(json!({ "Volume": described, "Err": "" }), name.to_string()))
 }
 

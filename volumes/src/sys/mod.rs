@@ -46,6 +46,13 @@ pub fn mount_ext4(device: &Path, target: &Path, options: &str) -> VolumeResult<(
         .map_err(VolumeError::io("mounting", format!("{} on {}", device.display(), target.display())))
 }
 
+/// Mounts the file system of type `fs_type` on `device` at `target`.
+pub fn mount_fs(device: &Path, target: &Path, fs_type: &str, options: &str) -> VolumeResult<()> {
+    let data = (!options.is_empty()).then_some(options);
+    nix::mount::mount(Some(device), target, Some(fs_type), MsFlags::empty(), data)
+        .map_err(VolumeError::io("mounting", format!("{fs_type} on {} at {}", device.display(), target.display())))
+}
+
 /// Unmounts `target` if something is mounted there; a busy mount is an error, never detached
 /// lazily, so the caller knows whether the file system is really gone.
 pub fn unmount(target: &Path) -> VolumeResult<()> {
@@ -76,6 +83,26 @@ pub fn make_ext4(image: &Path) -> VolumeResult<()> {
         return Err(VolumeError::Command {
             command: "mkfs.ext4",
             object: image.display().to_string(),
+            detail: format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
+        });
+    }
+    Ok(())
+}
+
+/// Runs a mkfs tool (`program` with `args`, then `target`), reporting its stderr on failure.
+pub fn run_mkfs(program: &'static str, args: &[&str], target: &Path) -> VolumeResult<()> {
+    let package = if program == "mkfs.xfs" { "xfsprogs" } else { "e2fsprogs" };
+    let path = find_program(program).ok_or_else(|| VolumeError::Command {
+        command: program,
+        object: target.display().to_string(),
+        detail: format!("{program} not found (install {package})"),
+    })?;
+    let output =
+        Command::new(path).args(args).arg(target).output().map_err(VolumeError::io("running mkfs on", target.display()))?;
+    if !output.status.success() {
+        return Err(VolumeError::Command {
+            command: program,
+            object: target.display().to_string(),
             detail: format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
         });
     }

@@ -29,7 +29,7 @@ use std::fmt::Display;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -176,16 +176,22 @@ pub fn check_pool_name(name: &str) -> Result<(), String> {
 
 /// A device-mapper context, or a clear refusal where the kernel has no device-mapper.
 pub fn dm_context() -> VolumeResult<DM> {
-    if !Path::new(CONTROL).exists() {
-        return Err(VolumeError::Unavailable {
-            driver: "thin",
-            detail: format!(
-                "device-mapper is not available: {CONTROL} is missing (load it with `modprobe dm_thin_pool`; \
-                 a kernel without device-mapper cannot hold thin volumes)"
-            ),
-        });
-    }
+    check_control(Path::new(CONTROL))?;
     DM::new().map_err(dm_error("opening", CONTROL))
+}
+
+fn check_control(control: &Path) -> VolumeResult<()> {
+    if control.exists() {
+        return Ok(());
+    }
+    Err(VolumeError::Unavailable {
+        driver: "thin",
+        detail: format!(
+            "device-mapper is not available: {} is missing (load it with `modprobe dm_thin_pool`; \
+             a kernel without device-mapper cannot hold thin volumes)",
+            control.display()
+        ),
+    })
 }
 
 /// A device-mapper context if the kernel has device-mapper at all.
@@ -276,17 +282,9 @@ impl Pool {
             Err(err) => return Err(VolumeError::io("reading", record_path.display())(err)),
         };
         if let Some(setup) = setup {
-            let disagrees = |option: &str, asked: String, has: String| {
+            check_agrees(&record, setup).map_err(|(option, asked, has)| {
                 invalid(option, asked, format!("thin pool {name} already exists with {option} {has}"))
-            };
-            let source = setup.source().map_err(|(option, reason)| invalid(option, String::new(), reason))?;
-            let given_source = setup.datadev.is_some() || setup.loopdatasize.is_some() || setup.loopmetadatasize.is_some();
-            if given_source && source != record.source {
-                return Err(disagrees("datadev/loopdatasize", format!("{source:?}"), format!("{:?}", record.source)));
-            }
-            if let Some(base) = setup.basesize.filter(|b| *b != record.base_size) {
-                return Err(disagrees("basesize", base.to_string(), record.base_size.to_string()));
-            }
+            })?;
         }
         Ok(Pool { dir, record, _lock: lock })
     }
@@ -310,7 +308,7 @@ impl Pool {
     /// Whether the pool's thin-pool device is in the kernel now.
     pub fn is_active(&self, dm: &DM) -> VolumeResult<bool> {
         let name = self.name_of("pool")?;
-        devicemapper::device_exists(dm, &name).map_err(dm_error("looking for", &name))
+        devicemapper::device_exists(dm, &name).map_err(dm_error("looking for", &*name))
     }
 
     /// The pool's thin-pool device, made (with its linear devices, over its block devices
@@ -323,8 +321,9 @@ impl Pool {
         let metadata_sectors = Sectors(metadata.size.0.min(MAX_METADATA.0) / SECTOR);
         let linear = |suffix: &str, device: Device, sectors: Sectors| -> VolumeResult<LinearDev> {
             let name = self.name_of(suffix)?;
-            let line = TargetLine::new(Sectors(0), sectors, LinearDevTargetParams::Linear(LinearTargetParams::new(device, Sectors(0))));
-            LinearDev::setup(dm, &name, None, vec![line]).map_err(dm_error("setting up", &name))
+            let line =
+                TargetLine::new(Sectors(0), sectors, LinearDevTargetParams::Linear(LinearTargetParams::new(device, Sectors(0))));
+            LinearDev::setup(dm, &name, None, vec![line]).map_err(dm_error("setting up", &*name))
         };
         let meta_dev = linear("meta", metadata.device, metadata_sectors)?;
         let data_sectors = Sectors(data.size.0 / SECTOR / BLOCK_SECTORS * BLOCK_SECTORS);
@@ -340,7 +339,7 @@ impl Pool {
             devicemapper::DataBlocks(0),
             vec!["error_if_no_space".to_string()],
         )
-        .map_err(dm_error("setting up thin pool", &name))
+        .map_err(dm_error("setting up thin pool", &*name))
     }
 
     /// The metadata or data device: its number and size, and the loop device attached for
@@ -435,7 +434,7 @@ impl Pool {
                 let _ = devicemapper::message(dm, pool, &format!("delete {id}"));
                 self.record.thins.remove(&id);
                 let _ = self.save();
-                Err(dm_error("creating thin device", format!("{name} for volume {owner}"))(err))
+                Err(dm_error("creating thin device", format!("{} for volume {owner}", &*name))(err))
             }
         }
     }
@@ -445,17 +444,18 @@ impl Pool {
     /// snapshot holds a clean file system.
     pub fn snapshot(&mut self, dm: &DM, pool: &ThinPoolDev, owner: &str, origin: u32, size: Bytes) -> VolumeResult<u32> {
         let id = self.reserve(owner)?;
-        let origin_name = self.thin_name(origin)?;
-        let made = if devicemapper::device_exists(dm, &origin_name).map_err(dm_error("looking for", &origin_name))? {
-            ThinDev::setup(dm, &origin_name, None, Sectors(size.0 / SECTOR), pool, Self::thin_id(origin)?)
-                .and_then(|origin_dev| {
-                    let mut snap = origin_dev.snapshot(dm, &self.thin_name(id).expect("valid name"), None, pool, Self::thin_id(id)?)?;
-                    snap.teardown(dm)
-                })
+        let (origin_name, snapshot_name) = (self.thin_name(origin)?, self.thin_name(id)?);
+        let (origin_id, snapshot_id) = (Self::thin_id(origin)?, Self::thin_id(id)?);
+        let made = if devicemapper::device_exists(dm, &origin_name).map_err(dm_error("looking for", &*origin_name))? {
+            ThinDev::setup(dm, &origin_name, None, Sectors(size.0 / SECTOR), pool, origin_id).and_then(|origin_dev| {
+                // The snapshot comes out active: it is activated again on its first Mount.
+                origin_dev.snapshot(dm, &snapshot_name, None, pool, snapshot_id)?.teardown(dm)
+            })
         } else {
             devicemapper::message(dm, pool, &format!("create_snap {id} {origin}"))
         };
         if let Err(err) = made {
+            let _ = remove_if_present(dm, &snapshot_name);
             let _ = devicemapper::message(dm, pool, &format!("delete {id}"));
             self.record.thins.remove(&id);
             let _ = self.save();
@@ -467,7 +467,8 @@ impl Pool {
     /// The active thin device `id` of `size`, made active if it is not.
     pub fn activate_thin(&self, dm: &DM, pool: &ThinPoolDev, id: u32, size: Bytes) -> VolumeResult<ThinDev> {
         let name = self.thin_name(id)?;
-        ThinDev::setup(dm, &name, None, Sectors(size.0 / SECTOR), pool, Self::thin_id(id)?).map_err(dm_error("activating", &name))
+        ThinDev::setup(dm, &name, None, Sectors(size.0 / SECTOR), pool, Self::thin_id(id)?)
+            .map_err(dm_error("activating", &*name))
     }
 
     /// Removes thin device `id` from the kernel's table (its data stays in the pool).
@@ -491,7 +492,8 @@ impl Pool {
         self.save()
     }
 
-    /// Thin IDs recorded for `owner` other than `keep`: left by a create that crashed.
+    /// Thin IDs recorded for `owner`: while `owner` is being created, leftovers of a create
+    /// that crashed before its volume appeared.
     pub fn stale_ids_of(&self, owner: &str) -> Vec<u32> {
         self.record.thins.iter().filter(|(_, o)| o.as_str() == owner).map(|(id, _)| *id).collect()
     }
@@ -502,13 +504,14 @@ impl Pool {
     pub fn deactivate(&self, dm: &DM) -> VolumeResult<()> {
         let prefix = format!("{}-", self.record.dm_prefix);
         let devices = dm.list_devices().map_err(dm_error("listing", "device-mapper devices"))?;
-        let ours: Vec<DmNameBuf> = devices.into_iter().map(|(name, _, _)| name).filter(|n| n.to_string().starts_with(&prefix)).collect();
+        let ours: Vec<DmNameBuf> =
+            devices.into_iter().map(|(name, _, _)| name).filter(|n| n.to_string().starts_with(&prefix)).collect();
         let (infrastructure, thins): (Vec<_>, Vec<_>) =
             ours.into_iter().partition(|n| ["pool", "meta", "data"].iter().any(|s| n.to_string() == format!("{prefix}{s}")));
         let mut busy = Vec::new();
         for name in &thins {
             if let Err(err) = remove_if_present(dm, name) {
-                busy.push(format!("{name} ({err})"));
+                busy.push(format!("{} ({err})", &**name));
             }
         }
         if !busy.is_empty() {
@@ -529,6 +532,33 @@ impl Pool {
             PoolSource::Loopback { .. } => self.dir.join("metadata.img"),
         }
     }
+}
+
+/// Whether the pool options a volume gives agree with the pool as it is: the option, what
+/// was asked and what the pool has, for the first that does not.
+fn check_agrees(record: &PoolRecord, setup: &PoolSetup) -> Result<(), (&'static str, String, String)> {
+    let shown = |path: &Option<PathBuf>| path.as_ref().map_or("(loopback)".to_string(), |p| p.display().to_string());
+    let (data, metadata, data_size, metadata_size) = match &record.source {
+        PoolSource::Devices { data, metadata } => (Some(data.clone()), Some(metadata.clone()), None, None),
+        PoolSource::Loopback { data_size, metadata_size } => (None, None, Some(*data_size), Some(*metadata_size)),
+    };
+    if setup.datadev.is_some() && setup.datadev != data {
+        return Err(("datadev", shown(&setup.datadev), shown(&data)));
+    }
+    if setup.metadatadev.is_some() && setup.metadatadev != metadata {
+        return Err(("metadatadev", shown(&setup.metadatadev), shown(&metadata)));
+    }
+    let size = |s: Option<Bytes>| s.map_or("(none: devices)".to_string(), |b| b.to_string());
+    if setup.loopdatasize.is_some() && setup.loopdatasize != data_size {
+        return Err(("loopdatasize", size(setup.loopdatasize), size(data_size)));
+    }
+    if setup.loopmetadatasize.is_some() && setup.loopmetadatasize != metadata_size {
+        return Err(("loopmetadatasize", size(setup.loopmetadatasize), size(metadata_size)));
+    }
+    if let Some(base) = setup.basesize.filter(|b| *b != record.base_size) {
+        return Err(("basesize", base.to_string(), record.base_size.to_string()));
+    }
+    Ok(())
 }
 
 fn remove_if_present(dm: &DM, name: &DmName) -> VolumeResult<()> {
@@ -634,6 +664,34 @@ mod tests {
         assert_eq!(half.source().unwrap_err().0, "metadatadev");
         let mixed = PoolSetup { loopdatasize: Some(Bytes(1 << 30)), ..devices.clone() };
         assert_eq!(mixed.source().unwrap_err().0, "loopdatasize");
+    }
+
+    #[test]
+    fn a_kernel_without_device_mapper_is_refused_clearly() {
+        let err = check_control(Path::new("/nonexistent/mapper/control")).unwrap_err().to_string();
+        assert!(err.starts_with("the thin driver cannot work on this machine: device-mapper is not available"), "{err}");
+        assert!(err.contains("/nonexistent/mapper/control is missing") && err.contains("modprobe dm_thin_pool"), "{err}");
+    }
+
+    #[test]
+    fn pool_options_must_agree_with_an_existing_pool() {
+        let record = PoolRecord {
+            name: "p".into(),
+            dm_prefix: "berth-00000000-p".into(),
+            source: PoolSource::Loopback { data_size: Bytes(256 << 20), metadata_size: Bytes(16 << 20) },
+            base_size: DEFAULT_BASE_SIZE,
+            created_at: String::new(),
+            thins: BTreeMap::new(),
+        };
+        assert_eq!(check_agrees(&record, &PoolSetup::default()), Ok(()));
+        let same = PoolSetup { loopdatasize: Some(Bytes(256 << 20)), ..Default::default() };
+        assert_eq!(check_agrees(&record, &same), Ok(()), "options left out are not compared");
+        let bigger = PoolSetup { loopdatasize: Some(Bytes(1 << 30)), ..Default::default() };
+        assert_eq!(check_agrees(&record, &bigger).unwrap_err().0, "loopdatasize");
+        let devices = PoolSetup { datadev: Some("/dev/sdb".into()), ..Default::default() };
+        assert_eq!(check_agrees(&record, &devices).unwrap_err(), ("datadev", "/dev/sdb".to_string(), "(loopback)".to_string()));
+        let base = PoolSetup { basesize: Some(Bytes(1 << 30)), ..Default::default() };
+        assert_eq!(check_agrees(&record, &base).unwrap_err().0, "basesize");
     }
 
     #[test]

@@ -1,0 +1,330 @@
+//! `thin`: a thin device of a device-mapper thin pool (see [`pool`]), of a virtual `size`,
+//! formatted (ext4 or xfs) on create and mounted on the first Mount; it takes pool blocks
+//! only as it is written. `from=VOL` makes a snapshot of another thin volume of the same
+//! pool instead: it starts with VOL's data and the two then change apart.
+//!
+//! The pool is `pool=NAME` (default `berth`), made on first use: on the block devices
+//! `datadev` and `metadatadev`, or, without them, on sparse files in the state directory
+//! behind loop devices (`loopdatasize`, `loopmetadatasize`; Docker's loop-lvm mode, for
+//! testing, not production). `basesize` is the size of volumes that name none.
+//!
+//! The volume record keeps the thin ID, so after a restart (or a reboot, which empties the
+//! kernel's device table) the pool and its volumes are found again from the records. A
+//! pool that is out of space refuses new volumes with a message saying how full it is;
+//! writes into a full pool fail at once (`error_if_no_space`) and leave it consistent.
+//! Needs device-mapper (`/dev/mapper/control`): elsewhere every operation fails, saying so.
+
+pub mod pool;
+
+use super::DriverConfig;
+use super::{make_dir, Driver, Usage, VolumeLayout};
+use crate::error::{VolumeError, VolumeResult};
+use crate::spec::{Bytes, DriverKind, VolumeName};
+use crate::sys::{self, MountTable};
+use devicemapper::DmDevice;
+use pool::{dm_context, dm_context_if_present, Pool, PoolSetup, PoolUsage};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// mkfs.xfs refuses smaller file systems.
+pub const MIN_XFS_SIZE: Bytes = Bytes(300 << 20);
+/// Below this mkfs.ext4 leaves almost no room for data.
+pub const MIN_EXT4_SIZE: Bytes = Bytes(8 << 20);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThinFs {
+    #[default]
+    Ext4,
+    Xfs,
+}
+
+impl ThinFs {
+    pub fn parse(text: &str) -> Option<ThinFs> {
+        match text {
+            "ext4" => Some(ThinFs::Ext4),
+            "xfs" => Some(ThinFs::Xfs),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThinFs::Ext4 => "ext4",
+            ThinFs::Xfs => "xfs",
+        }
+    }
+
+    pub fn min_size(self) -> Bytes {
+        match self {
+            ThinFs::Ext4 => MIN_EXT4_SIZE,
+            ThinFs::Xfs => MIN_XFS_SIZE,
+        }
+    }
+}
+
+impl fmt::Display for ThinFs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The thin device of a created volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThinDevice {
+    pub thin_id: u32,
+    pub size: Bytes,
+    pub fs: ThinFs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThinDriver {
+    pub pool: String,
+    /// As asked; `None`: the pool's base size (or the origin's, for a snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Bytes>,
+    /// As asked; `None`: ext4 (or the origin's, for a snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs: Option<ThinFs>,
+    /// The volume this one is a snapshot of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<VolumeName>,
+    /// How to make the pool if it does not exist yet.
+    #[serde(default, skip_serializing_if = "PoolSetup::is_empty")]
+    pub setup: PoolSetup,
+    /// Filled in by create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<ThinDevice>,
+}
+
+impl ThinDriver {
+    /// The settings asked for, without what create filled in: equal for the same request.
+    pub fn request(&self) -> ThinDriver {
+        ThinDriver { device: None, ..self.clone() }
+    }
+
+    fn device(&self, layout: &VolumeLayout) -> VolumeResult<ThinDevice> {
+        self.device.ok_or_else(|| VolumeError::CorruptMetadata {
+            volume: layout.name.to_string(),
+            detail: "the record of this thin volume has no thin device".into(),
+        })
+    }
+
+    /// Makes the volume's thin device (new and formatted, or a snapshot) and returns the
+    /// settings to record, with its thin ID.
+    pub fn create_device(&self, layout: &VolumeLayout) -> VolumeResult<ThinDriver> {
+        let dm = dm_context()?;
+        make_dir(&layout.data())?;
+        let state = layout.state_dir();
+        let owner = layout.name.as_str();
+        let mut pool = Pool::open(&state, &self.pool, Some(&self.setup), owner)?;
+        let pool_dev = pool.activate(&dm)?;
+        // The volume does not exist (the store checked, under its lock): IDs recorded for
+        // its name are left by a create that crashed before the volume appeared.
+        for stale in pool.stale_ids_of(owner) {
+            pool.delete_thin(&dm, &pool_dev, stale, owner)?;
+        }
+        pool.check_room(&dm, &pool_dev)?;
+        let device = match &self.from {
+            Some(origin) => {
+                let origin_device = self.origin(&state, origin, &pool, layout)?;
+                let thin_id = pool.snapshot(&dm, &pool_dev, owner, origin_device.thin_id, origin_device.size)?;
+                ThinDevice { thin_id, ..origin_device }
+            }
+            None => {
+                let size = self.size.unwrap_or(pool.record.base_size);
+                let fs = self.fs.unwrap_or_default();
+                if size < fs.min_size() {
+                    return Err(VolumeError::InvalidOption {
+                        volume: owner.to_string(),
+                        option: "size".into(),
+                        value: size.to_string(),
+                        reason: format!("the smallest {fs} thin volume is {}", fs.min_size()),
+                    });
+                }
+                let (thin_id, mut thin) = pool.create_thin(&dm, &pool_dev, owner, size)?;
+                let formatted = make_fs(&thin.devnode(), fs);
+                let deactivated = thin.teardown(&dm).map_err(pool::dm_error("deactivating", thin.name()));
+                if let Err(err) = formatted.and(deactivated) {
+                    let _ = pool.delete_thin(&dm, &pool_dev, thin_id, owner);
+                    return Err(match pool.check_room(&dm, &pool_dev) {
+                        Err(full) => full,
+                        Ok(()) => err,
+                    });
+                }
+                ThinDevice { thin_id, size, fs }
+            }
+        };
+        Ok(ThinDriver { device: Some(device), ..self.clone() })
+    }
+
+    /// The thin device of `origin`, which must be a thin volume of the same pool whose ID
+    /// the pool still gives to it; size and fs, when asked, must be the origin's.
+    fn origin(&self, state: &Path, origin: &VolumeName, pool: &Pool, layout: &VolumeLayout) -> VolumeResult<ThinDevice> {
+        let invalid = |reason: String| VolumeError::InvalidOption {
+            volume: layout.name.to_string(),
+            option: "from".into(),
+            value: origin.to_string(),
+            reason,
+        };
+        let volume = crate::VolumeStore::open(state)?.get(origin).map_err(|err| invalid(err.to_string()))?;
+        let DriverConfig::Thin(thin) = &volume.config else {
+            return Err(invalid(format!("it is a {} volume, not a thin one", volume.kind())));
+        };
+        if thin.pool != self.pool {
+            return Err(invalid(format!("it is in thin pool {}, not {}", thin.pool, self.pool)));
+        }
+        let device = thin.device(&VolumeLayout::new(origin.clone(), PathBuf::new()))?;
+        if pool.record.thins.get(&device.thin_id).map(String::as_str) != Some(origin.as_str()) {
+            return Err(invalid(format!("thin pool {} does not hold its thin device {}", self.pool, device.thin_id)));
+        }
+        if self.size.is_some_and(|size| size != device.size) {
+            return Err(invalid(format!("a snapshot has its origin's size, {}", device.size)));
+        }
+        if self.fs.is_some_and(|fs| fs != device.fs) {
+            return Err(invalid(format!("a snapshot has its origin's file system, {}", device.fs)));
+        }
+        Ok(device)
+    }
+
+    /// The pool's usage, if the pool is active (asking never activates it).
+    pub fn pool_usage(&self, state: &Path, volume: &str) -> VolumeResult<Option<PoolUsage>> {
+        let Some(dm) = dm_context_if_present()? else { return Ok(None) };
+        let pool = Pool::open(state, &self.pool, None, volume)?;
+        if !pool.is_active(&dm)? {
+            return Ok(None);
+        }
+        let pool_dev = pool.activate(&dm)?;
+        pool.usage(&dm, &pool_dev).map(Some)
+    }
+}
+
+impl Driver for ThinDriver {
+    fn kind(&self) -> DriverKind {
+        DriverKind::Thin
+    }
+
+    fn options(&self) -> BTreeMap<String, String> {
+        let mut options = self.setup.options();
+        options.insert("pool".into(), self.pool.clone());
+        if let Some(from) = &self.from {
+            options.insert("from".into(), from.to_string());
+        }
+        let size = self.device.map(|d| d.size).or(self.size);
+        let fs = self.device.map(|d| d.fs).or(self.fs);
+        options.extend(size.map(|s| ("size".to_string(), s.to_string())));
+        options.extend(fs.map(|f| ("fs".to_string(), f.to_string())));
+        options.extend(self.device.map(|d| ("thin_id".to_string(), d.thin_id.to_string())));
+        options
+    }
+
+    /// Thin volumes are made through [`DriverConfig::create`], which records the thin ID
+    /// that [`ThinDriver::create_device`] returns; made here, the ID would be lost.
+    fn create(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        Err(VolumeError::BadRequest(format!(
+            "thin volume {} must be created through DriverConfig::create, which records its thin ID",
+            layout.name
+        )))
+    }
+
+    fn activate(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        let device = self.device(layout)?;
+        let dm = dm_context()?;
+        let pool = Pool::open(&layout.state_dir(), &self.pool, None, layout.name.as_str())?;
+        let pool_dev = pool.activate(&dm)?;
+        let thin = pool.activate_thin(&dm, &pool_dev, device.thin_id, device.size)?;
+        // Snapshots of an XFS volume share its UUID, which XFS refuses twice without nouuid.
+        // discard hands the blocks of deleted files back to the pool.
+        let options = match device.fs {
+            ThinFs::Xfs => "nouuid,discard",
+            ThinFs::Ext4 => "discard",
+        };
+        if let Err(err) = sys::mount_fs(&thin.devnode(), &layout.data(), device.fs.as_str(), options) {
+            let _ = pool.deactivate_thin(&dm, device.thin_id);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Unmounts, then removes the thin device from the kernel's table. The volume is
+    /// released once unmounted: a device that someone else still holds open is removed by
+    /// the next reconcile instead.
+    fn deactivate(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        sys::unmount(&layout.data())?;
+        let _ = self.release(layout);
+        Ok(())
+    }
+
+    fn is_active(&self, layout: &VolumeLayout, mounts: &MountTable) -> bool {
+        mounts.is_mount_point(&layout.data())
+    }
+
+    /// Removes the thin device from the kernel's table; its data stays in the pool.
+    fn release(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        let (Some(device), Some(dm)) = (self.device, dm_context_if_present()?) else { return Ok(()) };
+        let pool = Pool::open(&layout.state_dir(), &self.pool, None, layout.name.as_str())?;
+        pool.deactivate_thin(&dm, device.thin_id)
+    }
+
+    /// Deletes the thin device and its data from the pool.
+    fn destroy(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        let Some(device) = self.device else { return Ok(()) };
+        let dm = dm_context()?;
+        let mut pool = match Pool::open(&layout.state_dir(), &self.pool, None, layout.name.as_str()) {
+            Ok(pool) => pool,
+            // The pool is gone, and its volumes' data with it.
+            Err(VolumeError::NotFound(_)) => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        let pool_dev = pool.activate(&dm)?;
+        pool.delete_thin(&dm, &pool_dev, device.thin_id, layout.name.as_str())
+    }
+
+    fn usage(&self, layout: &VolumeLayout, mounts: &MountTable) -> VolumeResult<Usage> {
+        let mut usage = Usage {
+            size_limit: self.device.map(|d| d.size),
+            pool: self.pool_usage(&layout.state_dir(), layout.name.as_str())?,
+            ..Usage::default()
+        };
+        if self.is_active(layout, mounts) {
+            let (_, used, available) = sys::fs_usage(&layout.data())?;
+            usage.used = Some(Bytes(used));
+            usage.available = Some(Bytes(available));
+        }
+        Ok(usage)
+    }
+}
+
+/// Formats a fresh thin device. It reads as zeros where nothing was written, so neither
+/// tool needs to zero or discard anything (which would only cost pool blocks and time).
+fn make_fs(device: &Path, fs: ThinFs) -> VolumeResult<()> {
+    match fs {
+        ThinFs::Ext4 => {
+            sys::run_mkfs("mkfs.ext4", &["-q", "-F", "-m", "0", "-E", "nodiscard,lazy_itable_init=1,lazy_journal_init=1"], device)
+        }
+        ThinFs::Xfs => sys::run_mkfs("mkfs.xfs", &["-q", "-f", "-K"], device),
+    }
+}
+
+/// The device-mapper side of a thin pool, for tests and for tearing a pool down: the
+/// kernel devices go (thin devices first, refusing while one is mounted), the data stays.
+pub fn deactivate_pool(state: &Path, name: &str) -> VolumeResult<()> {
+    let Some(dm) = dm_context_if_present()? else { return Ok(()) };
+    Pool::open(state, name, None, &format!("(thin pool {name})"))?.deactivate(&dm)
+}
+
+/// A pool's usage, activating it if needed.
+pub fn pool_usage(state: &Path, name: &str) -> VolumeResult<PoolUsage> {
+    let dm = dm_context()?;
+    let pool = Pool::open(state, name, None, &format!("(thin pool {name})"))?;
+    let pool_dev = pool.activate(&dm)?;
+    pool.usage(&dm, &pool_dev)
+}
+
+/// Where a pool keeps its metadata (a file in loopback mode), for thin_check once the pool
+/// is deactivated.
+pub fn pool_metadata(state: &Path, name: &str) -> VolumeResult<PathBuf> {
+    Pool::open(state, name, None, &format!("(thin pool {name})")).map(|pool| pool.metadata_path())
+}
