@@ -19,12 +19,15 @@ pub struct Lease {
 /// already holds there (a repeated ADD), else the requested one, else the first free address
 /// after the set's last reserved one, wrapping around.
 pub fn allocate(store: &Store, sets: &[RangeSet], owner: &Owner) -> CniResult<Vec<Lease>> {
-    let existing = store.allocations()?;
-    let mut taken: HashSet<IpAddr> = existing.iter().map(|a| a.ip).collect();
+    // Names only, and the owner's index: the cost of an ADD must not grow with the number of
+    // containers on the network.
+    store.ensure_indexed()?;
+    let held_before = store.indexed(owner);
+    let mut taken = store.taken()?;
     let mut leases = Vec::with_capacity(sets.len());
     let mut fresh = Vec::new();
     for (i, set) in sets.iter().enumerate() {
-        match allocate_in(store, i, set, owner, &existing, &mut taken) {
+        match allocate_in(store, i, set, owner, &held_before, &mut taken) {
             Ok((lease, new)) => {
                 if new {
                     fresh.push(lease.ip);
@@ -39,6 +42,13 @@ pub fn allocate(store: &Store, sets: &[RangeSet], owner: &Owner) -> CniResult<Ve
             }
         }
     }
+    let ips: Vec<IpAddr> = leases.iter().map(|l| l.ip).collect();
+    if let Err(e) = store.write_index(owner, &ips) {
+        for ip in fresh {
+            let _ = store.release(ip);
+        }
+        return Err(e);
+    }
     Ok(leases)
 }
 
@@ -47,26 +57,21 @@ fn allocate_in(
     i: usize,
     set: &RangeSet,
     owner: &Owner,
-    existing: &[Allocation],
+    held_before: &[IpAddr],
     taken: &mut HashSet<IpAddr>,
 ) -> CniResult<(Lease, bool)> {
-    let id = &owner.container_id;
-    let ifname = owner.ifname.as_deref().unwrap_or_default();
-    let held = existing.iter().find(|a| a.owner.as_ref().is_some_and(|o| o.is(id, ifname)) && set.contains(a.ip));
-    if let Some(held) = held {
-        if let Some(req) = set.requested.filter(|r| *r != held.ip) {
+    if let Some(&held) = held_before.iter().find(|ip| set.contains(**ip)) {
+        if let Some(req) = set.requested.filter(|r| *r != held) {
             return Err(CniError::invalid_config(format!(
-                "{owner} already holds {} in range set {i} ({set}); it cannot also take the requested {req}",
-                held.ip
+                "{owner} already holds {held} in range set {i} ({set}); it cannot also take the requested {req}"
             )));
         }
-        return Ok((lease(i, set, held.ip)?, false));
+        return Ok((lease(i, set, held)?, false));
     }
 
     let ip = if let Some(req) = set.requested {
         if taken.contains(&req) || !store.reserve(req, owner)? {
-            let holder = existing.iter().find(|a| a.ip == req).and_then(|a| a.owner.as_ref());
-            let by = holder.map(|o| format!(" to {o}")).unwrap_or_default();
+            let by = store.owner_of(req).map(|o| format!(" to {o}")).unwrap_or_default();
             return Err(CniError::invalid_config(format!("requested address {req} is already allocated{by}")));
         }
         req
@@ -146,17 +151,20 @@ fn next_free(
     Ok(None)
 }
 
-/// Releases every address of `(container_id, ifname)`; how many there were.
+/// Releases every address of `(container_id, ifname)`; how many there were. Reads every
+/// allocation file, not the index, so addresses an interrupted ADD left unindexed go too.
 pub fn release(store: &Store, container_id: &str, ifname: &str) -> CniResult<usize> {
-    release_where(store, |a| a.owner.as_ref().is_some_and(|o| o.is(container_id, ifname)))
+    let released = release_where(store, |a| a.owner.as_ref().is_some_and(|o| o.is(container_id, ifname)))?;
+    store.remove_index(&Owner::new(container_id, ifname));
+    Ok(released)
 }
 
 /// Releases every address that belongs to none of `valid` (including files naming no owner).
 pub fn gc(store: &Store, valid: &[Attachment]) -> CniResult<usize> {
-    release_where(store, |a| match &a.owner {
-        Some(o) => !valid.iter().any(|v| o.is(&v.container_id, &v.ifname)),
-        None => true,
-    })
+    let kept = |o: &Owner| valid.iter().any(|v| o.is(&v.container_id, &v.ifname));
+    let released = release_where(store, |a| a.owner.as_ref().is_none_or(|o| !kept(o)))?;
+    store.prune_indexes(kept)?;
+    Ok(released)
 }
 
 /// Releases what `doomed` picks, going on past failures and reporting the first.
@@ -223,14 +231,32 @@ mod tests {
             release(&self.store(), id, "eth0").unwrap()
         }
 
+        /// The store as the reference lays it out (berth's owner indexes left out).
         fn files(&self) -> Vec<String> {
             let mut names: Vec<String> = std::fs::read_dir(self.tmp.path().join("net"))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| !n.starts_with(".owner-"))
                 .collect();
             names.sort();
             names
         }
+    }
+
+    #[test]
+    fn owner_indexes_follow_adds_dels_and_gc() {
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/24"}));
+        let indexes = || std::fs::read_dir(f.tmp.path().join("net")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".owner-")).count();
+        let first = f.add("a").unwrap();
+        f.add("b").unwrap();
+        assert_eq!(indexes(), 3, "two owners and the marker");
+        // The index is what a repeated ADD finds; the allocation file still has the last word.
+        assert_eq!(f.add("a").unwrap(), first);
+        f.del("a");
+        assert_eq!(indexes(), 2);
+        let valid = [Attachment { container_id: "zzz".into(), ifname: "eth0".into() }];
+        gc(&f.store(), &valid).unwrap();
+        assert_eq!(indexes(), 1, "only the marker");
     }
 
     #[test]

@@ -42,6 +42,13 @@ use std::path::{Path, PathBuf};
 pub const LOCK_FILE: &str = "lock";
 pub const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 const TEMP_PREFIX: &str = ".tmp-";
+/// Owner index files: `.owner-HASH` lists the addresses one attachment holds, so an ADD finds
+/// a container's existing addresses without reading every allocation file. The allocation
+/// files stay the truth: an index entry counts only while its file names the owner.
+const INDEX_PREFIX: &str = ".owner-";
+/// Present once every allocation of the directory is indexed (berth made it, or indexed what
+/// another tool left there); until then an ADD reads every allocation file once.
+const INDEXED_MARKER: &str = ".owner-indexes";
 /// What separates the container ID from the interface name in an allocation file.
 const SEPARATOR: &str = "\r\n";
 
@@ -175,6 +182,108 @@ impl Store {
         }
         out.sort_by_key(|a| a.ip);
         Ok(out)
+    }
+
+    /// The allocated addresses, from the directory's names alone (no allocation file is
+    /// opened). Also deletes what killed writers left behind.
+    pub fn taken(&self) -> CniResult<std::collections::HashSet<IpAddr>> {
+        let entries = fs::read_dir(&self.dir).io_context(|| format!("cannot list {}", self.dir.display()))?;
+        let mut out = std::collections::HashSet::new();
+        for entry in entries {
+            let entry = entry.io_context(|| format!("cannot list {}", self.dir.display()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(TEMP_PREFIX) {
+                // We hold the lock, so its writer is gone; it never counted as an allocation.
+                let _ = fs::remove_file(entry.path());
+            } else if let Ok(ip) = name.parse::<IpAddr>() {
+                out.insert(ip);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Who holds `ip`, read from its allocation file.
+    pub fn owner_of(&self, ip: IpAddr) -> Option<Owner> {
+        let bytes = fs::read(self.path_of(ip)).ok()?;
+        Owner::parse(&String::from_utf8_lossy(&bytes))
+    }
+
+    /// The addresses `owner` holds according to its index, each confirmed by its allocation
+    /// file. Empty when there is no index (a store written by another tool, or an ADD killed
+    /// before writing it; DEL and GC still find those by reading every file).
+    pub fn indexed(&self, owner: &Owner) -> Vec<IpAddr> {
+        let Ok(text) = fs::read_to_string(self.index_path(owner)) else { return vec![] };
+        let mut lines = text.split(SEPARATOR);
+        let recorded = Owner::parse(&format!("{}{SEPARATOR}{}", lines.next().unwrap_or_default(), lines.next().unwrap_or_default()));
+        if recorded.as_ref() != Some(owner) {
+            return vec![]; // a hash collision or a damaged index: trust nothing in it
+        }
+        let id = &owner.container_id;
+        let ifname = owner.ifname.as_deref().unwrap_or_default();
+        lines
+            .filter_map(|l| l.trim().parse::<IpAddr>().ok())
+            .filter(|ip| self.owner_of(*ip).is_some_and(|o| o.is(id, ifname)))
+            .collect()
+    }
+
+    /// Indexes the allocations of a directory berth has not indexed yet (written by the
+    /// reference host-local, or by an older berth), once.
+    pub fn ensure_indexed(&self) -> CniResult<()> {
+        let marker = self.dir.join(INDEXED_MARKER);
+        if marker.exists() {
+            return Ok(());
+        }
+        let mut by_owner: std::collections::BTreeMap<String, (Owner, Vec<IpAddr>)> = Default::default();
+        for a in self.allocations()? {
+            if let Some(owner) = a.owner.filter(|o| o.ifname.is_some()) {
+                by_owner.entry(owner.encode()).or_insert_with(|| (owner, vec![])).1.push(a.ip);
+            }
+        }
+        for (owner, ips) in by_owner.values() {
+            self.write_index(owner, ips)?;
+        }
+        fs::write(&marker, b"").io_context(|| format!("cannot write {}", marker.display()))
+    }
+
+    /// Records which addresses `owner` holds (written aside, then renamed into place).
+    pub fn write_index(&self, owner: &Owner, ips: &[IpAddr]) -> CniResult<()> {
+        let mut text = owner.encode();
+        for ip in ips {
+            text += SEPARATOR;
+            text += &ip.to_string();
+        }
+        let path = self.index_path(owner);
+        let tmp = self.write_temp(text.as_bytes())?;
+        fs::rename(&tmp, &path).io_context(|| format!("cannot replace {}", path.display()))
+    }
+
+    /// Forgets `owner`'s index; fine when there is none.
+    pub fn remove_index(&self, owner: &Owner) {
+        let _ = fs::remove_file(self.index_path(owner));
+    }
+
+    /// Removes every index whose owner `keep` rejects (GC).
+    pub fn prune_indexes(&self, keep: impl Fn(&Owner) -> bool) -> CniResult<()> {
+        let entries = fs::read_dir(&self.dir).io_context(|| format!("cannot list {}", self.dir.display()))?;
+        for entry in entries.flatten() {
+            if !entry.file_name().to_str().is_some_and(|n| n.starts_with(INDEX_PREFIX) && n != INDEXED_MARKER) {
+                continue;
+            }
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            let mut lines = text.split(SEPARATOR);
+            let owner = Owner::parse(&format!("{}{SEPARATOR}{}", lines.next().unwrap_or_default(), lines.next().unwrap_or_default()));
+            if !owner.is_some_and(|o| keep(&o)) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    fn index_path(&self, owner: &Owner) -> PathBuf {
+        // FNV-1a 64: stable across releases; collisions are caught by the owner line.
+        let hash = owner.encode().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+        self.dir.join(format!("{INDEX_PREFIX}{hash:016x}"))
     }
 
     /// Records `ip` as `owner`'s; `false` when the address is already taken.

@@ -1,7 +1,7 @@
 //! berth-bench: ADD and DEL latency of berth-bridge against the reference bridge, same
 //! machine, same kind of throwaway host namespace, same run. Needs root.
 //!
-//!   berth-bench [--plain] [--out DIR] [N ...]      (default N: 100)
+//!   berth-bench [--plain] [--berth-only] [--out DIR] [N ...]      (default N: 100)
 //!
 //! Default workload (what runtimes do for a published container): ipMasq and one port
 //! mapping per container; berth-bridge + berth-host-local against the reference chain
@@ -114,7 +114,8 @@ fn run_child(label: &str, plain: bool, n: usize) -> Value {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let plain = args.iter().any(|a| a == "--plain");
-    args.retain(|a| a != "--plain");
+    let berth_only = args.iter().any(|a| a == "--berth-only");
+    args.retain(|a| a != "--plain" && a != "--berth-only");
     if args.first().map(String::as_str) == Some("--one") {
         let set = if args[1] == "berth" { PluginSet::berth() } else { PluginSet::reference() };
         println!("{}", measure(&set, plain, args[2].parse().expect("N")));
@@ -132,6 +133,15 @@ fn main() {
     let mut series = vec![];
     for n in ns {
         let berth = run_child("berth", plain, n);
+        if berth_only {
+            let ms = |k: &str| berth[k].as_f64().expect("figure");
+            println!(
+                "{:>6}  {:<10} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>9.2}ms {:>9.2}ms {:>7}kB",
+                n, "berth", ms("add_median_ms"), ms("add_p90_ms"), ms("del_median_ms"), ms("del_p90_ms"),
+                ms("add_first10_median_ms"), ms("add_last10_median_ms"), berth["peak_rss_kb"]
+            );
+            continue;
+        }
         let reference = run_child("reference", plain, n);
         for (label, f) in [("berth", &berth), ("reference", &reference)] {
             let ms = |k: &str| f[k].as_f64().expect("figure");

@@ -140,10 +140,12 @@ pub fn run(plugin: &str, call: Call, conf: &Value) -> Outcome {
     }
 }
 
-/// Every file of a network directory with its content, sorted by name.
+/// Every file of a network directory with its content, sorted by name; berth's owner indexes
+/// (`.owner-*`, which the reference neither writes nor reads) left out.
 pub fn store_files(dir: &Path) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut files: Vec<(String, String)> = entries
+        .filter(|e| e.as_ref().map_or(true, |e| !e.file_name().to_string_lossy().starts_with(".owner-")))
         .map(|e| {
             let e = e.unwrap();
             let content = std::fs::read_to_string(e.path()).unwrap_or_default();

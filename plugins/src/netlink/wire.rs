@@ -67,6 +67,9 @@ impl Netlink {
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_cap_ack(true);
         let _ = socket.set_rx_buf_sz(SOCK_RCVBUF);
+        // Lets the kernel filter dumps by the header's fields (an address dump for one link
+        // returns that link's addresses, not every address of every veth on the host).
+        let _ = socket.set_netlink_get_strict_chk(true);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Ok(Netlink { socket, seq: now.as_secs() as u32, port: local.port_number(), buf: vec![0; RECV_BUF_LEN] })
     }
