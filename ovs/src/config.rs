@@ -77,9 +77,7 @@ impl OvsConf {
         let tag = raw.vlan.map(|v| vid("vlan", v)).transpose()?;
         let trunks = raw.trunk.as_deref().map(parse_trunks).transpose()?;
         if tag.is_some() && trunks.is_some() {
-            return Err(CniError::invalid_config(
-                "vlan: an access port has one VLAN; give either vlan or trunk, not both",
-            ));
+            return Err(CniError::invalid_config("vlan: an access port has one VLAN; give either vlan or trunk, not both"));
         }
         let mtu = raw.mtu.filter(|&m| m != 0);
         if let Some(mtu) = mtu {
@@ -124,7 +122,12 @@ fn parse_trunks(entries: &[Value]) -> CniResult<Vec<u16>> {
         let int = |key: &str| -> CniResult<Option<u16>> {
             match entry.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => v.as_i64().map(|n| vid(&format!("trunk {key}"), n)).transpose()?.map(Some).ok_or_else(|| bad(entry, &format!("{key} is not an integer"))),
+                Some(v) => v
+                    .as_i64()
+                    .map(|n| vid(&format!("trunk {key}"), n))
+                    .transpose()?
+                    .map(Some)
+                    .ok_or_else(|| bad(entry, &format!("{key} is not an integer"))),
             }
         };
         match entry {

@@ -84,7 +84,8 @@ impl Plugin for OvsPlugin {
         }
         let name = host_veth_name(&req.container_id, &req.ifname);
         // Both are tried whatever the other did; the port's error is the one reported.
-        let port = connect(&conf).and_then(|mut ovs| remove_port(&mut ovs, &name, true).map_err(ovs_error(format!("remove port {name}"), &conf)));
+        let port = connect(&conf)
+            .and_then(|mut ovs| remove_port(&mut ovs, &name, true).map_err(ovs_error(format!("remove port {name}"), &conf)));
         let veth = remove_veth(req, &name);
         port.and(veth)
     }
@@ -241,9 +242,8 @@ fn check_attachment(req: &Request, conf: &OvsConf, prev: &RunResult) -> CniResul
     let mismatch = |what: String| CniError::new(Code::Kernel, what);
     let ns = NetNs::open(req.netns_path()?)?;
     let mut container = Netlink::open_in(&ns)?;
-    let link = container
-        .link_by_name(&req.ifname)?
-        .ok_or_else(|| mismatch(format!("{} is missing from the container", req.ifname)))?;
+    let link =
+        container.link_by_name(&req.ifname)?.ok_or_else(|| mismatch(format!("{} is missing from the container", req.ifname)))?;
     if link.kind.as_deref() != Some("veth") {
         return Err(mismatch(format!("{} is a {:?} link, not a veth", req.ifname, link.kind)));
     }

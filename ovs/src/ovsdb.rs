@@ -92,8 +92,8 @@ impl Client {
     /// Connects to the server's unix socket (`unix:/path` or `/path`).
     pub fn connect(endpoint: &str) -> OvsdbResult<Client> {
         let path = socket_path(endpoint)?;
-        let stream = UnixStream::connect(&path)
-            .map_err(|source| OvsdbError::Connect { path: path.display().to_string(), source })?;
+        let stream =
+            UnixStream::connect(&path).map_err(|source| OvsdbError::Connect { path: path.display().to_string(), source })?;
         Ok(Client { stream, buf: Vec::with_capacity(4096), next_id: 1 })
     }
 
@@ -352,7 +352,8 @@ mod tests {
         let ops = [json!({"op": "insert", "table": "Port"}), json!({"op": "mutate", "table": "Bridge"})];
         let ok = transaction_results(&ops, json!([{"uuid": ["uuid", "u1"]}, {"count": 1}])).unwrap();
         assert_eq!(count(&ok[1]), 1);
-        let err = transaction_results(&ops, json!([{"uuid": ["uuid", "u1"]}, {"error": "timed out", "details": "x"}])).unwrap_err();
+        let err =
+            transaction_results(&ops, json!([{"uuid": ["uuid", "u1"]}, {"error": "timed out", "details": "x"}])).unwrap_err();
         assert!(matches!(&err, OvsdbError::Operation { index: 1, op, .. } if op == "mutate Bridge"), "{err}");
         assert_eq!(err.ovsdb_error(), Some("timed out"));
         let err = transaction_results(

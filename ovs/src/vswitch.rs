@@ -207,15 +207,23 @@ fn require_root_row(mutate_result: &Value) -> OvsdbResult<()> {
 }
 
 fn small_ints(value: Option<&Value>) -> Vec<u16> {
-    let mut out: Vec<u16> =
-        value.map(set_atoms).unwrap_or_default().into_iter().filter_map(|v| v.as_u64()).filter_map(|v| u16::try_from(v).ok()).collect();
+    let mut out: Vec<u16> = value
+        .map(set_atoms)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_u64())
+        .filter_map(|v| u16::try_from(v).ok())
+        .collect();
     out.sort_unstable();
     out.dedup();
     out
 }
 
 pub fn port_row(row: &serde_json::Map<String, Value>) -> OvsdbResult<PortRow> {
-    let uuid = row.get("_uuid").and_then(ovsdb::uuid_of).ok_or_else(|| OvsdbError::Protocol(format!("Port row without _uuid: {row:?}")))?;
+    let uuid = row
+        .get("_uuid")
+        .and_then(ovsdb::uuid_of)
+        .ok_or_else(|| OvsdbError::Protocol(format!("Port row without _uuid: {row:?}")))?;
     Ok(PortRow {
         uuid: uuid.to_string(),
         name: row.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
@@ -249,7 +257,8 @@ impl Vswitch {
     }
 
     pub fn bridge_exists(&mut self, name: &str) -> OvsdbResult<bool> {
-        let results = self.transact(&[json!({"op": "select", "table": "Bridge", "where": by_name(name), "columns": ["name"]})])?;
+        let results =
+            self.transact(&[json!({"op": "select", "table": "Bridge", "where": by_name(name), "columns": ["name"]})])?;
         Ok(!ovsdb::rows(&results[0]).is_empty())
     }
 
@@ -296,7 +305,13 @@ impl Vswitch {
         let results = self.transact(&select_port_ops(name, Some(bridge)))?;
         let port = ovsdb::rows(&results[0]).first().map(|r| port_row(r)).transpose()?;
         let bridge_ports = ovsdb::rows(&results[1]).first().map(|row| {
-            row.get("ports").map(set_atoms).unwrap_or_default().into_iter().filter_map(ovsdb::uuid_of).map(str::to_string).collect()
+            row.get("ports")
+                .map(set_atoms)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(ovsdb::uuid_of)
+                .map(str::to_string)
+                .collect()
         });
         Ok(PortView { port, bridge_ports, interface: interface_state(&results[2]) })
     }
@@ -322,7 +337,10 @@ mod tests {
     fn add_port_is_one_transaction_with_named_uuids() {
         let vlans = Vlans { tag: Some(100), trunks: vec![] };
         let ops = add_port_ops(&NewPort { bridge: "br0", name: "veth1", vlans: &vlans, external_ids: &[("owner", OWNER)] });
-        assert_eq!(ops[0], json!({"op": "insert", "table": "Interface", "uuid-name": "iface", "row": {"name": "veth1", "type": ""}}));
+        assert_eq!(
+            ops[0],
+            json!({"op": "insert", "table": "Interface", "uuid-name": "iface", "row": {"name": "veth1", "type": ""}})
+        );
         assert_eq!(ops[1]["row"]["interfaces"], json!(["named-uuid", "iface"]));
         assert_eq!(ops[1]["row"]["tag"], 100);
         assert_eq!(ops[1]["row"]["vlan_mode"], "access");

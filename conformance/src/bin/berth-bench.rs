@@ -133,24 +133,12 @@ fn main() {
     let mut series = vec![];
     for n in ns {
         let berth = run_child("berth", plain, n);
+        print_row(n, "berth", &berth);
         if berth_only {
-            let ms = |k: &str| berth[k].as_f64().expect("figure");
-            println!(
-                "{:>6}  {:<10} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>9.2}ms {:>9.2}ms {:>7}kB",
-                n, "berth", ms("add_median_ms"), ms("add_p90_ms"), ms("del_median_ms"), ms("del_p90_ms"),
-                ms("add_first10_median_ms"), ms("add_last10_median_ms"), berth["peak_rss_kb"]
-            );
             continue;
         }
         let reference = run_child("reference", plain, n);
-        for (label, f) in [("berth", &berth), ("reference", &reference)] {
-            let ms = |k: &str| f[k].as_f64().expect("figure");
-            println!(
-                "{:>6}  {:<10} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>9.2}ms {:>9.2}ms {:>7}kB",
-                n, label, ms("add_median_ms"), ms("add_p90_ms"), ms("del_median_ms"), ms("del_p90_ms"),
-                ms("add_first10_median_ms"), ms("add_last10_median_ms"), f["peak_rss_kb"]
-            );
-        }
+        print_row(n, "reference", &reference);
         let ratio = |k: &str| reference[k].as_f64().expect("figure") / berth[k].as_f64().expect("figure");
         println!(
             "{:>6}  reference/berth: ADD median {:.1}x, DEL median {:.1}x, peak RSS {:.2}x",
@@ -161,6 +149,15 @@ fn main() {
     if let Some(dir) = out_dir {
         write_plot(&dir, &series, workload);
     }
+}
+
+fn print_row(n: usize, label: &str, f: &Value) {
+    let ms = |k: &str| f[k].as_f64().expect("figure");
+    println!(
+        "{:>6}  {:<10} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>9.2}ms {:>9.2}ms {:>7}kB",
+        n, label, ms("add_median_ms"), ms("add_p90_ms"), ms("del_median_ms"), ms("del_p90_ms"),
+        ms("add_first10_median_ms"), ms("add_last10_median_ms"), f["peak_rss_kb"]
+    );
 }
 
 /// Per-container ADD latency (the i-th ADD against the number of containers already there),
@@ -185,12 +182,13 @@ fn write_plot(dir: &std::path::Path, series: &[(usize, Value, Value)], workload:
         }
     }
     std::fs::write(dir.join("add-latency.csv"), csv).expect("write CSV");
-    let (w, h, left, bottom, top, right) = (800.0, 450.0, 60.0, 50.0, 40.0, 20.0);
+    let (w, h, left, bottom, top, right) = (800.0, 450.0, 60.0, 50.0, 45.0, 20.0);
     let y_max = lines.iter().flat_map(|(_, _, v)| v.iter().copied()).map(|v| v.min(1e6)).fold(1.0, f64::max) * 1.1;
     let x = |i: usize| left + (w - left - right) * i as f64 / (*n as f64 - 1.0).max(1.0);
     let y = |ms: f64| h - bottom - (h - bottom - top) * (ms / y_max);
     let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
-    svg += &format!("<text x=\"{left}\" y=\"20\" font-size=\"14\">ADD latency against containers already on the bridge ({workload})</text>\n");
+    svg += &format!("<text x=\"{left}\" y=\"18\" font-size=\"14\">ADD latency against containers already on the bridge</text>\n");
+    svg += &format!("<text x=\"{left}\" y=\"33\" font-size=\"11\">{workload}</text>\n");
     svg += &format!("<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", h - bottom, w - right, h - bottom);
     svg += &format!("<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n", h - bottom);
     for k in 0..=5 {
