@@ -237,6 +237,11 @@ fn attach(
         host.set_port_flag(veth.index, PortFlag::Isolated, true)?;
     }
     host.set_alias(veth.index, &veth_alias(&req.container_id, &req.ifname))?;
+    // A bridge port needs no IPv6 of its own. Without this every port gets a link-local
+    // address and an fe80::/64 route, and each ADD walks all the others' (the cost of an ADD
+    // grew with the number of containers).
+    // Best effort: a kernel without IPv6 has nothing to switch off.
+    let _ = sysctl::set(&format!("net/ipv6/conf/{}/disable_ipv6", veth.name), "1");
     host.set_up(veth.index)?;
 
     let link = container
