@@ -35,13 +35,7 @@ impl Plugin for BridgePlugin {
         let conf = BridgeConf::parse(req)?;
         let ns = NetNs::open(req.netns_path()?)?;
         let mut container = Netlink::open_in(&ns)?;
-        // Checked before anything is made, so the failure undoes nothing of the existing one.
-        if container.link_by_name(&req.ifname)?.is_some() {
-            return Err(CniError::new(
-                Code::Kernel,
-                format!("container {} already has an interface named {}", req.container_id, req.ifname),
-            ));
-        }
+        iface::require_unused_name(&mut container, req)?;
         let mut host = Netlink::open()?;
         let bridge = host.ensure_bridge(&conf.bridge, conf.mtu)?;
         if conf.promisc_mode && !bridge.promisc {
@@ -268,22 +262,11 @@ fn attach(
         firewall::backend(&conf.firewall_backend)?.add(&firewall_attachment(req, conf, &addresses, &port_mappings))?;
     }
 
-    let mut result = RunResult { cni_version: req.conf.cni_version.clone(), ..Default::default() };
-    result.push_interface(Interface { name: bridge.name.clone(), mac: iface::mac_string(bridge.mac), ..Default::default() });
-    result.push_interface(Interface { name: veth.name.clone(), mac: iface::mac_string(veth.mac), ..Default::default() });
-    let container_index = result.push_interface(Interface {
-        name: link.name.clone(),
-        mac: iface::mac_string(link.mac),
-        sandbox: ns.path().display().to_string(),
-        ..Default::default()
-    });
-    result.ips = configured.ips.iter().cloned().map(|mut ip| {
-        ip.interface = Some(container_index);
-        ip
-    }).collect();
-    result.routes = configured.routes;
-    result.dns = if configured.dns.is_empty() { req.conf.dns.clone().unwrap_or_default() } else { configured.dns };
-    Ok(result)
+    let host_side = vec![
+        Interface { name: bridge.name.clone(), mac: iface::mac_string(bridge.mac), ..Default::default() },
+        Interface { name: veth.name.clone(), mac: iface::mac_string(veth.mac), ..Default::default() },
+    ];
+    Ok(iface::add_result(req, ns, &link, host_side, configured))
 }
 
 /// Puts each subnet's gateway address on the bridge and turns on forwarding.
@@ -352,18 +335,4 @@ fn check_attachment(req: &Request, conf: &BridgeConf, prev: &RunResult) -> CniRe
         return Err(mismatch(format!("{} is not a port of bridge {}", peer.name, conf.bridge)));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_veth_names_are_stable_and_short() {
-        let a = host_veth_name("c1", "eth0");
-        assert_eq!(a, host_veth_name("c1", "eth0"));
-        assert_ne!(a, host_veth_name("c1", "eth1"));
-        assert_ne!(a, host_veth_name("c2", "eth0"));
-        assert!(a.len() <= 15);
-    }
 }

@@ -12,7 +12,7 @@ pub use config::MacvlanConf;
 use berth_plugins::netlink::{Link, MacAddr, MacvlanSpec, Netlink};
 use berth_plugins::netns::NetNs;
 use berth_plugins::skel::{Plugin, Request};
-use berth_plugins::spec::{Interface, RunResult};
+use berth_plugins::spec::RunResult;
 use berth_plugins::ipam::Ipam;
 use berth_plugins::{sysctl, CniError, CniResult, Code};
 
@@ -184,12 +184,7 @@ fn add_on_parent(
         }
     }
     let mut container = Netlink::open_in(ns)?;
-    if container.link_by_name(&req.ifname)?.is_some() {
-        return Err(CniError::new(
-            Code::Kernel,
-            format!("container {} already has an interface named {}", req.container_id, req.ifname),
-        ));
-    }
+    berth_plugins::iface::require_unused_name(&mut container, req)?;
     let allocated = if conf.with_ipam { IPAM.add(req)? } else { RunResult::default() };
     // Made under a temporary name directly in the container (the final name may exist on
     // the host), then renamed there.
@@ -232,23 +227,5 @@ fn configure(req: &Request, ns: &NetNs, container: &mut Netlink, link: &Link, al
         .ok_or_else(|| CniError::kernel(format!("{} vanished from the container", req.ifname), "missing after rename"))?;
     berth_plugins::iface::configure(ns, container, &link, allocated, false)?;
 
-    let mut result = RunResult { cni_version: req.conf.cni_version.clone(), ..Default::default() };
-    let index = result.push_interface(Interface {
-        name: link.name.clone(),
-        mac: berth_plugins::iface::mac_string(link.mac),
-        sandbox: ns.path().display().to_string(),
-        ..Default::default()
-    });
-    result.ips = allocated
-        .ips
-        .iter()
-        .cloned()
-        .map(|mut ip| {
-            ip.interface = Some(index);
-            ip
-        })
-        .collect();
-    result.routes = allocated.routes.clone();
-    result.dns = if allocated.dns.is_empty() { req.conf.dns.clone().unwrap_or_default() } else { allocated.dns.clone() };
-    Ok(result)
+    Ok(berth_plugins::iface::add_result(req, ns, &link, vec![], allocated.clone()))
 }

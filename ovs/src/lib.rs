@@ -47,13 +47,7 @@ impl Plugin for OvsPlugin {
         let mac = conf.container_mac(req)?;
         let ns = NetNs::open(req.netns_path()?)?;
         let mut container = Netlink::open_in(&ns)?;
-        // Checked before anything is made, so the failure undoes nothing of the existing one.
-        if container.link_by_name(&req.ifname)?.is_some() {
-            return Err(CniError::new(
-                Code::Kernel,
-                format!("container {} already has an interface named {}", req.container_id, req.ifname),
-            ));
-        }
+        iface::require_unused_name(&mut container, req)?;
         let mut ovs = connect(&conf)?;
         ensure_bridge(&mut ovs, &conf)?;
         let allocated = if conf.with_ipam { IPAM.add(req)? } else { RunResult::default() };
@@ -214,26 +208,8 @@ fn remove_veth(req: &Request, host_name: &str) -> CniResult<()> {
 
 /// As ovs-cni reports it: the host end, then the container's interface with the addresses.
 fn result(req: &Request, ns: &NetNs, veth: &Link, link: &Link, configured: RunResult) -> RunResult {
-    let mut result = RunResult { cni_version: req.conf.cni_version.clone(), ..Default::default() };
-    result.push_interface(Interface { name: veth.name.clone(), mac: iface::mac_string(veth.mac), ..Default::default() });
-    let index = result.push_interface(Interface {
-        name: link.name.clone(),
-        mac: iface::mac_string(link.mac),
-        sandbox: ns.path().display().to_string(),
-        ..Default::default()
-    });
-    result.ips = configured
-        .ips
-        .iter()
-        .cloned()
-        .map(|mut ip| {
-            ip.interface = Some(index);
-            ip
-        })
-        .collect();
-    result.routes = configured.routes;
-    result.dns = if configured.dns.is_empty() { req.conf.dns.clone().unwrap_or_default() } else { configured.dns };
-    result
+    let host_side = vec![Interface { name: veth.name.clone(), mac: iface::mac_string(veth.mac), ..Default::default() }];
+    iface::add_result(req, ns, &link, host_side, configured)
 }
 
 /// CHECK: what prevResult says is in the container must be there, on a veth whose host end

@@ -93,6 +93,35 @@ pub fn requested_mac(req: &Request, args_cni_mac: Option<&str>, conf_mac: Option
     chosen.map(|m| m.parse()).transpose()
 }
 
+/// Fails (code 100) when the container already has an interface named CNI_IFNAME. Checked
+/// before anything is made, so the failure undoes nothing of the existing interface.
+pub fn require_unused_name(container: &mut Netlink, req: &Request) -> CniResult<()> {
+    if container.link_by_name(&req.ifname)?.is_some() {
+        return Err(CniError::new(
+            Code::Kernel,
+            format!("container {} already has an interface named {}", req.container_id, req.ifname),
+        ));
+    }
+    Ok(())
+}
+
+/// The ADD result: the host-side interfaces (a bridge, a host veth), then the container's
+/// interface `link` in `ns`, which carries every address of `configured`; its routes; DNS from
+/// IPAM, else from the configuration's `dns`.
+pub fn add_result(req: &Request, ns: &NetNs, link: &Link, host_side: Vec<crate::spec::Interface>, configured: RunResult) -> RunResult {
+    let mut result = RunResult { cni_version: req.conf.cni_version.clone(), interfaces: host_side, ..Default::default() };
+    let index = result.push_interface(crate::spec::Interface {
+        name: link.name.clone(),
+        mac: mac_string(link.mac),
+        sandbox: ns.path().display().to_string(),
+        ..Default::default()
+    });
+    result.ips = configured.ips.into_iter().map(|ip| crate::spec::IpConfig { interface: Some(index), ..ip }).collect();
+    result.routes = configured.routes;
+    result.dns = if configured.dns.is_empty() { req.conf.dns.clone().unwrap_or_default() } else { configured.dns };
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
