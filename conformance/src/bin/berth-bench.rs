@@ -146,8 +146,10 @@ fn main() {
         );
         series.push((n, berth, reference));
     }
-    if let Some(dir) = out_dir {
-        write_plot(&dir, &series, workload);
+    match out_dir {
+        Some(_) if berth_only => eprintln!("--out needs both plugin sets; no plot with --berth-only"),
+        Some(dir) => write_plot(&dir, &series, workload),
+        None => {}
     }
 }
 
