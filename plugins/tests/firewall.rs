@@ -644,7 +644,7 @@ fn invalid_names_are_refused() {
 
 /// Not a test: prints what each backend writes for three attachments (one open) (`-- --ignored --nocapture show`).
 #[test]
-#[ignore]
+#[ignore = "a tool, not a test: prints the rulesets (run with --ignored --nocapture show)"]
 fn show_ruleset() {
     require_root();
     let addrs = [ip("10.1.0.2"), ip("fd01::2")];
@@ -698,7 +698,7 @@ fn show_ruleset() {
 
 /// Not a correctness test: prints the cost of one ADD and one DEL as attachments accumulate.
 #[test]
-#[ignore]
+#[ignore = "a benchmark, not a test (run with --ignored --nocapture bench; figures in BENCHMARKS.md)"]
 fn bench_add_cost() {
     require_root();
     let sizes = [10usize, 100, 1000];
