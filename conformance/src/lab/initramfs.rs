@@ -41,7 +41,8 @@ mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
-mount -t tmpfs tmpfs $R/tmp
+# /tmp stays the overlay's (writable, the host's copy untouched): a checkout or a test's
+# scratch files under the host's /tmp must be visible inside.
 mount -t tmpfs tmpfs $R/run
 mkdir -p $R/lib/modules
 mount -t 9p -o {P9},ro modules $R/lib/modules || fail "mount the modules"
