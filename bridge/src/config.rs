@@ -49,23 +49,9 @@ pub struct BridgeConf {
     /// The container interface's MAC (the `mac` capability and CNI_ARGS MAC override it).
     #[serde(default)]
     pub mac: Option<String>,
-    #[serde(default)]
-    pub args: Option<ArgsSection>,
     /// The MAC to give the container interface, from all the sources above (ADD only).
     #[serde(skip)]
     pub container_mac: Option<MacAddr>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ArgsSection {
-    #[serde(default)]
-    pub cni: Option<CniArgs>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct CniArgs {
-    #[serde(default)]
-    pub mac: Option<String>,
 }
 
 fn auto() -> String {
@@ -100,8 +86,7 @@ impl BridgeConf {
         if req.command == Command::Add {
             // Checked before anything is made. Precedence: CNI_ARGS MAC, runtimeConfig.mac,
             // args.cni.mac, `mac`.
-            let from_args = conf.args.as_ref().and_then(|a| a.cni.as_ref()).and_then(|c| c.mac.as_deref());
-            conf.container_mac = berth_plugins::iface::requested_mac(req, from_args, conf.mac.as_deref())?;
+            conf.container_mac = berth_plugins::iface::requested_mac(req, conf.mac.as_deref())?;
         }
         Ok(conf)
     }

@@ -22,20 +22,6 @@ struct RawConf {
     link_in_container: bool,
     #[serde(default)]
     vlan: Option<u32>,
-    #[serde(default)]
-    args: Option<ArgsSection>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct ArgsSection {
-    #[serde(default)]
-    cni: Option<CniArgs>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct CniArgs {
-    #[serde(default)]
-    mac: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +33,6 @@ pub struct MacvlanConf {
     pub mtu: Option<u32>,
     /// The `mac` key; see [`MacvlanConf::container_mac`] for the other sources.
     pub mac: Option<String>,
-    args_mac: Option<String>,
     /// The master is looked up, and the macvlan created, in the container's namespace.
     pub link_in_container: bool,
     /// 802.1q trunk: the parent is the sub-interface `MASTER.VLAN`, created when missing.
@@ -87,7 +72,6 @@ impl MacvlanConf {
             mode,
             mtu,
             mac: raw.mac,
-            args_mac: raw.args.and_then(|a| a.cni).and_then(|c| c.mac),
             link_in_container: raw.link_in_container,
             vlan,
             with_ipam: req.conf.ipam.as_ref().is_some_and(|i| !i.plugin_type.is_empty()),
@@ -97,7 +81,7 @@ impl MacvlanConf {
     /// The container MAC, by the same precedence as berth-bridge: CNI_ARGS MAC,
     /// runtimeConfig.mac (the `mac` capability), args.cni.mac, the `mac` key.
     pub fn container_mac(&self, req: &Request) -> CniResult<Option<MacAddr>> {
-        berth_plugins::iface::requested_mac(req, self.args_mac.as_deref(), self.mac.as_deref())
+        berth_plugins::iface::requested_mac(req, self.mac.as_deref())
     }
 }
 

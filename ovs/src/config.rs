@@ -35,20 +35,6 @@ struct RawConf {
     ovsdb_socket: Option<String>,
     #[serde(rename = "createBridge", default)]
     create_bridge: bool,
-    #[serde(default)]
-    args: Option<ArgsSection>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct ArgsSection {
-    #[serde(default)]
-    cni: Option<CniArgs>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct CniArgs {
-    #[serde(default)]
-    mac: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +45,6 @@ pub struct OvsConf {
     /// Of both ends of the veth; `None` (or 0 in the JSON): the kernel's default.
     pub mtu: Option<u32>,
     pub mac: Option<String>,
-    args_mac: Option<String>,
     /// `unix:/path` or `/path`.
     pub ovsdb_socket: String,
     /// Create the bridge when it is missing, else fail.
@@ -92,7 +77,6 @@ impl OvsConf {
             vlans: Vlans { tag, trunks: trunks.unwrap_or_default() },
             mtu,
             mac: raw.mac,
-            args_mac: raw.args.and_then(|a| a.cni).and_then(|c| c.mac),
             ovsdb_socket,
             create_bridge: raw.create_bridge,
             with_ipam: req.conf.ipam.as_ref().is_some_and(|i| !i.plugin_type.is_empty()),
@@ -102,7 +86,7 @@ impl OvsConf {
     /// The container MAC, by the precedence of every berth plugin: CNI_ARGS MAC,
     /// runtimeConfig.mac (the `mac` capability), args.cni.mac, the `mac` key.
     pub fn container_mac(&self, req: &Request) -> CniResult<Option<MacAddr>> {
-        berth_plugins::iface::requested_mac(req, self.args_mac.as_deref(), self.mac.as_deref())
+        berth_plugins::iface::requested_mac(req, self.mac.as_deref())
     }
 }
 

@@ -85,7 +85,8 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
 
 /// The MAC asked for the container interface, by precedence: CNI_ARGS `MAC=`, the `mac`
 /// capability (runtimeConfig.mac), `args.cni.mac`, the plugin's own `mac` key.
-pub fn requested_mac(req: &Request, args_cni_mac: Option<&str>, conf_mac: Option<&str>) -> CniResult<Option<MacAddr>> {
+pub fn requested_mac(req: &Request, conf_mac: Option<&str>) -> CniResult<Option<MacAddr>> {
+    let args_cni_mac = req.conf.args.as_ref().and_then(|a| a.pointer("/cni/mac")).and_then(serde_json::Value::as_str);
     let chosen = match req.arg("MAC") {
         Some(mac) => Some(mac.to_string()),
         None => req.conf.runtime::<String>("mac")?.or_else(|| args_cni_mac.or(conf_mac).map(str::to_string)),
