@@ -1,14 +1,10 @@
 //! What the kernel has mounted, as this process's mount namespace sees it.
 
 use crate::error::{VolumeError, VolumeResult};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    pub mount_point: PathBuf,
-    pub source: String,
-    pub fs_type: String,
-}
+/// One mount, as the quota crate parses /proc/self/mountinfo (one parser for both crates).
+pub use berth_quota::mounts::MountEntry;
 
 #[derive(Debug, Clone, Default)]
 pub struct MountTable {
@@ -22,25 +18,8 @@ impl MountTable {
         Ok(MountTable::parse(&text))
     }
 
-    /// Lines look like `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`;
-    /// the mount point is field 5, and after the `-` come fs type and source.
     pub fn parse(text: &str) -> MountTable {
-        let entries = text
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split(' ');
-                let mount_point = fields.nth(4)?;
-                let mut after_separator = fields.skip_while(|field| *field != "-").skip(1);
-                let fs_type = after_separator.next().unwrap_or_default();
-                let source = after_separator.next().unwrap_or_default();
-                Some(MountEntry {
-                    mount_point: PathBuf::from(unescape(mount_point)),
-                    source: unescape(source),
-                    fs_type: unescape(fs_type),
-                })
-            })
-            .collect();
-        MountTable { entries }
+        MountTable { entries: berth_quota::mounts::parse_mountinfo(text) }
     }
 
     /// The topmost mount at exactly `path` (the last one listed wins, as in the kernel).
@@ -56,28 +35,6 @@ impl MountTable {
     pub fn under<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = &'a MountEntry> + 'a {
         self.entries.iter().filter(move |entry| entry.mount_point.starts_with(path))
     }
-}
-
-/// The kernel writes space, tab, newline and backslash as `\040`, `\011`, `\012`, `\134`.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|digits| digits.iter().all(|d| (b'0'..=b'7').contains(d)));
-        match (bytes[i], octal) {
-            (b'\\', Some(digits)) => {
-                let value = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                out.push(value as u8);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -103,9 +60,10 @@ mod tests {
     }
 
     #[test]
-    fn tolerates_garbage_lines() {
-        let table = MountTable::parse("short line\n\n1 2 3 4 /x\n");
-        assert!(table.is_mount_point(Path::new("/x")));
+    fn skips_garbage_lines() {
+        let table = MountTable::parse("short line\n\n1 2 3 4 /x\n22 1 254:0 / /y rw - ext4 /dev/vda rw\n");
+        assert!(!table.is_mount_point(Path::new("/x")), "a truncated line is no mount");
+        assert!(table.is_mount_point(Path::new("/y")));
         assert_eq!(table.under(Path::new("/")).count(), 1);
     }
 }
