@@ -156,28 +156,16 @@ impl Store {
         self.dir.join(ip.to_string())
     }
 
-    /// Every allocated address. Also deletes what killed writers left behind.
+    /// Every allocated address with its owner (reads every allocation file: DEL and GC).
     pub fn allocations(&self) -> CniResult<Vec<Allocation>> {
-        let entries = fs::read_dir(&self.dir).io_context(|| format!("cannot list {}", self.dir.display()))?;
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.io_context(|| format!("cannot list {}", self.dir.display()))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with(TEMP_PREFIX) {
-                // We hold the lock, so its writer is gone; it never counted as an allocation.
-                let _ = fs::remove_file(entry.path());
-                continue;
-            }
-            // `lock`, `last_reserved_ip.N` and anything else that is not an address.
-            let Ok(ip) = name.parse::<IpAddr>() else { continue };
-            if !entry.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            match fs::read(entry.path()) {
+        for ip in self.taken()? {
+            let path = self.path_of(ip);
+            match fs::read(&path) {
                 Ok(bytes) => out.push(Allocation { ip, owner: Owner::parse(&String::from_utf8_lossy(&bytes)) }),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(CniError::io(format!("cannot read the allocation file {}", entry.path().display()), e)),
+                // Gone meanwhile, or a directory named like an address: no allocation.
+                Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::IsADirectory => {}
+                Err(e) => return Err(CniError::io(format!("cannot read the allocation file {}", path.display()), e)),
             }
         }
         out.sort_by_key(|a| a.ip);
@@ -185,7 +173,7 @@ impl Store {
     }
 
     /// The allocated addresses, from the directory's names alone (no allocation file is
-    /// opened). Also deletes what killed writers left behind.
+    /// opened: what an ADD needs). Also deletes what killed writers left behind.
     pub fn taken(&self) -> CniResult<std::collections::HashSet<IpAddr>> {
         let entries = fs::read_dir(&self.dir).io_context(|| format!("cannot list {}", self.dir.display()))?;
         let mut out = std::collections::HashSet::new();
@@ -197,6 +185,7 @@ impl Store {
                 // We hold the lock, so its writer is gone; it never counted as an allocation.
                 let _ = fs::remove_file(entry.path());
             } else if let Ok(ip) = name.parse::<IpAddr>() {
+                // Not `lock`, `last_reserved_ip.N` or an owner index.
                 out.insert(ip);
             }
         }
