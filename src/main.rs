@@ -34,6 +34,8 @@ enum Commands {
     Attach(target::AttachArgs),
     /// Detach a container from a network; succeeds when it is already detached.
     Detach(target::AttachArgs),
+    /// Check that an attachment is still as ADD made it (CNI CHECK through the chain).
+    Check(target::AttachArgs),
     /// pipework's bridge mode: `berth pipework br0 TARGET 172.17.2.24/24@172.17.2.1`.
     Pipework(target::PipeworkArgs),
     /// Create, list, inspect, mount and remove volumes; run the Docker volume plugin endpoint.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Commands::Net(cmd) => net::run(&ctx, cmd),
         Commands::Attach(args) => target::attach(&ctx, &args),
         Commands::Detach(args) => target::detach(&ctx, &args),
+        Commands::Check(args) => target::check(&ctx, &args),
         Commands::Pipework(args) => target::pipework(&ctx, &args),
         Commands::Volume(cmd) => return berth_volumes::cli::run_and_report(cmd, &ctx.state_dir),
         Commands::Quota(cmd) => return berth_quota::cli::run_and_report(cmd),

@@ -102,6 +102,14 @@ pub fn detach(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
     runtime.del(&list, &att)
 }
 
+pub fn check(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
+    let att = attachment(args)?;
+    let (_, list) = net::find(ctx, &args.network)?;
+    ctx.runtime().check(&list, &att)?;
+    println!("{} on {}: as attached", args.target, args.network);
+    Ok(())
+}
+
 /// pipework's `IP/PREFIX[@GATEWAY]`.
 pub fn parse_pipework_address(spec: &str) -> CniResult<(IpNet, Option<IpAddr>)> {
     let (addr, gateway) = match spec.split_once('@') {

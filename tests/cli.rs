@@ -88,6 +88,16 @@ fn attach_by_name_pid_and_path_then_detach_leaves_nothing() {
     assert!(TestHost::ping(&by_pid.path, addr(&by_name)));
     assert!(TestHost::ping(&by_path.path, "10.33.0.1".parse().unwrap()));
     assert_eq!(host_veths(&host), 3);
+    berth.ok(&["check", "app", &by_name.name]);
+    {
+        // Take the address away by hand: CHECK must notice.
+        let mut nl = Netlink::open_in(&NetNs::open(&by_name.path).unwrap()).unwrap();
+        let (link, addrs) = eth(&by_name.path, "eth0").unwrap();
+        nl.del_address(link.index, addrs[0]).unwrap();
+    }
+    let broken = berth.run(&["check", "app", &by_name.name]);
+    assert!(!broken.status.success(), "CHECK after the address was removed");
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("has no address"), "{}", String::from_utf8_lossy(&broken.stderr));
 
     for target in [by_name.name.as_str(), path.as_str(), pid.as_str()] {
         berth.ok(&["detach", "app", target]);

@@ -113,24 +113,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// Every attachment cached for a network (what `detach` and GC work from).
-    pub fn cached(&self, network: &str) -> CniResult<Vec<CachedAttachment>> {
-        let dir = self.cache_dir.join(network);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(CniError::io(format!("read {}", dir.display()), e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let bytes = std::fs::read(entry.path()).map_err(|e| CniError::io(format!("read {}", entry.path().display()), e))?;
-            if let Ok(c) = serde_json::from_slice::<CachedAttachment>(&bytes) {
-                out.push(c);
-            }
-        }
-        Ok(out)
-    }
-
     fn del_chain(&self, list: &ConfList, version: &str, att: &Attachment, prev: Option<&Value>) -> CniResult<()> {
         let mut first_error = None;
         for plugin in list.plugins.iter().rev() {
