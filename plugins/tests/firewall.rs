@@ -19,7 +19,7 @@
 //! `cargo test -p berth-plugins --test firewall -- --ignored --nocapture bench` prints the
 //! cost of one ADD and one DEL with 10, 100 and 1000 attachments present, per backend.
 
-use berth_plugins::firewall::{self, Attachment};
+use berth_plugins::firewall::{self, Attachment, Firewall};
 use berth_plugins::netlink::{Netlink, RouteEntry, VethPeer};
 use berth_plugins::netns::NetNs;
 use berth_plugins::spec::PortMapping;
@@ -314,24 +314,7 @@ fn pm(host_port: u16, container_port: u16, protocol: &str) -> PortMapping {
 fn snapshot(lab: &Lab, backend: &str) -> Vec<String> {
     let mut lines = Vec::new();
     match backend {
-        "nftables" => {
-            let json = lab.host.tool("nft", &["-j", "list", "table", "inet", "berth"]).unwrap();
-            let mut doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-            strip_handles(&mut doc);
-            for item in doc["nftables"].as_array().unwrap() {
-                match item.get("map").or_else(|| item.get("set")) {
-                    Some(map) => {
-                        let name = map["name"].as_str().unwrap();
-                        lines.push(format!("map {name} {}", map["type"]));
-                        for elem in map["elem"].as_array().into_iter().flatten() {
-                            lines.push(format!("element {name} {elem}"));
-                        }
-                    }
-                    None if item.get("metainfo").is_none() => lines.push(item.to_string()),
-                    None => {}
-                }
-            }
-        }
+        "nftables" => lines = nft_table(&lab.host),
         iptables => {
             let variant = iptables.trim_start_matches("iptables-");
             for tool in ["iptables", "ip6tables"] {
@@ -344,6 +327,30 @@ fn snapshot(lab: &Lab, backend: &str) -> Vec<String> {
                     lines.push(format!("{tool} {line}"));
                 }
             }
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// `nft -j list table inet berth` in `ns`, normalised: one line per item, without handles,
+/// elements one per line, sorted.
+fn nft_table(ns: &TestNs) -> Vec<String> {
+    let mut lines = Vec::new();
+    let json = ns.tool("nft", &["-j", "list", "table", "inet", "berth"]).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    strip_handles(&mut doc);
+    for item in doc["nftables"].as_array().unwrap() {
+        match item.get("map").or_else(|| item.get("set")) {
+            Some(map) => {
+                let name = map["name"].as_str().unwrap();
+                lines.push(format!("map {name} {}", map["type"]));
+                for elem in map["elem"].as_array().into_iter().flatten() {
+                    lines.push(format!("element {name} {elem}"));
+                }
+            }
+            None if item.get("metainfo").is_none() => lines.push(item.to_string()),
+            None => {}
         }
     }
     lines.sort();
@@ -591,6 +598,74 @@ fn iptables_legacy_end_to_end() {
     let err = host.run(|| firewall::backend("iptables-legacy").and_then(|fw| fw.add(&a))).unwrap_err();
     assert_eq!(err.code, 100, "{err}");
     assert!(err.msg.contains("iptables-legacy") && !err.details.is_empty(), "{err}");
+}
+
+/// The nftables backend writes an ADD's elements over nfnetlink when its table is set up, and
+/// with `nft -f` when it sets the table up (the first ADD). Two namespaces, two attachments
+/// added in both orders: each attachment's elements are written once each way, and both
+/// tables list the same (keys, data, comments). DEL (over nfnetlink too) leaves the same.
+/// What must go over nfnetlink runs with a backend whose `nft` does not exist, so a fallback
+/// to `nft -f` would fail the test.
+#[test]
+fn nfnetlink_elements_list_as_nft_writes_them() {
+    require_root();
+    let x_addrs = [ip("10.1.0.2"), ip("fd01::2")];
+    let x_maps = [
+        pm(8080, 80, "tcp"),
+        pm(5353, 53, "udp"),
+        PortMapping { host_ip: "10.99.0.1".into(), ..pm(8443, 443, "tcp") },
+        PortMapping { host_ip: "fd99::1".into(), ..pm(9999, 9, "sctp") },
+    ];
+    let x = Attachment {
+        network: "red",
+        container_id: "ctr-x",
+        ifname: "eth0",
+        bridge: "br0",
+        addresses: &x_addrs,
+        masquerade: true,
+        isolate: false,
+        port_mappings: &x_maps,
+    };
+    let y_addrs = [ip("10.2.0.2"), ip("fd02::2")];
+    let y_maps = [pm(9090, 90, "tcp")];
+    let y = Attachment {
+        network: "blue",
+        container_id: "ctr-y",
+        ifname: "net1",
+        bridge: "br-long-name-15",
+        addresses: &y_addrs,
+        masquerade: false,
+        isolate: true,
+        port_mappings: &y_maps,
+    };
+    let (first, second) = (TestNs::new(), TestNs::new());
+    let fw = first.run(|| firewall::backend("nftables")).unwrap();
+    let no_nft = firewall::Nftables::with_binary("/nonexistent/nft".into());
+    for (ns, [slow, fast]) in [(&first, [&x, &y]), (&second, [&y, &x])] {
+        ns.run(|| fw.add(slow)).unwrap_or_else(|e| panic!("ADD {} with nft: {e}", slow.container_id));
+        ns.run(|| no_nft.add(fast)).unwrap_or_else(|e| panic!("ADD {} over nfnetlink: {e}", fast.container_id));
+    }
+    let table = nft_table(&first);
+    assert_eq!(table, nft_table(&second), "elements written over nfnetlink list as nft -f writes them");
+    assert!(naming(&table, "element ctr4 ").len() == 2 && naming(&table, "element open6 ").len() == 1, "{table:#?}");
+    assert_eq!(naming(&table, "berth net=red id=ctr-x if=eth0").len(), 12, "{table:#?}");
+    assert_eq!(naming(&table, "berth net=blue id=ctr-y if=net1").len(), 4, "{table:#?}");
+    assert_eq!(naming(&table, r#"{"concat":["fd99::1","sctp",9999]}"#).len(), 1, "{table:#?}");
+    // A repeated ADD is a no-op, a DEL removes exactly the attachment's elements, twice.
+    for (ns, gone, stays) in [(&first, &x, &y), (&second, &y, &x)] {
+        ns.run(|| no_nft.add(gone)).unwrap();
+        ns.run(|| no_nft.del(gone)).unwrap();
+        ns.run(|| no_nft.del(gone)).unwrap();
+        let left = nft_table(ns);
+        assert!(naming(&left, &format!("id={} ", gone.container_id)).is_empty(), "{left:#?}");
+        assert!(!naming(&left, &format!("id={} ", stays.container_id)).is_empty(), "{left:#?}");
+        ns.run(|| fw.check(stays)).unwrap();
+    }
+    // ADD again over nfnetlink, in the other order: the same table as at first.
+    first.run(|| no_nft.add(&x)).unwrap();
+    second.run(|| no_nft.add(&y)).unwrap();
+    assert_eq!(nft_table(&first), table);
+    assert_eq!(nft_table(&second), table);
 }
 
 #[test]

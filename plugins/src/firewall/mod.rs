@@ -3,8 +3,9 @@
 //! trait with two backends chosen at run time:
 //!
 //! - [`Nftables`] (preferred): berth's own `table inet berth`; per-container state lives as
-//!   elements of named maps, so an ADD is one `nft -f -` batch whose cost does not grow with
-//!   the number of containers;
+//!   elements of named maps, so an ADD is one batch whose cost does not grow with the number
+//!   of containers, sent over nfnetlink from the plugin itself (`nft` only sets the table up
+//!   and lists it);
 //! - [`Iptables`] (`iptables-nft` or `iptables-legacy`): per-container rules in berth's own
 //!   chains, one `iptables-save` read and one `iptables-restore --noflush` per family.
 //!
@@ -32,6 +33,7 @@
 //!   container has, when `masquerade` is on, there are port mappings or it is open.
 
 mod iptables;
+mod nfnl;
 mod nft;
 
 pub use iptables::{Iptables, IptablesVariant};

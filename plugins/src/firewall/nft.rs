@@ -1,7 +1,9 @@
 //! The nftables backend: everything lives in `table inet berth`: four base chains whose rules
 //! never change with the containers, and ten maps holding every container's state as
-//! elements. An ADD is one `nft -f -` batch of a handful of `add element` commands, whatever
-//! the number of containers already there; a DEL one batch of element commands too.
+//! elements. An ADD is one batch of a handful of `add element` commands, whatever the number
+//! of containers already there; a DEL one batch of element commands too. Those two batches,
+//! the hot path, go straight to the kernel over nfnetlink ([`super::nfnl`]: no `nft` process);
+//! `nft -f` writes the table, maps and rules and lists them, on the slow paths.
 //!
 //! Every element is a map entry commented `berth net=.. id=.. if=..`. The address maps carry
 //! the attachment's 32-bit tag as data, the port maps their DNAT target, and `add element` of
@@ -9,7 +11,8 @@
 //! So the kernel itself tells our elements from another attachment's, within one transaction:
 //! - ADD: `add` each element: fails if another attachment holds an address or a host port;
 //!   nothing is deleted, which matters: a batch that removes anything costs an RCU grace
-//!   period when nft exits (about 10 ms, measured), so the fast path removes nothing;
+//!   period when its netlink socket is closed (about 10 ms, measured), so the fast path
+//!   removes nothing;
 //! - DEL: `add` (the same check: never removes another attachment's element), then `delete`:
 //!   absent elements are no error, without a listing (`destroy element` needs nft >= 1.0.8).
 //!
@@ -35,6 +38,7 @@
 //! isolated ADD removes any left on its keys, so a stale one never opens the next holder of
 //! an address.
 
+use super::nfnl;
 use super::{
     enable_forwarding, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, Mapping, Owner, Plan, Proto,
 };
@@ -47,6 +51,8 @@ use std::path::PathBuf;
 
 /// The table, as nft commands name it.
 pub const TABLE: &str = "inet berth";
+/// Its name, as nfnetlink messages name it (with NFPROTO_INET).
+const TABLE_NAME: &str = "berth";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ty {
@@ -181,6 +187,11 @@ fn sentinel_ref() -> String {
     format!("add element {TABLE} {} {{ 1 }}\n", sentinel())
 }
 
+/// [`sentinel_ref`] in an nfnetlink batch.
+fn sentinel_ref_nfnl(batch: &mut nfnl::Batch) {
+    batch.add(&sentinel(), nfnl::Value::default().push(&1u32.to_ne_bytes()), None, None);
+}
+
 /// The table, maps and chains (idempotent `add`s), the chains' rules (flushed and rewritten),
 /// and the sentinel, replacing those of other versions.
 fn setup(listing: &Listing) -> String {
@@ -243,6 +254,50 @@ impl Elem {
     }
     fn delete(&self) -> String {
         delete_text(self.map, &self.key)
+    }
+    /// [`Elem::add`] in an nfnetlink batch.
+    fn add_nfnl(&self, batch: &mut nfnl::Batch, comment: &str) {
+        batch.add(self.map, &key_value(&self.key), Some(&self.data.value()), Some(comment));
+    }
+    /// [`Elem::delete`] in an nfnetlink batch.
+    fn delete_nfnl(&self, batch: &mut nfnl::Batch) {
+        batch.delete(self.map, &key_value(&self.key));
+    }
+}
+
+/// A key as the kernel compares it (see [`nfnl::Value`] for each type's bytes).
+fn key_value(key: &[Part]) -> nfnl::Value {
+    let mut v = nfnl::Value::default();
+    for part in key {
+        part.push_to(&mut v);
+    }
+    v
+}
+
+impl Part {
+    fn push_to(&self, v: &mut nfnl::Value) {
+        match self {
+            Part::Addr(IpAddr::V4(ip)) => v.push(&ip.octets()),
+            Part::Addr(IpAddr::V6(ip)) => v.push(&ip.octets()),
+            Part::Ifname(name) => v.push_ifname(name),
+            Part::Proto(proto) => v.push(&[proto.number()]),
+            Part::Port(port) => v.push(&port.to_be_bytes()),
+        };
+    }
+}
+
+impl Data {
+    /// A tag is a `mark` (host byte order), a target `addr . inet_service`.
+    fn value(&self) -> nfnl::Value {
+        let mut v = nfnl::Value::default();
+        match self {
+            Data::Tag(tag) => v.push(&tag.to_ne_bytes()),
+            Data::Target(ip, port) => {
+                Part::Addr(*ip).push_to(&mut v);
+                v.push(&port.to_be_bytes())
+            }
+        };
+        v
     }
 }
 
@@ -447,6 +502,8 @@ fn parse_data(v: &Value, ty: DataTy) -> Option<Data> {
 #[derive(Debug, Clone)]
 pub struct Nftables {
     nft: PathBuf,
+    /// The socket of the element batches.
+    nfnl: nfnl::Conn,
 }
 
 impl Nftables {
@@ -456,7 +513,7 @@ impl Nftables {
     }
 
     pub fn with_binary(nft: PathBuf) -> Nftables {
-        Nftables { nft }
+        Nftables { nft, nfnl: nfnl::Conn::default() }
     }
 
     fn apply(&self, batch: &str) -> Result<(), String> {
@@ -523,8 +580,10 @@ impl Firewall for Nftables {
         let plan = Plan::new(a)?;
         let elems = elements(a, &plan);
         let comment = plan.owner.comment();
-        let batch: String = std::iter::once(sentinel_ref()).chain(elems.iter().map(|e| e.add(&comment))).collect();
-        if self.apply(&batch).is_err() {
+        let mut batch = nfnl::Batch::new(TABLE_NAME);
+        sentinel_ref_nfnl(&mut batch);
+        elems.iter().for_each(|e| e.add_nfnl(&mut batch, &comment));
+        if batch.send(&self.nfnl).is_err() {
             self.add_from_listing(a, &plan, &elems)?;
         }
         enable_forwarding(a, &plan)
@@ -544,8 +603,12 @@ impl Firewall for Nftables {
         // changed since ADD, and a stale one would open the next holder of the address.
         let mut elems = elements(a, &plan);
         elems.extend(unwanted_open_elements(a, &plan));
-        let batch: String = elems.iter().map(|e| e.add(&comment) + &e.delete()).collect();
-        match self.apply(&batch) {
+        let mut batch = nfnl::Batch::new(TABLE_NAME);
+        for e in &elems {
+            e.add_nfnl(&mut batch, &comment);
+            e.delete_nfnl(&mut batch);
+        }
+        match batch.send(&self.nfnl) {
             Ok(()) => Ok(()),
             // The table is missing, or another attachment now holds one of the keys.
             Err(_) => by_owner(),
