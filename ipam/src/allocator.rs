@@ -23,7 +23,8 @@ pub fn allocate(store: &Store, sets: &[RangeSet], owner: &Owner) -> CniResult<Ve
     // containers on the network.
     store.ensure_indexed()?;
     let held_before = store.indexed(owner);
-    let mut taken = store.taken()?;
+    // Listed only when reserving in round-robin order does not succeed at once.
+    let mut taken: Option<HashSet<IpAddr>> = None;
     let mut leases = Vec::with_capacity(sets.len());
     let mut fresh = Vec::new();
     for (i, set) in sets.iter().enumerate() {
@@ -58,7 +59,7 @@ fn allocate_in(
     set: &RangeSet,
     owner: &Owner,
     held_before: &[IpAddr],
-    taken: &mut HashSet<IpAddr>,
+    taken: &mut Option<HashSet<IpAddr>>,
 ) -> CniResult<(Lease, bool)> {
     if let Some(&held) = held_before.iter().find(|ip| set.contains(**ip)) {
         if let Some(req) = set.requested.filter(|r| *r != held) {
@@ -70,19 +71,43 @@ fn allocate_in(
     }
 
     let ip = if let Some(req) = set.requested {
-        if taken.contains(&req) || !store.reserve(req, owner)? {
+        if !store.reserve(req, owner)? {
             let by = store.owner_of(req).map(|o| format!(" to {o}")).unwrap_or_default();
             return Err(CniError::invalid_config(format!("requested address {req} is already allocated{by}")));
         }
         req
     } else {
-        if free_count(set, taken) == 0 {
-            return Err(exhausted(i, set));
+        let last = store.last_reserved(i);
+        // Usually the address after the last one handed out is free: a few link(2) calls
+        // find it without reading the directory, whose size grows with the containers.
+        let mut tries = 0;
+        let direct = next_free(set, last, |ip| {
+            tries += 1;
+            if tries > DIRECT_TRIES {
+                return Ok(Step::GiveUp);
+            }
+            Ok(if store.reserve(ip, owner)? { Step::Taken } else { Step::Next })
+        })?;
+        match direct {
+            Some(ip) => ip,
+            None => {
+                let taken = match taken {
+                    Some(t) => t,
+                    None => taken.insert(store.taken()?),
+                };
+                if free_count(set, taken) == 0 {
+                    return Err(exhausted(i, set));
+                }
+                let found = next_free(set, last, |ip| {
+                    Ok(if !taken.contains(&ip) && store.reserve(ip, owner)? { Step::Taken } else { Step::Next })
+                })?;
+                found.ok_or_else(|| exhausted(i, set))?
+            }
         }
-        let found = next_free(set, store.last_reserved(i), |ip| Ok(!taken.contains(&ip) && store.reserve(ip, owner)?))?;
-        found.ok_or_else(|| exhausted(i, set))?
     };
-    taken.insert(ip);
+    if let Some(taken) = taken {
+        taken.insert(ip);
+    }
     // The round-robin cursor is a hint: losing it only restarts the search at the range start.
     let _ = store.set_last_reserved(i, ip);
     Ok((lease(i, set, ip)?, true))
@@ -108,10 +133,21 @@ pub fn free_count(set: &RangeSet, taken: &HashSet<IpAddr>) -> u128 {
 /// `last` (when it is in the set) to the end of its range, through the following ranges,
 /// wrapping around to the first, and back to `last` itself. Without `last`, from the start of
 /// the first range.
+/// How many addresses an ADD tries to reserve directly, in round-robin order, before it lists
+/// the directory to skip the taken ones (and to know whether any is left).
+const DIRECT_TRIES: usize = 16;
+
+/// What `try_take` did with a candidate address.
+enum Step {
+    Taken,
+    Next,
+    GiveUp,
+}
+
 fn next_free(
     set: &RangeSet,
     last: Option<IpAddr>,
-    mut try_take: impl FnMut(IpAddr) -> CniResult<bool>,
+    mut try_take: impl FnMut(IpAddr) -> CniResult<Step>,
 ) -> CniResult<Option<IpAddr>> {
     let n = set.ranges.len();
     let whole = |r: usize| {
@@ -139,8 +175,10 @@ fn next_free(
             if at > hi {
                 break;
             }
-            if try_take(ip)? {
-                return Ok(Some(ip));
+            match try_take(ip)? {
+                Step::Taken => return Ok(Some(ip)),
+                Step::GiveUp => return Ok(None),
+                Step::Next => {}
             }
             match at.checked_add(1) {
                 Some(next) => from = next,
