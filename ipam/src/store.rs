@@ -235,7 +235,8 @@ impl Store {
         fs::write(&marker, b"").io_context(|| format!("cannot write {}", marker.display()))
     }
 
-    /// Records which addresses `owner` holds (written aside, then renamed into place).
+    /// Records which addresses `owner` holds. Written in place: a torn index fails the owner
+    /// check in [`Store::indexed`] and counts as none (DEL and GC read the allocation files).
     pub fn write_index(&self, owner: &Owner, ips: &[IpAddr]) -> CniResult<()> {
         let mut text = owner.encode();
         for ip in ips {
@@ -243,8 +244,7 @@ impl Store {
             text += &ip.to_string();
         }
         let path = self.index_path(owner);
-        let tmp = self.write_temp(text.as_bytes())?;
-        fs::rename(&tmp, &path).io_context(|| format!("cannot replace {}", path.display()))
+        fs::write(&path, text).io_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Forgets `owner`'s index; fine when there is none.
@@ -278,9 +278,23 @@ impl Store {
     /// Records `ip` as `owner`'s; `false` when the address is already taken.
     pub fn reserve(&self, ip: IpAddr, owner: &Owner) -> CniResult<bool> {
         let target = self.path_of(ip);
-        let tmp = self.write_temp(owner.encode().as_bytes())?;
-        let linked = fs::hard_link(&tmp, &target);
-        let _ = fs::remove_file(&tmp);
+        let content = owner.encode();
+        // An unnamed file (O_TMPFILE), linked in when written: one change to a directory that
+        // grows with the containers, instead of create, link and unlink.
+        let linked = match self.unnamed_file(content.as_bytes()) {
+            Ok(file) => {
+                let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+                nix::unistd::linkat(nix::fcntl::AT_FDCWD, source.as_str(), nix::fcntl::AT_FDCWD, &target, nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW)
+                    .map_err(std::io::Error::from)
+            }
+            // File systems without O_TMPFILE: a named temporary file, linked, then removed.
+            Err(_) => {
+                let tmp = self.write_temp(content.as_bytes())?;
+                let linked = fs::hard_link(&tmp, &target);
+                let _ = fs::remove_file(&tmp);
+                linked
+            }
+        };
         match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
@@ -305,10 +319,17 @@ impl Store {
         text.trim().parse().ok()
     }
 
+    /// Written in place, as the reference does: a torn cursor reads as none, which only
+    /// restarts the round robin at the range start.
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> CniResult<()> {
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
-        let tmp = self.write_temp(ip.to_string().as_bytes())?;
-        fs::rename(&tmp, &path).io_context(|| format!("cannot replace {}", path.display()))
+        fs::write(&path, ip.to_string()).io_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn unnamed_file(&self, content: &[u8]) -> std::io::Result<File> {
+        let mut f = OpenOptions::new().write(true).mode(0o644).custom_flags(nix::libc::O_TMPFILE).open(&self.dir)?;
+        f.write_all(content)?;
+        Ok(f)
     }
 
     fn write_temp(&self, content: &[u8]) -> CniResult<PathBuf> {

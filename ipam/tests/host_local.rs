@@ -170,8 +170,10 @@ impl XorShift {
     }
 }
 
-/// What a SIGKILLed ADD may leave: complete allocation files of the killed containers, whole
-/// round-robin cursors, the lock, and temporary files (garbage until the next operation).
+/// What a SIGKILLed ADD may leave: complete allocation files of the killed containers, the
+/// lock, temporary files (garbage until the next DEL or GC), owner indexes, and round-robin
+/// cursors that may be torn (written in place, as the reference does; a torn one reads as
+/// none and only restarts the round robin).
 fn assert_store_parseable(dir: &Path, ids: &HashSet<String>) {
     for (name, content) in store_files(dir) {
         if name == "lock" || name.starts_with(".tmp-") {
@@ -179,7 +181,6 @@ fn assert_store_parseable(dir: &Path, ids: &HashSet<String>) {
         }
         if let Some(set) = name.strip_prefix("last_reserved_ip.") {
             assert!(set.parse::<usize>().is_ok(), "{name}");
-            assert!(content.parse::<IpAddr>().is_ok(), "{name} holds {content:?}");
             continue;
         }
         assert!(name.parse::<IpAddr>().is_ok(), "unexpected file {name}");
