@@ -7,7 +7,9 @@
 //! mapping per container; berth-bridge + berth-host-local against the reference chain
 //! bridge + portmap + host-local. `--plain`: no NAT, no port mapping, bridge + host-local only.
 //! Each chain runs through `berth_plugins::runtime`, as a runtime runs a conflist, in a child
-//! process of its own so peak RSS (the largest plugin process, from getrusage) is per chain.
+//! process of its own. Peak RSS is measured on untimed extra containers, every plugin started
+//! through `berth-rss-probe` (see there why): one ADD and DEL on the fresh network before the
+//! timed ADDs (the first ADD sets network-wide state up), and five with the N containers there.
 //! With `--out DIR`, per-container ADD latencies go to DIR/add-latency.csv and a plot of
 //! ADD latency against N to DIR/add-latency.svg.
 
@@ -64,14 +66,7 @@ fn measure(set: &PluginSet, plain: bool, n: usize) -> Value {
             container_id: c.name.clone(),
             ifname: "eth0".into(),
             netns: c.path.clone(),
-            capability_args: if plain {
-                Default::default()
-            } else {
-                json!({"portMappings": [{"hostPort": 20000 + i, "containerPort": 80, "protocol": "tcp"}]})
-                    .as_object()
-                    .cloned()
-                    .expect("object")
-            },
+            capability_args: port_mapping(plain, 20000 + i),
             ..Default::default()
         })
         .collect();
@@ -80,22 +75,80 @@ fn measure(set: &PluginSet, plain: bool, n: usize) -> Value {
         f().unwrap_or_else(|e| panic!("{}: {e}", set.label));
         start.elapsed().as_secs_f64() * 1000.0
     };
+    let probe = RssProbe::new(&host, set);
+    let first_add_rss_kb = probe.peak_kb(&host, &list, plain, 1);
     let add: Vec<f64> = attachments.iter().map(|a| timed(&|| runtime.add(&list, a).map(drop))).collect();
+    let rss_at_n_kb = probe.peak_kb(&host, &list, plain, 5);
     let del: Vec<f64> = attachments.iter().map(|a| timed(&|| runtime.del(&list, a))).collect();
-    // SAFETY: getrusage fills the struct it is given.
-    let peak_rss_kb = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage.ru_maxrss
-    };
     let first = add.len().min(10);
     json!({
         "add": add, "del": del,
         "add_median_ms": median(&add), "add_p90_ms": percentile(&add, 0.9),
         "del_median_ms": median(&del), "del_p90_ms": percentile(&del, 0.9),
         "add_first10_median_ms": median(&add[..first]), "add_last10_median_ms": median(&add[add.len() - first..]),
-        "peak_rss_kb": peak_rss_kb,
+        "first_add_rss_kb": first_add_rss_kb, "rss_at_n_kb": rss_at_n_kb,
+        "peak_rss_kb": first_add_rss_kb.max(rss_at_n_kb),
     })
+}
+
+/// Every plugin of a set behind `berth-rss-probe`: a directory of links named like the
+/// plugins, given to a runtime as its CNI_PATH.
+struct RssProbe {
+    runtime: berth_plugins::runtime::Runtime,
+    log: PathBuf,
+    calls: std::cell::Cell<usize>,
+}
+
+impl RssProbe {
+    fn new(host: &TestHost, set: &PluginSet) -> RssProbe {
+        let exe = std::env::current_exe().expect("own path");
+        let probe = exe.with_file_name("berth-rss-probe");
+        assert!(probe.is_file(), "{} is missing: cargo build --release --bins", probe.display());
+        let dir = host.dir.path().join("rss-probe");
+        std::fs::create_dir_all(&dir).expect("probe directory");
+        for entry in std::fs::read_dir(&set.dir).expect("plugin directory").flatten() {
+            use std::os::unix::fs::PermissionsExt;
+            let executable = entry.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            if executable {
+                std::os::unix::fs::symlink(&probe, dir.join(entry.file_name())).expect("probe link");
+            }
+        }
+        let paths = std::env::join_paths(set.cni_path()).expect("CNI_PATH");
+        let log = host.dir.path().join("rss-probe.log");
+        // SAFETY: the benchmark child is single-threaded here; plugins inherit these.
+        std::env::set_var("BERTH_RSS_PROBE_PATH", paths);
+        std::env::set_var("BERTH_RSS_PROBE_LOG", &log);
+        RssProbe { runtime: host.runtime(vec![dir]), log, calls: Default::default() }
+    }
+
+    /// ADD then DEL of `count` extra containers through the probes; the largest peak RSS (kB)
+    /// of any plugin process they ran.
+    fn peak_kb(&self, host: &TestHost, list: &ConfList, plain: bool, count: usize) -> i64 {
+        let _ = std::fs::remove_file(&self.log);
+        for _ in 0..count {
+            let k = self.calls.get();
+            self.calls.set(k + 1);
+            let container = host.container();
+            let attachment = Attachment {
+                container_id: format!("rss-probe-{k}"),
+                ifname: "eth0".into(),
+                netns: container.path.clone(),
+                capability_args: port_mapping(plain, 30000 + k),
+                ..Default::default()
+            };
+            self.runtime.add(list, &attachment).unwrap_or_else(|e| panic!("ADD through the RSS probe: {e}"));
+            self.runtime.del(list, &attachment).unwrap_or_else(|e| panic!("DEL through the RSS probe: {e}"));
+        }
+        let log = std::fs::read_to_string(&self.log).expect("the probes' log");
+        log.lines().filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok()).max().expect("a probed plugin")
+    }
+}
+
+fn port_mapping(plain: bool, host_port: usize) -> serde_json::Map<String, Value> {
+    if plain {
+        return Default::default();
+    }
+    json!({"portMappings": [{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}]}).as_object().cloned().expect("object")
 }
 
 fn run_child(label: &str, plain: bool, n: usize) -> Value {
@@ -129,7 +182,10 @@ fn main() {
     let ns: Vec<usize> = if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
     let workload = if plain { "bridge + host-local, no NAT" } else { "bridge + host-local, ipMasq, one port mapping each" };
     println!("workload: {workload}");
-    println!("{:>6}  {:<10} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9}", "N", "plugins", "ADD med", "ADD p90", "DEL med", "DEL p90", "ADD 1st10", "ADD last10", "peak RSS");
+    println!(
+        "{:>6}  {:<10} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>12} {:>9}",
+        "N", "plugins", "ADD med", "ADD p90", "DEL med", "DEL p90", "ADD 1st10", "ADD last10", "RSS 1st ADD", "RSS at N"
+    );
     let mut series = vec![];
     for n in ns {
         let berth = run_child("berth", plain, n);
@@ -141,8 +197,8 @@ fn main() {
         print_row(n, "reference", &reference);
         let ratio = |k: &str| reference[k].as_f64().expect("figure") / berth[k].as_f64().expect("figure");
         println!(
-            "{:>6}  reference/berth: ADD median {:.1}x, DEL median {:.1}x, peak RSS {:.2}x",
-            n, ratio("add_median_ms"), ratio("del_median_ms"), ratio("peak_rss_kb")
+            "{:>6}  reference/berth: ADD median {:.1}x, DEL median {:.1}x, peak RSS {:.2}x (at N {:.2}x)",
+            n, ratio("add_median_ms"), ratio("del_median_ms"), ratio("peak_rss_kb"), ratio("rss_at_n_kb")
         );
         series.push((n, berth, reference));
     }
@@ -156,9 +212,9 @@ fn main() {
 fn print_row(n: usize, label: &str, f: &Value) {
     let ms = |k: &str| f[k].as_f64().expect("figure");
     println!(
-        "{:>6}  {:<10} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>9.2}ms {:>9.2}ms {:>7}kB",
+        "{:>6}  {:<10} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>9.2}ms {:>9.2}ms {:>10}kB {:>7}kB",
         n, label, ms("add_median_ms"), ms("add_p90_ms"), ms("del_median_ms"), ms("del_p90_ms"),
-        ms("add_first10_median_ms"), ms("add_last10_median_ms"), f["peak_rss_kb"]
+        ms("add_first10_median_ms"), ms("add_last10_median_ms"), f["first_add_rss_kb"].as_i64().unwrap_or_default(), f["rss_at_n_kb"].as_i64().unwrap_or_default()
     );
 }
 
