@@ -75,15 +75,10 @@ impl Plugin for BridgePlugin {
             req.conf.prev_result()?.map(|prev| prev.ips.iter().map(|ip| ip.address.addr()).collect()).unwrap_or_default();
         let port_mappings = port_mappings(req)?;
         let fw = firewall::backend(&conf.firewall_backend)?;
-        let rules = firewall_attachment(req, &conf, &addresses, &port_mappings);
-        // Both the firewall update and the link deletion wait for the kernel (an RCU grace
-        // period each); run them side by side rather than one after the other.
-        std::thread::scope(|scope| {
-            let firewall_done = scope.spawn(|| fw.del(&rules));
-            let link_done = delete_interface(req);
-            firewall_done.join().unwrap_or_else(|_| Err(CniError::kernel("firewall DEL", "panicked")))?;
-            link_done
-        })
+        fw.del(&firewall_attachment(req, &conf, &addresses, &port_mappings))?;
+        // `fw` still holds its nfnetlink socket: the process that deletes the link inherits
+        // it, so the grace period its release waits for is not ours either.
+        delete_interface(req)
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -135,17 +130,19 @@ impl Plugin for BridgePlugin {
 
 /// Deletes the container's interface; either end of a veth takes the other with it. Uses the
 /// container's end when its namespace still exists, else looks for a host end left behind.
+/// Returns once both ends are gone, not once the kernel has freed them
+/// ([`Netlink::delete_link_detached`]).
 fn delete_interface(req: &Request) -> CniResult<()> {
     if let Some(ns) = req.netns.as_ref().and_then(|p| NetNs::open(p).ok()) {
         let mut nl = Netlink::open_in(&ns)?;
         if let Some(link) = nl.link_by_name(&req.ifname)? {
-            nl.delete_link(link.index)?;
+            nl.delete_link_detached(link.index)?;
             return Ok(());
         }
     }
     let mut host = Netlink::open()?;
     if let Some(veth) = host.link_by_name(&host_veth_name(&req.container_id, &req.ifname))? {
-        host.delete_link(veth.index)?;
+        host.delete_link_detached(veth.index)?;
     }
     Ok(())
 }

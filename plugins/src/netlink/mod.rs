@@ -331,6 +331,26 @@ impl Netlink {
         }
     }
 
+    /// Deletes a link like [`Netlink::delete_link`], but returns once the kernel has
+    /// unregistered it (gone from its namespace, announced, its name free again) rather than
+    /// once the kernel has also waited to free it, which costs 15-18 ms of every deletion;
+    /// see `exchange_detached`. Consumes the socket.
+    pub fn delete_link_detached(self, index: u32) -> CniResult<bool> {
+        const RTNLGRP_LINK: u32 = 1;
+        const RTM_DELLINK: u16 = 17;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let gone = |kind: u16, payload: &[u8]| {
+            // ifinfomsg: family, pad, type (2), index (4), ...
+            kind == RTM_DELLINK && payload.get(4..8).is_some_and(|b| b == index.to_ne_bytes())
+        };
+        match self.exchange_detached(Rtm::DelLink(msg), RTNLGRP_LINK, gone) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(CniError::kernel(format!("delete link {index}"), e)),
+        }
+    }
+
     /// Adds an address; one already present is not an error.
     pub fn add_address(&mut self, index: u32, addr: IpNet) -> CniResult<()> {
         match self.ack(Rtm::NewAddress(address_message(index, addr, true)), NLM_F_CREATE | NLM_F_EXCL) {

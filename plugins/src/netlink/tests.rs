@@ -336,3 +336,30 @@ fn link_operations() {
     assert_eq!(err.msg, "set MTU 1500 on index 999999");
     assert_eq!(err.code, crate::error::Code::Kernel as u32);
 }
+
+#[test]
+fn detached_delete_returns_with_both_ends_gone_and_the_name_free() {
+    let a = TestNs::new();
+    let b = TestNs::new();
+    let mut nlb = b.netlink();
+    let peer = VethPeer { name: "vd1", netns: Some(b.ns()), mac: None };
+    let v = a.netlink().create_veth("vd0", &peer, None, None).unwrap();
+
+    assert!(a.netlink().delete_link_detached(v.index).unwrap());
+    // Both ends are unregistered by the time it returns (the grandchild may still be waiting
+    // for the kernel to free them): gone by name and index, in both namespaces.
+    let mut nla = a.netlink();
+    assert_eq!(nla.link_by_name("vd0").unwrap(), None);
+    assert_eq!(nla.link_by_index(v.index).unwrap(), None);
+    assert_eq!(nlb.link_by_name("vd1").unwrap(), None);
+    // The names are free again at once: a repeated ADD can make the same pair.
+    let again = nla.create_veth("vd0", &peer, None, None).unwrap();
+    assert_eq!(link(&mut nlb, "vd1").peer_index, Some(again.index));
+
+    // An index that does not exist: nothing was deleted, which is no error.
+    assert!(!a.netlink().delete_link_detached(999_999).unwrap());
+    // Any other refusal is an error: `lo` cannot be deleted.
+    let lo = nla.link_by_name("lo").unwrap().expect("lo");
+    let err = a.netlink().delete_link_detached(lo.index).unwrap_err();
+    assert_eq!(err.msg, format!("delete link {}", lo.index));
+}

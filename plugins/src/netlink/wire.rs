@@ -11,6 +11,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::fmt;
 use std::io;
+use std::os::fd::AsRawFd;
 
 /// Initial receive buffer; grown when the kernel announces a larger datagram.
 const RECV_BUF_LEN: usize = 64 * 1024;
@@ -147,6 +148,65 @@ impl Netlink {
         }
     }
 
+    /// Sends one request from a detached grandchild process and returns as soon as this
+    /// socket, subscribed to the multicast `group`, receives a notification `done` accepts
+    /// (message type, payload), or the kernel answers the request with an error.
+    ///
+    /// For requests whose effect is complete before the kernel's answer: unregistering a
+    /// device ends, after the device is gone and announced, with an RCU barrier in the context
+    /// of the process that asked (netdev_run_todo; 15-18 ms here), which the grandchild waits
+    /// out instead of the caller. It shares this socket and closes nothing else, so the
+    /// caller's other kernel objects (an nfnetlink socket whose release would wait for a grace
+    /// period too) are released when it exits. Consumes the socket: notifications and the
+    /// grandchild's late ACK must not reach a later request.
+    pub(super) fn exchange_detached(
+        mut self,
+        msg: RouteNetlinkMessage,
+        group: u32,
+        mut done: impl FnMut(u16, &[u8]) -> bool,
+    ) -> Result<(), NlError> {
+        self.socket.add_membership(group).map_err(NlError::Io)?;
+        set_receive_timeout(&self.socket, DETACHED_TIMEOUT).map_err(NlError::Io)?;
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        header.sequence_number = seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut out = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut out);
+        send_from_grandchild(self.socket.as_raw_fd(), &out).map_err(NlError::Io)?;
+
+        loop {
+            let len = match self.recv() {
+                Err(NlError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(NlError::Protocol(format!("no answer within {} s", DETACHED_TIMEOUT.as_secs())))
+                }
+                other => other?,
+            };
+            let mut off = 0;
+            while off + NLMSG_HDRLEN <= len {
+                let nb = NetlinkBuffer::new_checked(&self.buf[off..len])
+                    .map_err(|e| NlError::Protocol(format!("malformed reply: {e}")))?;
+                off += (nb.length() as usize + 3) & !3;
+                let ours = nb.sequence_number() == seq && nb.port_number() == self.port;
+                match nb.message_type() {
+                    NLMSG_ERROR if ours => {
+                        let code =
+                            read_i32(nb.payload()).ok_or_else(|| NlError::Protocol("truncated NLMSG_ERROR".into()))?;
+                        if code == 0 {
+                            return Ok(());
+                        }
+                        return Err(NlError::Kernel { errno: -code, msg: error_extack(nb.flags(), nb.payload()) });
+                    }
+                    kind if nb.sequence_number() == 0 && done(kind, nb.payload()) => return Ok(()),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     fn send(&mut self, out: &[u8]) -> Result<(), NlError> {
         loop {
             match self.socket.send(out, 0) {
@@ -176,6 +236,62 @@ impl Netlink {
                 Ok(n) => return Ok(n.min(self.buf.len())),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(NlError::Io(e)),
+            }
+        }
+    }
+}
+
+/// How long [`Netlink::exchange_detached`] waits for the kernel.
+const DETACHED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn set_receive_timeout(socket: &Socket, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: 0 };
+    // SAFETY: SO_RCVTIMEO reads a timeval of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends `out` on `fd` from a grandchild that nobody waits for: the child forks it and exits
+/// at once (reaped here), so the grandchild belongs to init (or the nearest subreaper) and
+/// leaves no zombie behind. Between fork and exit both only make system calls, which is what
+/// is safe in the child of a process that may have other threads. The grandchild closes
+/// stdin, stdout and stderr first: a runtime reading our output to its end must not wait for
+/// it.
+fn send_from_grandchild(fd: std::os::fd::RawFd, out: &[u8]) -> io::Result<()> {
+    // SAFETY: the children below call only async-signal-safe functions (fork, close, send,
+    // _exit) on memory prepared before the fork.
+    unsafe {
+        match libc::fork() {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                if libc::fork() == 0 {
+                    for stdio in 0..3 {
+                        libc::close(stdio);
+                    }
+                    libc::send(fd, out.as_ptr().cast(), out.len(), 0);
+                }
+                libc::_exit(0)
+            }
+            child => {
+                let mut status = 0;
+                while libc::waitpid(child, &mut status, 0) == -1 {
+                    if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
             }
         }
     }
