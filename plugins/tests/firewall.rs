@@ -28,9 +28,9 @@ use ipnet::IpNet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -78,10 +78,18 @@ impl TestNs {
 
     /// Runs a tool inside the namespace; its stdout, or the failure.
     fn tool(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        self.tool_with_input(program, args, "")
+    }
+
+    /// [`TestNs::tool`] with `input` on its stdin.
+    fn tool_with_input(&self, program: &str, args: &[&str], input: &str) -> Result<String, String> {
         let mut cmd = Command::new(program);
-        cmd.args(args);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         self.ns().prepare_command(&mut cmd).map_err(|e| e.to_string())?;
-        let out = cmd.output().map_err(|e| format!("{program}: {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+        let written = child.stdin.take().expect("piped stdin").write_all(input.as_bytes());
+        let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
+        written.map_err(|e| format!("{program}: writing its input: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -601,11 +609,12 @@ fn iptables_legacy_end_to_end() {
 }
 
 /// The nftables backend writes an ADD's elements over nfnetlink when its table is set up, and
-/// with `nft -f` when it sets the table up (the first ADD). Two namespaces, two attachments
-/// added in both orders: each attachment's elements are written once each way, and both
-/// tables list the same (keys, data, comments). DEL (over nfnetlink too) leaves the same.
-/// What must go over nfnetlink runs with a backend whose `nft` does not exist, so a fallback
-/// to `nft -f` would fail the test.
+/// with `nft -f` when it sets up a table that is there but not as it writes it (here: an empty
+/// `table inet berth` made beforehand, which also keeps the first ADD from creating the table
+/// over nfnetlink). Two namespaces, two attachments added in both orders: each attachment's
+/// elements are written once each way, and both tables list the same (keys, data, comments).
+/// DEL (over nfnetlink too) leaves the same. What must go over nfnetlink runs with a backend
+/// whose `nft` does not exist, so a fallback to `nft -f` would fail the test.
 #[test]
 fn nfnetlink_elements_list_as_nft_writes_them() {
     require_root();
@@ -642,6 +651,7 @@ fn nfnetlink_elements_list_as_nft_writes_them() {
     let fw = first.run(|| firewall::backend("nftables")).unwrap();
     let no_nft = firewall::Nftables::with_binary("/nonexistent/nft".into());
     for (ns, [slow, fast]) in [(&first, [&x, &y]), (&second, [&y, &x])] {
+        ns.tool("nft", &["add", "table", "inet", "berth"]).unwrap();
         ns.run(|| fw.add(slow)).unwrap_or_else(|e| panic!("ADD {} with nft: {e}", slow.container_id));
         ns.run(|| no_nft.add(fast)).unwrap_or_else(|e| panic!("ADD {} over nfnetlink: {e}", fast.container_id));
     }
@@ -666,6 +676,98 @@ fn nfnetlink_elements_list_as_nft_writes_them() {
     second.run(|| no_nft.add(&y)).unwrap();
     assert_eq!(nft_table(&first), table);
     assert_eq!(nft_table(&second), table);
+}
+
+/// `nft -t list table inet berth`: the table as `nft` prints it, in order (rules, types,
+/// comments, the table's comment, which `nft -j` leaves out), without elements.
+fn nft_terse(ns: &TestNs) -> String {
+    ns.tool("nft", &["-t", "list", "table", "inet", "berth"]).unwrap()
+}
+
+fn everything<'a>(addrs: &'a [IpAddr], maps: &'a [PortMapping]) -> Attachment<'a> {
+    Attachment {
+        network: "red",
+        container_id: "ctr-x",
+        ifname: "eth0",
+        bridge: "br0",
+        addresses: addrs,
+        masquerade: true,
+        isolate: false,
+        port_mappings: maps,
+    }
+}
+
+/// The first ADD on a host creates the table over nfnetlink, as `nft -f` of the backend's own
+/// setup script writes it: table and comment, maps and their types, chains with hooks,
+/// priorities and policies, every rule in order, the sentinel set, the elements.
+#[test]
+fn first_add_over_nfnetlink_lists_as_nft_setup_writes_it() {
+    require_root();
+    let addrs = [ip("10.1.0.2"), ip("fd01::2")];
+    let maps = [pm(8080, 80, "tcp"), PortMapping { host_ip: "fd99::1".into(), ..pm(9999, 9, "sctp") }];
+    let x = everything(&addrs, &maps);
+    let (created, scripted) = (TestNs::new(), TestNs::new());
+    let no_nft = firewall::Nftables::with_binary("/nonexistent/nft".into());
+    created.run(|| no_nft.add(&x)).expect("first ADD over nfnetlink, without nft");
+    scripted.tool_with_input("nft", &["-f", "-"], &firewall::Nftables::setup_script()).unwrap();
+    scripted.run(|| no_nft.add(&x)).expect("ADD over nfnetlink on the table nft set up");
+
+    let terse = nft_terse(&created);
+    assert_eq!(terse, nft_terse(&scripted));
+    assert_eq!(nft_table(&created), nft_table(&scripted));
+    for part in [
+        "comment \"berth CNI plugins: NAT, port mappings, isolation\"",
+        "map hostports6 {\n\t\ttype ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
+        "type nat hook prerouting priority dstnat; policy accept;",
+        "type filter hook forward priority filter; policy accept;",
+        "ip6 daddr != ::1 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
+        "ip saddr @masq4 ip daddr != 224.0.0.0/4 masquerade comment \"ipMasq\"",
+        "comment \"marks the chains' rules as those of this berth version\"",
+    ] {
+        assert!(terse.contains(part), "{part:?} missing from\n{terse}");
+    }
+    let fw = created.run(|| firewall::backend("nftables")).unwrap();
+    created.run(|| fw.check(&x)).unwrap();
+    created.run(|| no_nft.del(&x)).unwrap();
+    assert!(naming(&nft_table(&created), "id=").is_empty());
+}
+
+/// Many first ADDs at once on a host without the table: one creates it, the others find it
+/// there and add their elements over nfnetlink (never `nft`, which does not exist here).
+#[test]
+fn concurrent_first_adds_create_the_table_once() {
+    require_root();
+    const N: usize = 32;
+    let host = TestNs::new();
+    let ids: Vec<String> = (0..N).map(|i| format!("ctr-{i}")).collect();
+    let addrs: Vec<[IpAddr; 1]> = (0..N).map(|i| [IpAddr::from([10, 1, 1, i as u8 + 2])]).collect();
+    let maps: Vec<[PortMapping; 1]> = (0..N).map(|i| [pm(20000 + i as u16, 80, "tcp")]).collect();
+    let attachments: Vec<Attachment> =
+        (0..N).map(|i| Attachment { container_id: &ids[i], ..everything(&addrs[i], &maps[i]) }).collect();
+    let start = Barrier::new(N);
+    std::thread::scope(|s| {
+        let adds: Vec<_> = attachments
+            .iter()
+            .map(|a| {
+                let (host, start) = (&host, &start);
+                s.spawn(move || {
+                    let no_nft = firewall::Nftables::with_binary("/nonexistent/nft".into());
+                    start.wait();
+                    host.run(|| no_nft.add(a))
+                })
+            })
+            .collect();
+        for (a, add) in attachments.iter().zip(adds) {
+            add.join().unwrap().unwrap_or_else(|e| panic!("ADD {}: {e}", a.container_id));
+        }
+    });
+    let fw = host.run(|| firewall::backend("nftables")).unwrap();
+    for a in &attachments {
+        host.run(|| fw.check(a)).unwrap_or_else(|e| panic!("CHECK {}: {e}", a.container_id));
+    }
+    let table = nft_table(&host);
+    assert_eq!(naming(&table, "map rules_").len(), 1, "{table:#?}");
+    assert_eq!(naming(&table, "element ports4 ").len(), N, "{table:#?}");
 }
 
 #[test]

@@ -4,8 +4,8 @@
 //!
 //! - [`Nftables`] (preferred): berth's own `table inet berth`; per-container state lives as
 //!   elements of named maps, so an ADD is one batch whose cost does not grow with the number
-//!   of containers, sent over nfnetlink from the plugin itself (`nft` only sets the table up
-//!   and lists it);
+//!   of containers, sent over nfnetlink from the plugin itself, as is the table's creation on
+//!   a host without it (`nft` only lists the table and repairs or upgrades it);
 //! - [`Iptables`] (`iptables-nft` or `iptables-legacy`): per-container rules in berth's own
 //!   chains, one `iptables-save` read and one `iptables-restore --noflush` per family.
 //!

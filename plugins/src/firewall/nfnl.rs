@@ -1,10 +1,10 @@
-//! nftables set elements over nfnetlink, without `nft`: the hot path of the nftables backend
-//! (ADD's element batch, DEL's add-then-delete batch) sent from the plugin process over one
-//! NETLINK_NETFILTER socket. Everything else (the table, its maps, chains and rules, listings)
-//! stays with `nft -f`.
+//! nftables over nfnetlink, without `nft`: the hot path of the nftables backend (ADD's element
+//! batch, DEL's add-then-delete batch) and the first ADD on a host (the whole table, created in
+//! one batch), sent from the plugin process over one NETLINK_NETFILTER socket. Everything else
+//! (repairs, upgrades, listings) stays with `nft`.
 //!
-//! A batch is what `nft -f` sends for the same `add element` / `delete element` commands
-//! (compared byte for byte with `nft --debug=mnl`, see the tests):
+//! A batch is what `nft -f` sends for the same commands (compared byte for byte with
+//! `nft --debug=mnl`, see the tests here and in [`super::nft`]):
 //!
 //! ```text
 //! NFNL_MSG_BATCH_BEGIN   nfgenmsg { AF_UNSPEC, v0, res_id = NFNL_SUBSYS_NFTABLES (big endian) }
@@ -20,19 +20,29 @@
 //! NFNL_MSG_BATCH_END     like BEGIN
 //! ```
 //!
+//! Tables, sets, base chains and rules ([`Batch::create_table`], [`Batch::add_set`],
+//! [`Batch::add_base_chain`], [`Batch::add_rule`]) carry the attributes and libnftnl user data
+//! `nft` 1.0.6 writes, so that `nft list` shows them as if `nft` had written them (set types,
+//! comments). A rule is a list of expressions ([`Rule`]), built in the order of its nft text
+//! with registers allocated as `nft` allocates them.
+//!
 //! The kernel runs the whole batch as one transaction within `send`: either every message
 //! applies or none does, and with NLM_F_ACK on each message every one is answered (an ACK or
 //! its errno) before `send` returns. As with `nft`, `add` of a key that exists with the same
 //! data is a no-op and with other data fails with EEXIST (no NLM_F_EXCL); a missing table or
-//! set fails with ENOENT.
+//! set fails with ENOENT; `create table` of a table that exists fails with EEXIST.
 //!
 //! The socket is kept open ([`Conn`]) rather than closed after each batch: releasing a
 //! NETLINK_NETFILTER socket makes the kernel flush nf_tables' pending destroy work, which,
 //! after a batch that deleted elements, is a wait for an RCU grace period with nf_tables'
-//! commit mutex held; a veth being deleted at the same time (berth-bridge's DEL runs both side
-//! by side) waits for that mutex in its netdevice notifier, so the two grace periods came one
-//! after the other (DEL 32 ms instead of 24, measured). Closed later, once the grace period
-//! has passed, the release costs nothing.
+//! commit mutex held. berth-bridge's DEL leaves the release to the process that waits for its
+//! veth to be freed (`Netlink::delete_link_detached`), which inherits the socket. Any other
+//! process's release in that window still waits, holding the mutex, and so does whoever needs
+//! it meanwhile: a burst of DELs sometimes waits one grace period (their p90 in BENCHMARKS.md).
+
+mod rules;
+
+pub(super) use rules::{Field, Rule, CT_STATE_ESTABLISHED, CT_STATE_RELATED, CT_STATUS_DNAT};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use std::io;
@@ -43,26 +53,72 @@ const NLMSG_HDRLEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const NLA_F_NESTED: u16 = 0x8000;
 
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFPROTO_INET: u8 = 1;
 
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_FLAGS: u16 = 2;
+const NFTA_TABLE_USERDATA: u16 = 6;
+
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+/// A base chain's policy: NF_ACCEPT.
+const POLICY_ACCEPT: u32 = 1;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_DATA_TYPE: u16 = 6;
+const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_USERDATA: u16 = 13;
+const NFT_SET_MAP: u32 = 0x8;
+
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_DATA_VALUE: u16 = 1;
-/// libnftnl's user-data TLV type for an element's comment (what `nft list` shows).
+
+// libnftnl's user data: TLVs (u8 type, u8 length) that the kernel stores and `nft` reads back.
+const NFTNL_UDATA_TABLE_COMMENT: u8 = 0;
 const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
+const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+const NFTNL_UDATA_SET_DATABYTEORDER: u8 = 1;
+const NFTNL_UDATA_SET_KEY_TYPEOF: u8 = 3;
+const NFTNL_UDATA_SET_DATA_TYPEOF: u8 = 4;
+const NFTNL_UDATA_SET_DATA_INTERVAL: u8 = 6;
+const NFTNL_UDATA_SET_COMMENT: u8 = 7;
+const NFTNL_UDATA_SET_TYPEOF_EXPR: u8 = 0;
+const NFTNL_UDATA_SET_TYPEOF_DATA: u8 = 1;
+/// nft's `enum expr_types`: a concatenation's key or data.
+const EXPR_CONCAT: u32 = 13;
+/// nft's `enum byteorder`; a concatenation has none.
+const BYTEORDER_INVALID: u32 = 0;
+const BYTEORDER_HOST_ENDIAN: u32 = 1;
+const BYTEORDER_BIG_ENDIAN: u32 = 2;
 
 /// Receive buffer: ACKs are small (NETLINK_CAP_ACK), errors carry an extended-ACK message.
 const RECV_BUF_LEN: usize = 32 * 1024;
@@ -89,20 +145,162 @@ impl Value {
     }
 }
 
-/// One nfnetlink batch of set element messages for `table inet <table>`.
+/// An nft data type of a set's key or data, as `type` declarations name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Type {
+    Ipv4Addr,
+    Ipv6Addr,
+    Ifname,
+    InetProto,
+    InetService,
+    Mark,
+}
+
+impl Type {
+    pub(super) fn parse(name: &str) -> Option<Type> {
+        Some(match name {
+            "ipv4_addr" => Type::Ipv4Addr,
+            "ipv6_addr" => Type::Ipv6Addr,
+            "ifname" => Type::Ifname,
+            "inet_proto" => Type::InetProto,
+            "inet_service" => Type::InetService,
+            "mark" => Type::Mark,
+            _ => return None,
+        })
+    }
+    /// nft's datatype number (`enum datatypes`).
+    fn id(self) -> u32 {
+        match self {
+            Type::Ipv4Addr => 7,
+            Type::Ipv6Addr => 8,
+            Type::InetProto => 12,
+            Type::InetService => 13,
+            Type::Mark => 19,
+            Type::Ifname => 41,
+        }
+    }
+    fn len(self) -> u32 {
+        match self {
+            Type::Ipv4Addr | Type::Mark => 4,
+            Type::Ipv6Addr | Type::Ifname => 16,
+            Type::InetProto => 1,
+            Type::InetService => 2,
+        }
+    }
+    fn byteorder(self) -> u32 {
+        match self {
+            Type::Ifname | Type::Mark => BYTEORDER_HOST_ENDIAN,
+            _ => BYTEORDER_BIG_ENDIAN,
+        }
+    }
+}
+
+/// A set's key or data type as the kernel and nft's user data describe it: a concatenation's
+/// type is its types' numbers, 6 bits each, its length theirs padded to 4 bytes each.
+fn type_attrs(types: &[Type]) -> (u32, u32, u32) {
+    match types {
+        [one] => (one.id(), one.len(), one.byteorder()),
+        _ => (
+            types.iter().fold(0, |id, t| id << 6 | t.id()),
+            types.iter().map(|t| t.len().next_multiple_of(4)).sum(),
+            BYTEORDER_INVALID,
+        ),
+    }
+}
+
+/// A base chain's hook (NF_INET_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hook {
+    Prerouting = 0,
+    Forward = 2,
+    Output = 3,
+    Postrouting = 4,
+}
+
+/// One nfnetlink batch of nf_tables messages for `table inet <table>`.
 pub(super) struct Batch {
     buf: Vec<u8>,
     table: String,
     seq: u32,
     /// Messages that will be answered (all but BEGIN and END).
     acks: usize,
+    /// Sets created in this batch: the n-th has set ID n + 1, which rules and elements name
+    /// besides its name, as nft does.
+    sets: Vec<String>,
 }
 
 impl Batch {
     pub(super) fn new(table: &str) -> Batch {
-        let mut b = Batch { buf: Vec::with_capacity(1024), table: table.to_string(), seq: 0, acks: 0 };
+        let mut b = Batch { buf: Vec::with_capacity(1024), table: table.to_string(), seq: 0, acks: 0, sets: Vec::new() };
         b.batch_marker(NFNL_MSG_BATCH_BEGIN);
         b
+    }
+
+    /// `create table inet <table> { comment ".." }`: fails (EEXIST) when the table exists.
+    pub(super) fn create_table(&mut self, comment: &str) {
+        let start = self.header(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL);
+        let table = self.table.clone();
+        self.attr_str(NFTA_TABLE_NAME, &table);
+        self.attr_u32(NFTA_TABLE_FLAGS, 0);
+        self.attr(NFTA_TABLE_USERDATA, &udata_str(NFTNL_UDATA_TABLE_COMMENT, comment));
+        self.set_len(start);
+    }
+
+    /// `add set inet <table> <name> { type <key>; [comment ".."]; }`, or with `data` `add map`
+    /// (`type <key> : <data>`).
+    pub(super) fn add_set(&mut self, name: &str, key: &[Type], data: Option<&[Type]>, comment: Option<&str>) {
+        let start = self.header(NFT_MSG_NEWSET, NLM_F_CREATE);
+        let table = self.table.clone();
+        self.attr_str(NFTA_SET_TABLE, &table);
+        self.attr_str(NFTA_SET_NAME, name);
+        self.attr_u32(NFTA_SET_FLAGS, if data.is_some() { NFT_SET_MAP } else { 0 });
+        let (key_type, key_len, key_order) = type_attrs(key);
+        self.attr_u32(NFTA_SET_KEY_TYPE, key_type);
+        self.attr_u32(NFTA_SET_KEY_LEN, key_len);
+        let mut user = udata_u32(NFTNL_UDATA_SET_KEYBYTEORDER, key_order);
+        if let Some(data) = data {
+            let (data_type, data_len, data_order) = type_attrs(data);
+            self.attr_u32(NFTA_SET_DATA_TYPE, data_type);
+            self.attr_u32(NFTA_SET_DATA_LEN, data_len);
+            user.extend(udata_u32(NFTNL_UDATA_SET_DATABYTEORDER, data_order));
+        }
+        self.sets.push(name.to_string());
+        self.attr_u32(NFTA_SET_ID, self.sets.len() as u32);
+        // nft describes a concatenation ("typeof" user data) with no expressions in it.
+        let concat = |ty| {
+            let mut inner = udata_u32(NFTNL_UDATA_SET_TYPEOF_EXPR, EXPR_CONCAT);
+            inner.extend(udata(NFTNL_UDATA_SET_TYPEOF_DATA, &[]));
+            udata(ty, &inner)
+        };
+        if key.len() > 1 {
+            user.extend(concat(NFTNL_UDATA_SET_KEY_TYPEOF));
+        }
+        if let Some(data) = data {
+            if data.len() > 1 {
+                user.extend(concat(NFTNL_UDATA_SET_DATA_TYPEOF));
+            }
+            user.extend(udata_u32(NFTNL_UDATA_SET_DATA_INTERVAL, 0));
+        }
+        if let Some(comment) = comment {
+            user.extend(udata_str(NFTNL_UDATA_SET_COMMENT, comment));
+        }
+        self.attr(NFTA_SET_USERDATA, &user);
+        self.set_len(start);
+    }
+
+    /// `add chain inet <table> <name> { type <ty> hook <hook> priority <priority>; policy accept; }`.
+    pub(super) fn add_base_chain(&mut self, name: &str, ty: &str, hook: Hook, priority: i32) {
+        let start = self.header(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
+        let table = self.table.clone();
+        self.attr_str(NFTA_CHAIN_TABLE, &table);
+        self.attr_str(NFTA_CHAIN_NAME, name);
+        self.attr_str(NFTA_CHAIN_TYPE, ty);
+        self.attr_u32(NFTA_CHAIN_POLICY, POLICY_ACCEPT);
+        let h = self.nest(NFTA_CHAIN_HOOK);
+        self.attr_u32(NFTA_HOOK_HOOKNUM, hook as u32);
+        self.attr_u32(NFTA_HOOK_PRIORITY, priority as u32);
+        self.end_nest(h);
+        self.set_len(start);
     }
 
     /// `add element inet <table> <set> { key [comment ".."] [: data] }`.
@@ -125,10 +323,12 @@ impl Batch {
         (self.buf, self.acks)
     }
 
-    /// Sends the batch and waits for the kernel's verdict: Ok when every message applied.
-    pub(super) fn send(self, conn: &Conn) -> Result<(), String> {
+    /// Sends the batch and waits for the kernel's verdict: Ok when every message applied. The
+    /// error's kind is the first failing message's errno's (ENOENT: NotFound, EEXIST:
+    /// AlreadyExists).
+    pub(super) fn send(self, conn: &Conn) -> io::Result<()> {
         let (bytes, acks) = self.into_bytes();
-        conn.exchange(&bytes, acks).map_err(|e| format!("nfnetlink batch: {e}"))
+        conn.exchange(&bytes, acks).map_err(|e| io::Error::new(e.kind(), format!("nfnetlink batch: {e}")))
     }
 
     fn batch_marker(&mut self, ty: u16) {
@@ -162,10 +362,18 @@ impl Batch {
         self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
+    /// The ID of a set created in this batch.
+    fn set_id(&self, set: &str) -> Option<u32> {
+        self.sets.iter().position(|s| s == set).map(|i| i as u32 + 1)
+    }
+
     fn elem_list(&mut self, set: &str, key: &Value, data: Option<&Value>, comment: Option<&str>) {
         let table = self.table.clone();
         self.attr_str(NFTA_SET_ELEM_LIST_TABLE, &table);
         self.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        if let Some(id) = self.set_id(set) {
+            self.attr_u32(NFTA_SET_ELEM_LIST_SET_ID, id);
+        }
         let elements = self.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
         let elem = self.nest(NFTA_LIST_ELEM);
         let k = self.nest(NFTA_SET_ELEM_KEY);
@@ -177,12 +385,7 @@ impl Batch {
             self.end_nest(d);
         }
         if let Some(comment) = comment {
-            // One TLV of libnftnl's user data: type, length (with the NUL), the string.
-            let mut udata = vec![NFTNL_UDATA_SET_ELEM_COMMENT, 0];
-            udata.extend_from_slice(comment.as_bytes());
-            udata.push(0);
-            udata[1] = u8::try_from(udata.len() - 2).unwrap_or(u8::MAX);
-            self.attr(NFTA_SET_ELEM_USERDATA, &udata);
+            self.attr(NFTA_SET_ELEM_USERDATA, &udata_str(NFTNL_UDATA_SET_ELEM_COMMENT, comment));
         }
         self.end_nest(elem);
         self.end_nest(elements);
@@ -203,6 +406,18 @@ impl Batch {
         self.attr(ty, &payload);
     }
 
+    /// nf_tables' numbers are big endian on the wire.
+    fn attr_u32(&mut self, ty: u16, v: u32) {
+        self.attr(ty, &v.to_be_bytes());
+    }
+
+    /// A nested NFTA_DATA_VALUE.
+    fn data_value(&mut self, ty: u16, value: &[u8]) {
+        let n = self.nest(ty);
+        self.attr(NFTA_DATA_VALUE, value);
+        self.end_nest(n);
+    }
+
     fn nest(&mut self, ty: u16) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
@@ -214,6 +429,26 @@ impl Batch {
         let len = (self.buf.len() - start) as u16;
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     }
+}
+
+/// One TLV of libnftnl's user data: type, length, value (no padding).
+fn udata(ty: u8, value: &[u8]) -> Vec<u8> {
+    let len = u8::try_from(value.len()).unwrap_or(u8::MAX);
+    let mut out = vec![ty, len];
+    out.extend_from_slice(&value[..usize::from(len)]);
+    out
+}
+
+/// A string TLV, NUL included (comments).
+fn udata_str(ty: u8, s: &str) -> Vec<u8> {
+    let mut value = s.as_bytes().to_vec();
+    value.push(0);
+    udata(ty, &value)
+}
+
+/// A u32 TLV, in host byte order.
+fn udata_u32(ty: u8, v: u32) -> Vec<u8> {
+    udata(ty, &v.to_ne_bytes())
 }
 
 /// A NETLINK_NETFILTER socket, opened on first use in the calling thread's network namespace
@@ -336,27 +571,28 @@ fn errors(datagram: &[u8]) -> Vec<(i32, Option<String>)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Hex of bytes, for readable failures.
-    fn hex(b: &[u8]) -> String {
+    pub(in crate::firewall) fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    fn unhex(s: &str) -> Vec<u8> {
+    pub(in crate::firewall) fn unhex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
-    /// The messages of a batch, without their nlmsghdr (whose flags and sequence numbers
-    /// `nft --debug=mnl` does not print in full): (type, payload).
-    fn messages(bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    /// The messages of a batch: type, flags and what follows the nlmsghdr (`nft --debug=mnl`
+    /// prints neither the flags nor the sequence numbers in full).
+    pub(in crate::firewall) fn messages(bytes: &[u8]) -> Vec<(u16, u16, Vec<u8>)> {
         let mut out = Vec::new();
         let mut rest = bytes;
         while !rest.is_empty() {
             let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
-            out.push((u16::from_ne_bytes([rest[4], rest[5]]), rest[16..len].to_vec()));
+            let (ty, flags) = (u16::from_ne_bytes([rest[4], rest[5]]), u16::from_ne_bytes([rest[6], rest[7]]));
+            out.push((ty, flags, rest[16..len].to_vec()));
             rest = &rest[len..];
         }
         out
@@ -413,22 +649,15 @@ mod tests {
         let types: Vec<u16> = msgs.iter().map(|m| m.0).collect();
         // BEGIN (16), NEWSETELEM (0x0a0c = 2572), NEWSETELEM, DELSETELEM (2574), END (17).
         assert_eq!(types, [16, 2572, 2572, 2574, 17]);
-        assert_eq!(hex(&msgs[0].1), "0000000a", "BEGIN: AF_UNSPEC, v0, res_id 10 big endian");
-        assert_eq!(hex(&msgs[4].1), "0000000a");
-        assert_eq!(hex(&msgs[1].1), hex(&unhex(NFT_CTR4)));
-        assert_eq!(hex(&msgs[2].1), hex(&unhex(NFT_HOSTPORTS6)));
-        assert_eq!(hex(&msgs[3].1), hex(&unhex(NFT_DEL_MASQ4)));
+        assert_eq!(hex(&msgs[0].2), "0000000a", "BEGIN: AF_UNSPEC, v0, res_id 10 big endian");
+        assert_eq!(hex(&msgs[4].2), "0000000a");
+        assert_eq!(hex(&msgs[1].2), hex(&unhex(NFT_CTR4)));
+        assert_eq!(hex(&msgs[2].2), hex(&unhex(NFT_HOSTPORTS6)));
+        assert_eq!(hex(&msgs[3].2), hex(&unhex(NFT_DEL_MASQ4)));
         // Flags: element messages are acknowledged requests, `add` with NLM_F_CREATE.
-        let flags = |i: usize| {
-            let mut off = 0;
-            for _ in 0..i {
-                off += u32::from_ne_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
-            }
-            u16::from_ne_bytes([bytes[off + 6], bytes[off + 7]])
-        };
-        assert_eq!(flags(0), NLM_F_REQUEST);
-        assert_eq!(flags(1), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE);
-        assert_eq!(flags(3), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(msgs[0].1, NLM_F_REQUEST);
+        assert_eq!(msgs[1].1, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE);
+        assert_eq!(msgs[3].1, NLM_F_REQUEST | NLM_F_ACK);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! elements. An ADD is one batch of a handful of `add element` commands, whatever the number
 //! of containers already there; a DEL one batch of element commands too. Those two batches,
 //! the hot path, go straight to the kernel over nfnetlink ([`super::nfnl`]: no `nft` process);
-//! `nft -f` writes the table, maps and rules and lists them, on the slow paths.
+//! so does the first ADD on a host, which creates the whole table in one batch (below); `nft`
+//! lists the table and rewrites it on the other slow paths.
 //!
 //! Every element is a map entry commented `berth net=.. id=.. if=..`. The address maps carry
 //! the attachment's 32-bit tag as data, the port maps their DNAT target, and `add element` of
@@ -18,8 +19,15 @@
 //!
 //! The ADD batch also adds an element to a set named after a hash of the rules
 //! (`rules_XXXXXXXX`): when the table, a map or that set is missing (first ADD, rules of
-//! another berth version, someone deleted the table), the batch fails and the slow path
-//! writes the table, maps and chains, flushes the chains and writes their rules.
+//! another berth version, someone deleted the table), the batch fails (ENOENT). The ADD then
+//! sends one batch that *creates* the table (fails if it exists) with its maps, chains, rules,
+//! sentinel and the attachment's elements: on a host without the table, that is all, and no
+//! `nft` process runs (its peak memory is over twice the plugin's). When that batch fails too,
+//! another ADD created the table meanwhile (the ADD batch is retried once) or the table is
+//! there but not as this version writes it: the slow path writes the table, maps and chains,
+//! flushes the chains and writes their rules with `nft -f`. The nfnetlink rules
+//! ([`rules_nfnl`]) mirror [`RULES`], which stays their definition; the tests check that `nft`
+//! lists both alike.
 //!
 //! Only when a batch fails is the table listed and the batch rebuilt from what is there:
 //! that is where "host port .. is already mapped to container X" comes from, and where
@@ -46,13 +54,16 @@ use crate::error::{CniError, CniResult, Code};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 
 /// The table, as nft commands name it.
 pub const TABLE: &str = "inet berth";
 /// Its name, as nfnetlink messages name it (with NFPROTO_INET).
 const TABLE_NAME: &str = "berth";
+const TABLE_COMMENT: &str = "berth CNI plugins: NAT, port mappings, isolation";
+const SENTINEL_COMMENT: &str = "marks the chains' rules as those of this berth version";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ty {
@@ -195,7 +206,7 @@ fn sentinel_ref_nfnl(batch: &mut nfnl::Batch) {
 /// The table, maps and chains (idempotent `add`s), the chains' rules (flushed and rewritten),
 /// and the sentinel, replacing those of other versions.
 fn setup(listing: &Listing) -> String {
-    let mut s = format!("add table {TABLE} {{ comment \"berth CNI plugins: NAT, port mappings, isolation\"; }}\n");
+    let mut s = format!("add table {TABLE} {{ comment \"{TABLE_COMMENT}\"; }}\n");
     for m in MAPS {
         let _ = writeln!(s, "add map {TABLE} {} {{ type {}; }}", m.name, m.decl);
     }
@@ -210,11 +221,110 @@ fn setup(listing: &Listing) -> String {
     for old in listing.sentinels.iter().filter(|name| **name != current) {
         let _ = writeln!(s, "delete set {TABLE} {old}");
     }
-    let _ = writeln!(
-        s,
-        "add set {TABLE} {current} {{ type mark; comment \"marks the chains' rules as those of this berth version\"; }}"
-    );
+    let _ = writeln!(s, "add set {TABLE} {current} {{ type mark; comment \"{SENTINEL_COMMENT}\"; }}");
     s + &sentinel_ref()
+}
+
+/// [`RULES`] as nfnetlink rules, rule for rule, in the same order (the tests compare them).
+#[rustfmt::skip] // one rule a line, as in RULES
+fn rules_nfnl() -> [(&'static str, Vec<nfnl::Rule>); 4] {
+    use nfnl::Field::{Daddr, Dport, Iifname, L4proto, Oifname, Saddr};
+    use nfnl::{Rule, CT_STATE_ESTABLISHED, CT_STATE_RELATED, CT_STATUS_DNAT};
+    use Family::{V4, V6};
+    let r = Rule::new;
+    let (lo4, multicast4) = ([127, 0, 0, 0], [224, 0, 0, 0]);
+    let (lo6, multicast6) = (Ipv6Addr::LOCALHOST, [0xff00, 0, 0, 0, 0, 0, 0, 0]);
+    [
+        ("prerouting", vec![
+            r().nfproto(V4).fib_daddr_local().dnat_map(V4, &[Daddr(V4), L4proto, Dport], "hostports4"),
+            r().nfproto(V4).fib_daddr_local().dnat_map(V4, &[L4proto, Dport], "ports4"),
+            r().nfproto(V6).fib_daddr_local().dnat_map(V6, &[Daddr(V6), L4proto, Dport], "hostports6"),
+            r().nfproto(V6).fib_daddr_local().dnat_map(V6, &[L4proto, Dport], "ports6"),
+        ]),
+        ("output", vec![
+            r().nfproto(V4).not_in(Daddr(V4), lo4, 8).fib_daddr_local().dnat_map(V4, &[Daddr(V4), L4proto, Dport], "hostports4"),
+            r().nfproto(V4).not_in(Daddr(V4), lo4, 8).fib_daddr_local().dnat_map(V4, &[L4proto, Dport], "ports4"),
+            r().nfproto(V6).not_in(Daddr(V6), lo6, 128).fib_daddr_local().dnat_map(V6, &[Daddr(V6), L4proto, Dport], "hostports6"),
+            r().nfproto(V6).not_in(Daddr(V6), lo6, 128).fib_daddr_local().dnat_map(V6, &[L4proto, Dport], "ports6"),
+        ]),
+        ("postrouting", vec![
+            r().nfproto(V4).ct_status(CT_STATUS_DNAT).lookup(&[Saddr(V4), Oifname], "ctr4").masquerade().comment("hairpin"),
+            r().nfproto(V4).lookup(&[Saddr(V4), Oifname], "ctr4").ret().comment("stays on its own bridge"),
+            r().nfproto(V4).lookup(&[Saddr(V4)], "masq4").not_in(Daddr(V4), multicast4, 4).masquerade().comment("ipMasq"),
+            r().nfproto(V6).ct_status(CT_STATUS_DNAT).lookup(&[Saddr(V6), Oifname], "ctr6").masquerade().comment("hairpin"),
+            r().nfproto(V6).lookup(&[Saddr(V6), Oifname], "ctr6").ret().comment("stays on its own bridge"),
+            r().nfproto(V6).lookup(&[Saddr(V6)], "masq6").not_in(Daddr(V6), multicast6, 8).masquerade().comment("ipMasq"),
+        ]),
+        ("forward", vec![
+            r().ct_state(CT_STATE_ESTABLISHED | CT_STATE_RELATED).accept(),
+            r().ct_status(CT_STATUS_DNAT).accept().comment("published ports"),
+            r().nfproto(V4).lookup(&[Saddr(V4), Oifname], "ctr4").accept().comment("stays on its own bridge"),
+            r().nfproto(V4).lookup(&[Saddr(V4), Iifname], "open4").accept().comment("from a network open to others"),
+            r().nfproto(V4).lookup(&[Daddr(V4), Oifname], "open4").accept().comment("to a network open to others"),
+            r().nfproto(V4).lookup(&[Saddr(V4), Iifname], "ctr4").lookup(&[Daddr(V4), Oifname], "ctr4").drop()
+                .comment("isolation between berth networks"),
+            r().nfproto(V6).lookup(&[Saddr(V6), Oifname], "ctr6").accept().comment("stays on its own bridge"),
+            r().nfproto(V6).lookup(&[Saddr(V6), Iifname], "open6").accept().comment("from a network open to others"),
+            r().nfproto(V6).lookup(&[Daddr(V6), Oifname], "open6").accept().comment("to a network open to others"),
+            r().nfproto(V6).lookup(&[Saddr(V6), Iifname], "ctr6").lookup(&[Daddr(V6), Oifname], "ctr6").drop()
+                .comment("isolation between berth networks"),
+        ]),
+    ]
+}
+
+/// A map's `type` declaration (`ipv4_addr . ifname : mark`): key and data types.
+fn map_types(decl: &str) -> Option<(Vec<nfnl::Type>, Vec<nfnl::Type>)> {
+    let types = |s: &str| s.split('.').map(|t| nfnl::Type::parse(t.trim())).collect::<Option<Vec<_>>>();
+    let (key, data) = decl.split_once(':')?;
+    Some((types(key)?, types(data)?))
+}
+
+/// One line of [`CHAINS`] (`add chain inet berth NAME { type T hook H priority P; policy
+/// accept; }`): name, type, hook and priority.
+fn base_chain(line: &str) -> Option<(&str, &str, nfnl::Hook, i32)> {
+    let words: Vec<&str> = line.split(|c: char| c.is_whitespace() || c == ';').filter(|w| !w.is_empty()).collect();
+    let ["add", "chain", "inet", TABLE_NAME, name, "{", "type", ty, "hook", hook, "priority", priority, "policy", "accept", "}"] =
+        words[..]
+    else {
+        return None;
+    };
+    let hook = match hook {
+        "prerouting" => nfnl::Hook::Prerouting,
+        "forward" => nfnl::Hook::Forward,
+        "output" => nfnl::Hook::Output,
+        "postrouting" => nfnl::Hook::Postrouting,
+        _ => return None,
+    };
+    // nft's names of the standard priorities of the inet family's hooks.
+    let priority = match priority {
+        "dstnat" => -100,
+        "filter" => 0,
+        "srcnat" => 100,
+        number => number.parse().ok()?,
+    };
+    Some((name, ty, hook, priority))
+}
+
+/// The first ADD on a host: [`setup`] of an empty listing and the attachment's elements, as
+/// one nfnetlink batch that creates the table, so that it fails when the table exists.
+fn create_batch(elems: &[Elem], comment: &str) -> Result<nfnl::Batch, String> {
+    let mut batch = nfnl::Batch::new(TABLE_NAME);
+    batch.create_table(TABLE_COMMENT);
+    for m in MAPS {
+        let (key, data) = map_types(m.decl).ok_or_else(|| format!("map {}: cannot read type {:?}", m.name, m.decl))?;
+        batch.add_set(m.name, &key, Some(&data), None);
+    }
+    for line in CHAINS.lines() {
+        let (name, ty, hook, priority) = base_chain(line).ok_or_else(|| format!("cannot read chain {line:?}"))?;
+        batch.add_base_chain(name, ty, hook, priority);
+    }
+    for (chain, rules) in rules_nfnl() {
+        rules.iter().for_each(|rule| batch.add_rule(chain, rule));
+    }
+    batch.add_set(&sentinel(), &[nfnl::Type::Mark], None, Some(SENTINEL_COMMENT));
+    sentinel_ref_nfnl(&mut batch);
+    elems.iter().for_each(|e| e.add_nfnl(&mut batch, comment));
+    Ok(batch)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -560,6 +670,17 @@ impl Nftables {
         self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot set up {}", plan.owner), e))
     }
 
+    /// The first ADD on a host over nfnetlink ([`create_batch`]); fails when the table exists.
+    fn create(&self, elems: &[Elem], comment: &str) -> Result<(), String> {
+        create_batch(elems, comment)?.send(&self.nfnl).map_err(|e| e.to_string())
+    }
+
+    /// What `nft -f` is given to set the table up on a host without it, which the first ADD
+    /// writes over nfnetlink instead (for tests: both must list alike).
+    pub fn setup_script() -> String {
+        setup(&Listing::default())
+    }
+
     /// Deletes the elements a listing attributes to attachments `pick` chooses.
     fn delete_owned(&self, pick: impl Fn(&Owner) -> bool, what: impl FnOnce() -> String) -> CniResult<()> {
         let listing = self.list()?;
@@ -580,10 +701,20 @@ impl Firewall for Nftables {
         let plan = Plan::new(a)?;
         let elems = elements(a, &plan);
         let comment = plan.owner.comment();
-        let mut batch = nfnl::Batch::new(TABLE_NAME);
-        sentinel_ref_nfnl(&mut batch);
-        elems.iter().for_each(|e| e.add_nfnl(&mut batch, &comment));
-        if batch.send(&self.nfnl).is_err() {
+        let add = || {
+            let mut batch = nfnl::Batch::new(TABLE_NAME);
+            sentinel_ref_nfnl(&mut batch);
+            elems.iter().for_each(|e| e.add_nfnl(&mut batch, &comment));
+            batch.send(&self.nfnl)
+        };
+        let done = match add() {
+            Ok(()) => true,
+            // No table, map or sentinel: create the table, unless another ADD just did.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.create(&elems, &comment).is_ok() || add().is_ok(),
+            // A key another attachment holds (EEXIST), or anything else: the listing tells.
+            Err(_) => false,
+        };
+        if !done {
             self.add_from_listing(a, &plan, &elems)?;
         }
         enable_forwarding(a, &plan)
@@ -698,6 +829,133 @@ mod tests {
         assert_eq!(l.owner_of(orphan).unwrap().id, "ghost");
         let c1 = Owner::new("n", "c1", "eth0");
         assert_eq!(l.owned_by(|o| o.same_attachment(&c1)).count(), 3, "ctr4, ports6 and the adopted ports4 element");
+    }
+
+    #[test]
+    fn nfnetlink_rules_mirror_rules() {
+        let nfnl = rules_nfnl();
+        assert_eq!(RULES.len(), nfnl.len());
+        for ((chain, text), (nfnl_chain, rules)) in RULES.iter().zip(&nfnl) {
+            assert_eq!(chain, nfnl_chain);
+            assert_eq!(text.len(), rules.len(), "rules of chain {chain}");
+        }
+    }
+
+    // Captured on x86_64 (little endian) with nftables 1.0.6: `nft --debug=mnl -f -` of
+    // `Nftables::setup_script()` in a fresh network namespace, whose sentinel is renamed
+    // rules_00000000 here. Every message of that batch but the chain flushes (none are sent
+    // over nfnetlink: the chains are new) matched byte for byte; a few are kept here.
+    #[cfg(target_endian = "little")]
+    const NFT_TABLE: &str = "01000000 0a000100 62657274 68000000 08000200 00000000 37000600 00316265 72746820
+        434e4920 706c7567 696e733a 204e4154 2c20706f 7274206d 61707069 6e67732c 2069736f
+        6c617469 6f6e0000";
+
+    // add map inet berth ctr4 { type ipv4_addr . ifname : mark; }
+    #[cfg(target_endian = "little")]
+    const NFT_MAP_CTR4: &str = "01000000 0a000100 62657274 68000000 09000200 63747234 00000000 08000300 00000008
+        08000400 000001e9 08000500 00000014 08000600 00000013 08000700 00000004 08000a00
+        00000001 20000d00 00040000 00000104 01000000 03080004 0d000000 01000604 00000000";
+
+    // add map inet berth ports4 { type inet_proto . inet_service : ipv4_addr . inet_service; }
+    #[cfg(target_endian = "little")]
+    const NFT_MAP_PORTS4: &str = "01000000 0a000100 62657274 68000000 0b000200 706f7274 73340000 08000300 00000008
+        08000400 0000030d 08000500 00000008 08000600 000001cd 08000700 00000008 08000a00
+        00000007 2a000d00 00040000 00000104 00000000 03080004 0d000000 01000408 00040d00
+        00000100 06040000 00000000";
+
+    // add chain inet berth prerouting { type nat hook prerouting priority dstnat; policy accept; }
+    #[cfg(target_endian = "little")]
+    const NFT_CHAIN_PREROUTING: &str = "01000000 0a000100 62657274 68000000 0f000300 70726572 6f757469 6e670000 08000700
+        6e617400 08000500 00000001 14000480 08000100 00000000 08000200 ffffff9c";
+
+    // output: meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local
+    //   dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6
+    #[cfg(target_endian = "little")]
+    const NFT_RULE_OUTPUT_HOSTPORTS6: &str = "01000000 0a000100 62657274 68000000 0b000200 6f757470 75740000 0c020480 24000180
+        09000100 6d657461 00000000 14000280 08000200 0000000f 08000100 00000001 2c000180
+        08000100 636d7000 20000280 08000100 00000001 08000200 00000000 0c000380 05000100
+        0a000000 34000180 0c000100 7061796c 6f616400 24000280 08000100 00000001 08000200
+        00000001 08000300 00000018 08000400 00000010 38000180 08000100 636d7000 2c000280
+        08000100 00000001 08000200 00000001 18000380 14000100 00000000 00000000 00000000
+        00000001 28000180 08000100 66696200 1c000280 08000300 00000002 08000200 00000003
+        08000100 00000001 2c000180 08000100 636d7000 20000280 08000100 00000001 08000200
+        00000000 0c000380 08000100 02000000 34000180 0c000100 7061796c 6f616400 24000280
+        08000100 00000001 08000200 00000001 08000300 00000018 08000400 00000010 24000180
+        09000100 6d657461 00000000 14000280 08000200 00000010 08000100 00000002 34000180
+        0c000100 7061796c 6f616400 24000280 08000100 0000000d 08000200 00000002 08000300
+        00000002 08000400 00000002 3c000180 0b000100 6c6f6f6b 75700000 2c000280 08000200
+        00000001 08000300 00000001 0f000100 686f7374 706f7274 73360000 08000400 0000000a
+        30000180 08000100 6e617400 24000280 08000100 00000001 08000200 0000000a 08000300
+        00000001 08000500 00000002";
+
+    // postrouting: meta nfproto ipv4 ip saddr @masq4 ip daddr != 224.0.0.0/4 masquerade comment "ipMasq"
+    #[cfg(target_endian = "little")]
+    const NFT_RULE_MASQ4: &str = "01000000 0a000100 62657274 68000000 10000200 706f7374 726f7574 696e6700 70010480
+        24000180 09000100 6d657461 00000000 14000280 08000200 0000000f 08000100 00000001
+        2c000180 08000100 636d7000 20000280 08000100 00000001 08000200 00000000 0c000380
+        05000100 02000000 34000180 0c000100 7061796c 6f616400 24000280 08000100 00000001
+        08000200 00000001 08000300 0000000c 08000400 00000004 30000180 0b000100 6c6f6f6b
+        75700000 20000280 08000200 00000001 0a000100 6d617371 34000000 08000400 00000005
+        34000180 0c000100 7061796c 6f616400 24000280 08000100 00000001 08000200 00000001
+        08000300 00000010 08000400 00000004 44000180 0c000100 62697477 69736500 34000280
+        08000100 00000001 08000200 00000001 08000300 00000004 0c000480 08000100 f0000000
+        0c000580 08000100 00000000 2c000180 08000100 636d7000 20000280 08000100 00000001
+        08000200 00000001 0c000380 08000100 e0000000 14000180 09000100 6d617371 00000000
+        04000280 0d000700 00076970 4d617371 00000000";
+
+    // forward: ct state established,related accept
+    #[cfg(target_endian = "little")]
+    const NFT_RULE_ESTABLISHED: &str = "01000000 0a000100 62657274 68000000 0c000200 666f7277 61726400 c4000480 20000180
+        07000100 63740000 14000280 08000200 00000000 08000100 00000001 44000180 0c000100
+        62697477 69736500 34000280 08000100 00000001 08000200 00000001 08000300 00000004
+        0c000480 08000100 06000000 0c000580 08000100 00000000 2c000180 08000100 636d7000
+        20000280 08000100 00000001 08000200 00000001 0c000380 08000100 00000000 30000180
+        0e000100 696d6d65 64696174 65000000 1c000280 08000100 00000000 10000280 0c000280
+        08000100 00000001";
+
+    // add set inet berth rules_00000000 { type mark; comment "marks the chains' rules as those of this berth version"; }
+    #[cfg(target_endian = "little")]
+    const NFT_SENTINEL: &str = "01000000 0a000100 62657274 68000000 13000200 72756c65 735f3030 30303030 30300000
+        08000300 00000000 08000400 00000013 08000500 00000004 08000a00 0000000b 43000d00
+        00040100 00000737 6d61726b 73207468 65206368 61696e73 27207275 6c657320 61732074
+        686f7365 206f6620 74686973 20626572 74682076 65727369 6f6e0000";
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn create_batch_matches_what_nft_sends() {
+        use super::nfnl::tests::{hex, messages, unhex};
+        let (bytes, acks) = create_batch(&[], "").unwrap().into_bytes();
+        let msgs = messages(&bytes);
+        let rules: usize = RULES.iter().map(|(_, rules)| rules.len()).sum();
+        // BEGIN, the table, the maps, 4 chains, the rules, the sentinel and its element, END.
+        assert_eq!(msgs.len(), 2 + MAPS.len() + 4 + rules + 2 + 1);
+        assert_eq!(acks, msgs.len() - 2);
+        let first_rule = 2 + MAPS.len() + 4;
+        let rule = |chain: &str, i: usize| {
+            first_rule + RULES.iter().take_while(|(c, _)| *c != chain).map(|(_, r)| r.len()).sum::<usize>() + i
+        };
+        let renamed = |captured: &str| hex(&unhex(captured)).replace(&hex(b"rules_00000000"), &hex(sentinel().as_bytes()));
+        for (i, captured) in [
+            (1, NFT_TABLE),
+            (2, NFT_MAP_CTR4),
+            (8, NFT_MAP_PORTS4),
+            (2 + MAPS.len(), NFT_CHAIN_PREROUTING),
+            (rule("output", 2), NFT_RULE_OUTPUT_HOSTPORTS6),
+            (rule("postrouting", 2), NFT_RULE_MASQ4),
+            (rule("forward", 0), NFT_RULE_ESTABLISHED),
+            (first_rule + rules, NFT_SENTINEL),
+        ] {
+            assert_eq!(hex(&msgs[i].2), renamed(captured), "message {i}");
+        }
+        // Types and flags (REQUEST 0x1, ACK 0x4, EXCL 0x200, CREATE 0x400, APPEND 0x800): the
+        // table is created, so that the batch fails when it exists; everything else is added.
+        let (newtable, newset, newchain, newrule, newsetelem) = (0x0a00, 0x0a09, 0x0a03, 0x0a06, 0x0a0c);
+        assert_eq!((msgs[1].0, msgs[1].1), (newtable, 0x605));
+        assert!(msgs[2..2 + MAPS.len()].iter().all(|m| (m.0, m.1) == (newset, 0x405)));
+        assert!(msgs[2 + MAPS.len()..first_rule].iter().all(|m| (m.0, m.1) == (newchain, 0x405)));
+        assert!(msgs[first_rule..first_rule + rules].iter().all(|m| (m.0, m.1) == (newrule, 0xc05)));
+        assert_eq!((msgs[first_rule + rules].0, msgs[first_rule + rules].1), (newset, 0x405));
+        assert_eq!((msgs[first_rule + rules + 1].0, msgs[first_rule + rules + 1].1), (newsetelem, 0x405));
     }
 
     #[test]
