@@ -240,6 +240,41 @@ fn berth_bridge_dual_stack_pings_over_v4_and_v6() {
     assert!(TestHost::ping(&c2.path, v4(&r1)), "c2 -> c1 over IPv4");
 }
 
+/// The container interface's IPv6 addresses and its `disable_ipv6`.
+fn container_ipv6(c: &Container) -> (Vec<IpNet>, String) {
+    use berth_plugins::{netlink::Netlink, netns::NetNs, sysctl};
+    let ns = NetNs::open(&c.path).expect("container namespace");
+    let mut nl = Netlink::open_in(&ns).expect("netlink");
+    let eth0 = nl.link_by_name("eth0").expect("links").expect("eth0");
+    let v6 = nl.addresses(Some(eth0.index)).expect("addresses").into_iter().map(|(_, a)| a).filter(|a| a.addr().is_ipv6());
+    (v6.collect(), ns.run(|| sysctl::get("net/ipv6/conf/eth0/disable_ipv6")).expect("enter").expect("sysctl"))
+}
+
+#[test]
+fn berth_bridge_turns_ipv6_on_only_for_interfaces_with_an_ipv6_address() {
+    let set = PluginSet::berth();
+    let host = TestHost::new();
+    let (v4_only, dual) = (host.container(), host.container());
+    let call = Call { host: &host, set: &set, conf: bridge_conf(&set, &host, "1.1.0") };
+    call.add(&v4_only, "1.1.0");
+    let (addresses, disabled) = container_ipv6(&v4_only);
+    assert_eq!((addresses.as_slice(), disabled.as_str()), (&[][..], "1"), "no link-local, no IPv6 at all on an IPv4-only eth0");
+
+    let mut conf = bridge_conf(&set, &host, "1.1.0");
+    conf["name"] = json!("dual");
+    conf["bridge"] = json!("berthbr6");
+    conf["ipam"] = json!({
+        "type": set.host_local,
+        "ranges": [[{"subnet": "10.23.0.0/24"}], [{"subnet": "fd00:23::/64"}]],
+        "dataDir": host.dir.path().join("ipam").display().to_string(),
+    });
+    let r = Call { host: &host, set: &set, conf }.add(&dual, "1.1.0");
+    let (addresses, disabled) = container_ipv6(&dual);
+    let given = r.ips.iter().find(|ip| ip.address.addr().is_ipv6()).expect("a v6 address").address;
+    assert_eq!(disabled, "0");
+    assert!(addresses.contains(&given), "{given} on eth0: {addresses:?}");
+}
+
 #[test]
 fn berth_bridge_status_reports_an_exhausted_range() {
     let set = PluginSet::berth();
