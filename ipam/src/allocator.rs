@@ -2,7 +2,7 @@
 //! round-robin, one address per range set.
 
 use crate::config::{Attachment, RangeSet};
-use crate::store::{Allocation, Owner, Store};
+use crate::store::{Allocation, Index, Owner, Store};
 use berth_plugins::{CniError, CniResult, Code};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -22,7 +22,16 @@ pub fn allocate(store: &Store, sets: &[RangeSet], owner: &Owner) -> CniResult<Ve
     // Names only, and the owner's index: the cost of an ADD must not grow with the number of
     // containers on the network.
     store.ensure_indexed()?;
-    let held_before = store.indexed(owner);
+    let held_before = match store.index(owner) {
+        None => vec![],
+        Some(Index { ips, complete: true }) => ips,
+        // An ADD of this owner was killed: it may hold an address its index does not list.
+        Some(Index { complete: false, .. }) => store.held_by(owner)?,
+    };
+    let reserves = sets.iter().any(|set| !held_before.iter().any(|ip| set.contains(*ip)));
+    if reserves {
+        store.write_pending_index(owner, &held_before)?;
+    }
     // Listed only when reserving in round-robin order does not succeed at once.
     let mut taken: Option<HashSet<IpAddr>> = None;
     let mut leases = Vec::with_capacity(sets.len());
@@ -189,11 +198,14 @@ fn next_free(
     Ok(None)
 }
 
-/// Releases every address of `(container_id, ifname)`; how many there were. Reads every
-/// allocation file, not the index, so addresses an interrupted ADD left unindexed go too.
+/// Releases every address of `(container_id, ifname)`; how many there were. Those of its
+/// index when that is complete; otherwise (an ADD was killed, no index, a store written by
+/// another tool) every allocation file is read, so addresses an interrupted ADD left
+/// unindexed go too.
 pub fn release(store: &Store, container_id: &str, ifname: &str) -> CniResult<usize> {
-    let released = release_where(store, |a| a.owner.as_ref().is_some_and(|o| o.is(container_id, ifname)))?;
-    store.remove_index(&Owner::new(container_id, ifname));
+    let owner = Owner::new(container_id, ifname);
+    let released = release_each(store, store.held_by(&owner)?.into_iter())?;
+    store.remove_index(&owner);
     Ok(released)
 }
 
@@ -207,10 +219,15 @@ pub fn gc(store: &Store, valid: &[Attachment]) -> CniResult<usize> {
 
 /// Releases what `doomed` picks, going on past failures and reporting the first.
 fn release_where(store: &Store, doomed: impl Fn(&Allocation) -> bool) -> CniResult<usize> {
+    release_each(store, store.allocations()?.iter().filter(|a| doomed(a)).map(|a| a.ip))
+}
+
+/// Releases each address, going on past failures and reporting the first.
+fn release_each(store: &Store, ips: impl Iterator<Item = IpAddr>) -> CniResult<usize> {
     let mut released = 0;
     let mut first_error = None;
-    for a in store.allocations()?.iter().filter(|a| doomed(a)) {
-        match store.release(a.ip) {
+    for ip in ips {
+        match store.release(ip) {
             Ok(()) => released += 1,
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -295,6 +312,36 @@ mod tests {
         let valid = [Attachment { container_id: "zzz".into(), ifname: "eth0".into() }];
         gc(&f.store(), &valid).unwrap();
         assert_eq!(indexes(), 1, "only the marker");
+    }
+
+    /// What an ADD killed after reserving an address but before recording it leaves: an
+    /// incomplete index and an allocation file it does not list.
+    fn killed_add(f: &Fixture, id: &str, ip: &str) {
+        let store = f.store();
+        let owner = Owner::new(id, "eth0");
+        store.write_pending_index(&owner, &[]).unwrap();
+        assert!(store.reserve(ip.parse().unwrap(), &owner).unwrap());
+    }
+
+    #[test]
+    fn del_after_a_killed_add_finds_the_unrecorded_address() {
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/24"}));
+        f.add("a").unwrap();
+        killed_add(&f, "k", "10.0.0.50");
+        assert_eq!(f.del("k"), 1, "released although its index does not list it");
+        assert_eq!(f.del("a"), 1, "a complete index is enough");
+        assert_eq!(f.files(), ["last_reserved_ip.0", "lock"]);
+    }
+
+    #[test]
+    fn add_after_a_killed_add_takes_over_the_unrecorded_address() {
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/24"}));
+        f.add("a").unwrap();
+        killed_add(&f, "k", "10.0.0.50");
+        assert_eq!(f.add("k").unwrap(), ["10.0.0.50"], "no second address for the same owner");
+        let index = f.store().index(&Owner::new("k", "eth0")).unwrap();
+        assert!(index.complete, "{index:?}");
+        assert_eq!(f.del("k"), 1);
     }
 
     #[test]

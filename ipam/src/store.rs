@@ -14,10 +14,15 @@
 //! so the two can even share a directory.
 //!
 //! Crash safety (an ADD SIGKILLed at any instant):
-//! - an allocation file appears complete or not at all: its content is written to a temporary
-//!   file (`.tmp-PID`), which is then hard-linked to the address's name. `link(2)` is atomic and
-//!   fails if the name exists, so it is also the "create exclusively" step;
-//! - `last_reserved_ip.N` is replaced by `rename(2)` of a temporary file: old or new, never torn;
+//! - an allocation file appears complete or not at all: its content is written to an unnamed
+//!   file (O_TMPFILE; a `.tmp-PID` file where that is unsupported), which is then hard-linked
+//!   to the address's name. `link(2)` is atomic and fails if the name exists, so it is also
+//!   the "create exclusively" step;
+//! - `last_reserved_ip.N` is written in place, as the reference does: a torn cursor only
+//!   restarts the round robin at the range start;
+//! - an owner's index (`.owner-HASH`) is marked incomplete before an ADD reserves anything and
+//!   completed after; DEL trusts a complete index and reads every allocation file otherwise,
+//!   so an address reserved by a killed ADD is found either way;
 //! - a temporary file left by a killed writer is garbage: temporary files only exist while
 //!   their writer holds the lock, so whoever holds the lock next deletes any it finds;
 //! - reads are tolerant anyway (files written by other tools, or by the reference plugin,
@@ -49,8 +54,20 @@ const INDEX_PREFIX: &str = ".owner-";
 /// Present once every allocation of the directory is indexed (berth made it, or indexed what
 /// another tool left there); until then an ADD reads every allocation file once.
 const INDEXED_MARKER: &str = ".owner-indexes";
+/// The last line of an index that lists every address of its owner.
+const INDEX_COMPLETE: &str = ".";
 /// What separates the container ID from the interface name in an allocation file.
 const SEPARATOR: &str = "\r\n";
+
+/// An owner's index file, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Index {
+    /// Its addresses that the owner still holds.
+    pub ips: Vec<IpAddr>,
+    /// Written by an ADD that finished: the owner holds no other address. An ADD marks the
+    /// index incomplete before it reserves anything, so one killed half-way leaves it so.
+    pub complete: bool,
+}
 
 /// Who holds an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,22 +215,38 @@ impl Store {
         Owner::parse(&String::from_utf8_lossy(&bytes))
     }
 
-    /// The addresses `owner` holds according to its index, each confirmed by its allocation
-    /// file. Empty when there is no index (a store written by another tool, or an ADD killed
-    /// before writing it; DEL and GC still find those by reading every file).
-    pub fn indexed(&self, owner: &Owner) -> Vec<IpAddr> {
-        let Ok(text) = fs::read_to_string(self.index_path(owner)) else { return vec![] };
+    /// What `owner`'s index says, each address confirmed by its allocation file. `None` when
+    /// there is no index (nothing allocated since the directory was indexed, or a store
+    /// written by another tool: DEL and GC still find those by reading every file) or when
+    /// it cannot be trusted (a hash collision, damage).
+    pub fn index(&self, owner: &Owner) -> Option<Index> {
+        let text = fs::read_to_string(self.index_path(owner)).ok()?;
         let mut lines = text.split(SEPARATOR);
         let recorded = Owner::parse(&format!("{}{SEPARATOR}{}", lines.next().unwrap_or_default(), lines.next().unwrap_or_default()));
         if recorded.as_ref() != Some(owner) {
-            return vec![]; // a hash collision or a damaged index: trust nothing in it
+            return None;
+        }
+        let lines: Vec<&str> = lines.collect();
+        let complete = lines.last() == Some(&INDEX_COMPLETE);
+        let id = &owner.container_id;
+        let ifname = owner.ifname.as_deref().unwrap_or_default();
+        let ips = lines
+            .iter()
+            .filter_map(|l| l.trim().parse::<IpAddr>().ok())
+            .filter(|ip| self.owner_of(*ip).is_some_and(|o| o.is(id, ifname)))
+            .collect();
+        Some(Index { ips, complete })
+    }
+
+    /// Every address `owner` holds, from its index when that is complete, else read from
+    /// every allocation file.
+    pub fn held_by(&self, owner: &Owner) -> CniResult<Vec<IpAddr>> {
+        if let Some(Index { ips, complete: true }) = self.index(owner) {
+            return Ok(ips);
         }
         let id = &owner.container_id;
         let ifname = owner.ifname.as_deref().unwrap_or_default();
-        lines
-            .filter_map(|l| l.trim().parse::<IpAddr>().ok())
-            .filter(|ip| self.owner_of(*ip).is_some_and(|o| o.is(id, ifname)))
-            .collect()
+        Ok(self.allocations()?.into_iter().filter(|a| a.owner.as_ref().is_some_and(|o| o.is(id, ifname))).map(|a| a.ip).collect())
     }
 
     /// Indexes the allocations of a directory berth has not indexed yet (written by the
@@ -235,16 +268,31 @@ impl Store {
         fs::write(&marker, b"").io_context(|| format!("cannot write {}", marker.display()))
     }
 
-    /// Records which addresses `owner` holds. Written in place: a torn index fails the owner
-    /// check in [`Store::indexed`] and counts as none (DEL and GC read the allocation files).
+    /// Records which addresses `owner` holds, all of them ([`INDEX_COMPLETE`]). Written in
+    /// place: a torn index fails the owner check or lacks its end, and counts as incomplete.
     pub fn write_index(&self, owner: &Owner, ips: &[IpAddr]) -> CniResult<()> {
+        self.write_index_text(owner, ips, true)
+    }
+
+    /// Records, before an ADD reserves anything, that `owner` may soon hold addresses the
+    /// index does not list yet (`ips` are those it holds now): a DEL after that ADD was
+    /// killed reads every allocation file.
+    pub fn write_pending_index(&self, owner: &Owner, ips: &[IpAddr]) -> CniResult<()> {
+        self.write_index_text(owner, ips, false)
+    }
+
+    fn write_index_text(&self, owner: &Owner, ips: &[IpAddr], complete: bool) -> CniResult<()> {
         let mut text = owner.encode();
         for ip in ips {
             text += SEPARATOR;
             text += &ip.to_string();
         }
+        if complete {
+            text += SEPARATOR;
+            text += INDEX_COMPLETE;
+        }
         let path = self.index_path(owner);
-        fs::write(&path, text).io_context(|| format!("cannot write {}", path.display()))
+        overwrite(&path, text.as_bytes()).io_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Forgets `owner`'s index; fine when there is none.
@@ -323,7 +371,7 @@ impl Store {
     /// restarts the round robin at the range start.
     pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> CniResult<()> {
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{set}"));
-        fs::write(&path, ip.to_string()).io_context(|| format!("cannot write {}", path.display()))
+        overwrite(&path, ip.to_string().as_bytes()).io_context(|| format!("cannot write {}", path.display()))
     }
 
     fn unnamed_file(&self, content: &[u8]) -> std::io::Result<File> {
@@ -344,6 +392,16 @@ impl Store {
         f.write_all(content).io_context(|| format!("cannot write {}", tmp.display()))?;
         Ok(tmp)
     }
+}
+
+/// Replaces a small file's content in place. Not `fs::write`: truncating to zero makes ext4
+/// free the block (a discard on SSD-backed disks) and start writeback when the file is closed
+/// (its `auto_da_alloc` heuristic), which cost an ADD more than the rest of its file work.
+/// Shrinking to the new length frees nothing.
+fn overwrite(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).open(path)?;
+    f.write_all(content)?;
+    f.set_len(content.len() as u64)
 }
 
 #[cfg(test)]
