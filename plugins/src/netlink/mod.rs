@@ -161,35 +161,42 @@ impl Netlink {
         self.get_link(msg).map_err(|e| CniError::kernel(format!("look up link index {index}"), e))
     }
 
-    /// Creates a bridge, or returns the existing link of that name (an error if it is not a bridge).
+    /// Creates a bridge, or returns the existing link of that name (an error if it is not a bridge),
+    /// up and with `mtu`. An existing bridge that needs nothing costs one request.
     pub fn ensure_bridge(&mut self, name: &str, mtu: Option<u32>) -> CniResult<Link> {
-        let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        if let Some(mtu) = mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-        match self.ack(Rtm::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL) {
-            Ok(()) => {}
-            Err(e) if e.errno() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(CniError::kernel(format!("create bridge {name}"), e)),
-        }
-        let link = self
-            .link_by_name(name)?
-            .ok_or_else(|| CniError::kernel(format!("create bridge {name}"), "the new link is gone"))?;
+        let link = match self.link_by_name(name)? {
+            Some(link) => link,
+            None => {
+                let mut msg = LinkMessage::default();
+                msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+                if let Some(mtu) = mtu {
+                    msg.attributes.push(LinkAttribute::Mtu(mtu));
+                }
+                msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+                match self.ack(Rtm::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL) {
+                    // EEXIST: another ADD made it meanwhile.
+                    Err(e) if e.errno() != Some(libc::EEXIST) => return Err(CniError::kernel(format!("create bridge {name}"), e)),
+                    _ => {}
+                }
+                self.link_by_name(name)?
+                    .ok_or_else(|| CniError::kernel(format!("create bridge {name}"), "the new link is gone"))?
+            }
+        };
         if link.kind.as_deref() != Some("bridge") {
             return Err(CniError::kernel(
                 format!("link {name}(index {}) already exists and is not a bridge", link.index),
                 format!("its kind is {}", link.kind.as_deref().unwrap_or("none")),
             ));
         }
-        if let Some(mtu) = mtu {
-            if link.mtu != mtu {
-                self.set_mtu(link.index, mtu)?;
-            }
+        let mtu_wrong = mtu.is_some_and(|mtu| link.mtu != mtu);
+        if let (true, Some(mtu)) = (mtu_wrong, mtu) {
+            self.set_mtu(link.index, mtu)?;
         }
         if !link.up {
             self.set_up(link.index)?;
+        }
+        if !mtu_wrong && link.up {
+            return Ok(link);
         }
         self.link_by_index(link.index)?
             .ok_or_else(|| CniError::kernel(format!("look up bridge {name}(index {})", link.index), "the link is gone"))
