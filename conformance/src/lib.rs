@@ -9,6 +9,7 @@ mod fixture;
 pub mod lab;
 pub mod plugins;
 pub mod podman;
+pub mod rss_probe;
 
 pub use fixture::{require_root, Container, Outside, TestHost};
 

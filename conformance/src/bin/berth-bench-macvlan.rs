@@ -4,10 +4,12 @@
 //!   berth-bench-macvlan [N ...]          (default: 100)
 //!
 //! Each set runs in a child process of its own, in a throwaway host namespace whose master
-//! is a veth (the other end in a "LAN" namespace), so that peak RSS (the largest plugin
-//! process it started) is measured per set. Needs root.
+//! is a veth (the other end in a "LAN" namespace). Peak RSS is that of the largest plugin
+//! invocation among five untimed ADDs and DELs with the N containers there, each plugin run
+//! through `berth-rss-probe`. Needs root.
 
 use berth_conformance::plugins::PluginSet;
+use berth_conformance::rss_probe::RssProbe;
 use berth_conformance::TestHost;
 use berth_plugins::netlink::VethPeer;
 use berth_plugins::netns::NetNs;
@@ -48,20 +50,24 @@ fn measure(label: &str, n: usize) {
         "mode": "bridge",
         "ipam": { "type": set.host_local, "subnet": subnet, "dataDir": host.dir.path().join("ipam").display().to_string() },
     });
+    let probe = RssProbe::new(&host, &set);
+    let call = |cni_path: &[std::path::PathBuf], command: Command, c: &berth_conformance::Container| {
+        host.call(cni_path, macvlan, command, &c.name, Some(&c.path), "eth0", &conf)
+            .unwrap_or_else(|e| panic!("{label} {}: {e}", command.as_str()));
+    };
     let time = |command: Command, c: &berth_conformance::Container| {
         let start = Instant::now();
-        host.call(&set.cni_path(), macvlan, command, &c.name, Some(&c.path), "eth0", &conf)
-            .unwrap_or_else(|e| panic!("{label} {}: {e}", command.as_str()));
+        call(&set.cni_path(), command, c);
         start.elapsed().as_secs_f64() * 1000.0
     };
     let add_ms: Vec<f64> = containers.iter().map(|c| time(Command::Add, c)).collect();
+    for _ in 0..5 {
+        let extra = host.container();
+        call(&probe.cni_path(), Command::Add, &extra);
+        call(&probe.cni_path(), Command::Del, &extra);
+    }
+    let peak_rss_kb = probe.take_peak_kb();
     let del_ms: Vec<f64> = containers.iter().map(|c| time(Command::Del, c)).collect();
-    // SAFETY: getrusage fills the struct it is given.
-    let peak_rss_kb = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage.ru_maxrss
-    };
     let summary = json!({
         "add_median_ms": percentile(&add_ms, 0.5), "add_p90_ms": percentile(&add_ms, 0.9),
         "del_median_ms": percentile(&del_ms, 0.5), "del_p90_ms": percentile(&del_ms, 0.9),

@@ -14,6 +14,7 @@
 //! ADD latency against N to DIR/add-latency.svg.
 
 use berth_conformance::plugins::PluginSet;
+use berth_conformance::rss_probe::RssProbe;
 use berth_conformance::TestHost;
 use berth_plugins::runtime::Attachment;
 use berth_plugins::spec::ConfList;
@@ -75,7 +76,7 @@ fn measure(set: &PluginSet, plain: bool, n: usize) -> Value {
         f().unwrap_or_else(|e| panic!("{}: {e}", set.label));
         start.elapsed().as_secs_f64() * 1000.0
     };
-    let probe = RssProbe::new(&host, set);
+    let probe = RssSample::new(&host, set);
     let first_add_rss_kb = probe.peak_kb(&host, &list, plain, 1);
     let add: Vec<f64> = attachments.iter().map(|a| timed(&|| runtime.add(&list, a).map(drop))).collect();
     let rss_at_n_kb = probe.peak_kb(&host, &list, plain, 5);
@@ -91,40 +92,22 @@ fn measure(set: &PluginSet, plain: bool, n: usize) -> Value {
     })
 }
 
-/// Every plugin of a set behind `berth-rss-probe`: a directory of links named like the
-/// plugins, given to a runtime as its CNI_PATH.
-struct RssProbe {
+/// Untimed extra containers, each plugin run through [`RssProbe`].
+struct RssSample {
+    probe: RssProbe,
     runtime: berth_plugins::runtime::Runtime,
-    log: PathBuf,
     calls: std::cell::Cell<usize>,
 }
 
-impl RssProbe {
-    fn new(host: &TestHost, set: &PluginSet) -> RssProbe {
-        let exe = std::env::current_exe().expect("own path");
-        let probe = exe.with_file_name("berth-rss-probe");
-        assert!(probe.is_file(), "{} is missing: cargo build --release --bins", probe.display());
-        let dir = host.dir.path().join("rss-probe");
-        std::fs::create_dir_all(&dir).expect("probe directory");
-        for entry in std::fs::read_dir(&set.dir).expect("plugin directory").flatten() {
-            use std::os::unix::fs::PermissionsExt;
-            let executable = entry.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-            if executable {
-                std::os::unix::fs::symlink(&probe, dir.join(entry.file_name())).expect("probe link");
-            }
-        }
-        let paths = std::env::join_paths(set.cni_path()).expect("CNI_PATH");
-        let log = host.dir.path().join("rss-probe.log");
-        // SAFETY: the benchmark child is single-threaded here; plugins inherit these.
-        std::env::set_var("BERTH_RSS_PROBE_PATH", paths);
-        std::env::set_var("BERTH_RSS_PROBE_LOG", &log);
-        RssProbe { runtime: host.runtime(vec![dir]), log, calls: Default::default() }
+impl RssSample {
+    fn new(host: &TestHost, set: &PluginSet) -> RssSample {
+        let probe = RssProbe::new(host, set);
+        RssSample { runtime: host.runtime(probe.cni_path()), probe, calls: Default::default() }
     }
 
-    /// ADD then DEL of `count` extra containers through the probes; the largest peak RSS (kB)
-    /// of any plugin process they ran.
+    /// ADD then DEL of `count` extra containers; the largest peak RSS (kB) of any plugin
+    /// process they ran.
     fn peak_kb(&self, host: &TestHost, list: &ConfList, plain: bool, count: usize) -> i64 {
-        let _ = std::fs::remove_file(&self.log);
         for _ in 0..count {
             let k = self.calls.get();
             self.calls.set(k + 1);
@@ -139,8 +122,7 @@ impl RssProbe {
             self.runtime.add(list, &attachment).unwrap_or_else(|e| panic!("ADD through the RSS probe: {e}"));
             self.runtime.del(list, &attachment).unwrap_or_else(|e| panic!("DEL through the RSS probe: {e}"));
         }
-        let log = std::fs::read_to_string(&self.log).expect("the probes' log");
-        log.lines().filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok()).max().expect("a probed plugin")
+        self.probe.take_peak_kb()
     }
 }
 
