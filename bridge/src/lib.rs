@@ -76,8 +76,8 @@ impl Plugin for BridgePlugin {
         let port_mappings = port_mappings(req)?;
         let fw = firewall::backend(&conf.firewall_backend)?;
         fw.del(&firewall_attachment(req, &conf, &addresses, &port_mappings))?;
-        // `fw` still holds its nfnetlink socket: the process that deletes the link inherits
-        // it, so the grace period its release waits for is not ours either.
+        // With nftables, `fw` still holds its nfnetlink socket: the process that deletes the
+        // link inherits it, so the grace period its release waits for is not ours either.
         delete_interface(req)
     }
 
