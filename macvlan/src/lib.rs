@@ -56,7 +56,10 @@ impl Plugin for MacvlanPlugin {
         if let Some(ns) = &container {
             let mut nl = Netlink::open_in(ns)?;
             if let Some(link) = nl.link_by_name(&req.ifname)? {
-                nl.delete_link(link.index)?;
+                // Gone from every list when this returns, so the sub-interface's users below
+                // no longer count it. The process left waiting for the kernel to free it also
+                // keeps the trunk lock until then, as a synchronous delete did.
+                nl.delete_link_detached(link.index)?;
             }
         }
         let Some(vid) = conf.vlan else { return Ok(()) };
