@@ -98,15 +98,7 @@ impl Netlink {
         flags: u16,
         mut each: impl FnMut(u16, &[u8]),
     ) -> Result<(), NlError> {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        let seq = self.seq;
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        header.sequence_number = seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-        packet.finalize();
-        let mut out = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut out);
+        let (seq, out) = self.next_request(msg, flags);
         self.send(&out)?;
 
         loop {
@@ -167,15 +159,7 @@ impl Netlink {
     ) -> Result<(), NlError> {
         self.socket.add_membership(group).map_err(NlError::Io)?;
         set_receive_timeout(&self.socket, DETACHED_TIMEOUT).map_err(NlError::Io)?;
-        self.seq = self.seq.wrapping_add(1).max(1);
-        let seq = self.seq;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK;
-        header.sequence_number = seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
-        packet.finalize();
-        let mut out = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut out);
+        let (seq, out) = self.next_request(msg, NLM_F_REQUEST | NLM_F_ACK);
         send_from_grandchild(self.socket.as_raw_fd(), &out).map_err(NlError::Io)?;
 
         loop {
@@ -205,6 +189,19 @@ impl Netlink {
                 }
             }
         }
+    }
+
+    /// `msg` with the next sequence number and `flags`, serialized; and that number.
+    fn next_request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> (u32, Vec<u8>) {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut out = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut out);
+        (self.seq, out)
     }
 
     fn send(&mut self, out: &[u8]) -> Result<(), NlError> {
