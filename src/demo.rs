@@ -3,10 +3,10 @@
 //! everything removed again.
 
 use crate::{net, Context};
-use berth_plugins::netlink::Netlink;
-use berth_plugins::netns::{NetNs, NETNS_RUN_DIR};
-use berth_plugins::runtime::{Attachment, Runtime};
-use berth_plugins::{CniError, CniResult};
+use berth_netlink::Netlink;
+use berth_netns::{NetNs, NETNS_RUN_DIR};
+use berth_cni::runtime::{Attachment, Runtime};
+use berth_cni::{CniError, CniResult};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -35,7 +35,7 @@ pub fn run(ctx: &Context) -> CniResult<()> {
     let mut namespaces = Namespaces(vec![]);
 
     step(format!("create a throwaway host namespace {host_name} (the machine's own network stays untouched)"));
-    let host = NetNs::create_named(&host_name)?;
+    let host = berth_netlink::create_named_netns(&host_name)?;
     namespaces.0.push(host_name.clone());
 
     let mut list = net::bridge_network("demo", "10.77.0.0/24".parse().expect("literal"), None, Some("berth-demo0"))?;
@@ -47,7 +47,7 @@ pub fn run(ctx: &Context) -> CniResult<()> {
     let mut addresses = Vec::new();
     for sandbox in ["a", "b"] {
         let name = format!("berth-demo{tag}-{sandbox}");
-        NetNs::create_named(&name)?;
+        berth_netlink::create_named_netns(&name)?;
         namespaces.0.push(name.clone());
         let att = Attachment {
             container_id: name.clone(),
@@ -82,7 +82,7 @@ pub fn run(ctx: &Context) -> CniResult<()> {
     drop(namespaces);
     step("removed the sandboxes and the host namespace");
     if failures > 0 || !left.is_empty() {
-        return Err(CniError::new(berth_plugins::Code::Kernel, format!("demo failed: {failures} pings unanswered, {} veths left", left.len())));
+        return Err(CniError::new(berth_cni::Code::Kernel, format!("demo failed: {failures} pings unanswered, {} veths left", left.len())));
     }
     volumes(&scratch.path().join("volumes")).map_err(|e| CniError::io("volume demo", e))?;
     println!("demo passed");

@@ -60,8 +60,8 @@ impl Context {
         Context { config_dir: cli.config_dir.clone(), state_dir: cli.state_dir.clone(), cni_path }
     }
 
-    pub fn runtime(&self) -> berth_plugins::runtime::Runtime {
-        berth_plugins::runtime::Runtime { cni_path: self.cni_path.clone(), cache_dir: self.state_dir.join("cni-cache"), host: None }
+    pub fn runtime(&self) -> berth_cni::runtime::Runtime {
+        berth_cni::runtime::Runtime { cni_path: self.cni_path.clone(), cache_dir: self.state_dir.join("cni-cache"), host: None }
     }
 }
 

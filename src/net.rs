@@ -1,8 +1,8 @@
 //! `berth net`: networks are conflists in the config directory, one file per network.
 
 use crate::Context;
-use berth_plugins::spec::ConfList;
-use berth_plugins::{CniError, CniResult};
+use berth_cni::spec::ConfList;
+use berth_cni::{CniError, CniResult};
 use clap::Subcommand;
 use ipnet::IpNet;
 use serde_json::json;
@@ -70,7 +70,7 @@ pub fn bridge_network(name: &str, subnet: IpNet, gateway: Option<IpAddr>, bridge
         None => subnet.hosts().next().ok_or_else(|| CniError::invalid_config(format!("subnet {subnet} has no host addresses")))?,
     };
     let bridge = bridge.map(str::to_string).unwrap_or_else(|| format!("berth-{name}").chars().take(15).collect());
-    berth_plugins::skel::validate_ifname(&bridge).map_err(|e| e.context("--bridge"))?;
+    berth_cni::skel::validate_ifname(&bridge).map_err(|e| e.context("--bridge"))?;
     let default_route = if subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
     let raw = json!({
         "cniVersion": "1.0.0",
@@ -106,7 +106,7 @@ pub fn create(ctx: &Context, list: &ConfList) -> CniResult<PathBuf> {
     }
     let path = ctx.config_dir.join(format!("{}.conflist", list.name));
     let bytes = serde_json::to_vec_pretty(list).expect("conflists serialize");
-    berth_plugins::runtime::write_atomically(&path, &bytes)?;
+    berth_cni::runtime::write_atomically(&path, &bytes)?;
     Ok(path)
 }
 

@@ -2,10 +2,10 @@
 //! namespace path, a namespace name under /var/run/netns, or a PID.
 
 use crate::{net, Context};
-use berth_plugins::netns::{NetNs, NETNS_RUN_DIR};
-use berth_plugins::runtime::Attachment;
-use berth_plugins::spec::ConfList;
-use berth_plugins::{CniError, CniResult, Code};
+use berth_netns::{NetNs, NETNS_RUN_DIR};
+use berth_cni::runtime::Attachment;
+use berth_cni::spec::ConfList;
+use berth_cni::{CniError, CniResult, Code};
 use clap::Args;
 use ipnet::IpNet;
 use serde_json::json;
@@ -52,7 +52,7 @@ pub fn resolve(target: &str) -> CniResult<(PathBuf, String)> {
         let base = path.file_name().map(|n| sanitize(&n.to_string_lossy())).unwrap_or_default();
         return Ok((path.clone(), format!("{base}-{:08x}", fnv(target))));
     }
-    berth_plugins::skel::validate_container_id(target)
+    berth_cni::skel::validate_container_id(target)
         .map_err(|_| CniError::invalid_config(format!("{target:?} is neither a PID, a path nor a netns name")))?;
     Ok((Path::new(NETNS_RUN_DIR).join(target), target.to_string()))
 }
@@ -83,7 +83,7 @@ pub fn attach(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
     NetNs::open(&att.netns)?;
     let (_, list) = net::find(ctx, &args.network)?;
     let result = ctx.runtime().add(&list, &att)?;
-    let printed = result.to_value(&list.effective_version(berth_plugins::spec::SUPPORTED))?;
+    let printed = result.to_value(&list.effective_version(berth_cni::spec::SUPPORTED))?;
     println!("{}", serde_json::to_string_pretty(&printed).expect("JSON values serialize"));
     Ok(())
 }
@@ -147,7 +147,7 @@ pub fn pipework_network(bridge: &str, addr: IpNet, gateway: Option<IpAddr>) -> C
 }
 
 pub fn pipework(ctx: &Context, args: &PipeworkArgs) -> CniResult<()> {
-    berth_plugins::skel::validate_ifname(&args.bridge).map_err(|e| e.context("bridge"))?;
+    berth_cni::skel::validate_ifname(&args.bridge).map_err(|e| e.context("bridge"))?;
     let (addr, gateway) = parse_pipework_address(&args.address)?;
     let list = pipework_network(&args.bridge, addr, gateway)?;
     let att_args = AttachArgs { network: list.name.clone(), target: args.target.clone(), ifname: args.ifname.clone(), id: None };
@@ -175,7 +175,7 @@ mod tests {
         let (path, id) = resolve("/run/user/ns/x y").unwrap();
         assert_eq!(path, PathBuf::from("/run/user/ns/x y"));
         assert!(id.starts_with("x-y-"));
-        assert!(berth_plugins::skel::validate_container_id(&id).is_ok());
+        assert!(berth_cni::skel::validate_container_id(&id).is_ok());
         assert!(resolve("bad name!").is_err());
     }
 

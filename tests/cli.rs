@@ -2,8 +2,8 @@
 //! throwaway host namespace and wires container namespaces beside it.
 
 use berth_conformance::{Container, TestHost};
-use berth_plugins::netlink::Netlink;
-use berth_plugins::netns::NetNs;
+use berth_netlink::Netlink;
+use berth_netns::NetNs;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -29,7 +29,7 @@ impl Berth<'_> {
     }
 }
 
-fn eth(path: &Path, ifname: &str) -> Option<(berth_plugins::netlink::Link, Vec<ipnet::IpNet>)> {
+fn eth(path: &Path, ifname: &str) -> Option<(berth_netlink::Link, Vec<ipnet::IpNet>)> {
     let mut nl = Netlink::open_in(&NetNs::open(path).unwrap()).unwrap();
     let link = nl.link_by_name(ifname).unwrap()?;
     let addrs = nl.addresses(Some(link.index)).unwrap().into_iter().map(|(_, a)| a).collect();

@@ -1,9 +1,9 @@
 //! berth-bridge's configuration: the reference bridge plugin's keys, same names and defaults.
 
-use berth_plugins::netlink::MacAddr;
-use berth_plugins::skel::{Command, Request};
-use berth_plugins::spec::decode_plugin_conf;
-use berth_plugins::{CniError, CniResult};
+use berth_netlink::MacAddr;
+use berth_cni::skel::{Command, Request};
+use berth_cni::spec::decode_plugin_conf;
+use berth_cni::{CniError, CniResult};
 use serde::Deserialize;
 
 pub const DEFAULT_BRIDGE: &str = "cni0";
@@ -73,7 +73,7 @@ impl BridgeConf {
             // A default route through the bridge needs the gateway address on it.
             conf.is_gateway = true;
         }
-        berth_plugins::skel::validate_ifname(&conf.bridge)
+        berth_cni::skel::validate_ifname(&conf.bridge)
             .map_err(|e| CniError::invalid_config(format!("bridge: {}", e.msg)).with_details(&conf.bridge))?;
         if let Some(mtu) = conf.mtu {
             if !(68..=65535).contains(&mtu) {
@@ -86,7 +86,7 @@ impl BridgeConf {
         if req.command == Command::Add {
             // Checked before anything is made. Precedence: CNI_ARGS MAC, runtimeConfig.mac,
             // args.cni.mac, `mac`.
-            conf.container_mac = berth_plugins::iface::requested_mac(req, conf.mac.as_deref())?;
+            conf.container_mac = berth_cni::iface::requested_mac(req, conf.mac.as_deref())?;
         }
         Ok(conf)
     }

@@ -6,15 +6,16 @@ mod config;
 
 pub use config::BridgeConf;
 
-use berth_plugins::netlink::{Link, Netlink, PortFlag, VethPeer};
-use berth_plugins::netns::NetNs;
-use berth_plugins::skel::{Plugin, Request};
-use berth_plugins::spec::{Interface, Route, RunResult};
-use berth_plugins::iface;
-use berth_plugins::ipam::Ipam;
-use berth_plugins::firewall;
-use berth_plugins::spec::PortMapping;
-use berth_plugins::{sysctl, CniError, CniResult, Code};
+use berth_netlink::{Link, Netlink, PortFlag, VethPeer};
+use berth_netns::NetNs;
+use berth_cni::skel::{Plugin, Request};
+use berth_cni::spec::{Interface, Route, RunResult};
+use berth_cni::iface;
+use berth_cni::ipam::Ipam;
+use berth_firewall as firewall;
+use berth_cni::spec::PortMapping;
+use berth_netns::sysctl;
+use berth_cni::{CniError, CniResult, Code};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -24,11 +25,11 @@ pub struct BridgePlugin;
 const IPAM: Ipam = Ipam::new(berth_ipam::BUILTINS);
 
 pub fn run() -> ! {
-    berth_plugins::skel::run_main(&BridgePlugin)
+    berth_cni::skel::run_main(&BridgePlugin)
 }
 
 /// The host end's name (shared with berth-ovs, which names its OVS port after it).
-pub use berth_plugins::iface::host_veth_name;
+pub use berth_cni::iface::host_veth_name;
 
 impl Plugin for BridgePlugin {
     fn add(&self, req: &Request) -> CniResult<RunResult> {

@@ -2,7 +2,7 @@
 //! server answers every connection or datagram with the peer address it saw, which is what
 //! NAT tests need to look at (did the packet arrive, and from which source).
 
-use berth_plugins::netns::NetNs;
+use berth_netns::NetNs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;

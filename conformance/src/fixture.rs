@@ -1,11 +1,11 @@
 //! `TestHost`: a throwaway host namespace with container namespaces beside it.
 
-use berth_plugins::exec::{exec_plugin, find_plugin, CallEnv};
-use berth_plugins::netlink::Netlink;
-use berth_plugins::netns::{NetNs, NETNS_RUN_DIR};
-use berth_plugins::runtime::Runtime;
-use berth_plugins::skel::Command;
-use berth_plugins::CniResult;
+use berth_cni::exec::{exec_plugin, find_plugin, CallEnv};
+use berth_netlink::Netlink;
+use berth_netns::{NetNs, NETNS_RUN_DIR};
+use berth_cni::runtime::Runtime;
+use berth_cni::skel::Command;
+use berth_cni::CniResult;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -48,7 +48,7 @@ impl TestHost {
     pub fn new() -> TestHost {
         require_root();
         let name = unique_name("h");
-        let ns = NetNs::create_named(&name).unwrap_or_else(|e| panic!("create host namespace {name}: {e}"));
+        let ns = berth_netlink::create_named_netns(&name).unwrap_or_else(|e| panic!("create host namespace {name}: {e}"));
         let dir = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("temp dir");
         TestHost { namespaces: std::cell::RefCell::new(vec![name.clone()]), name, ns, dir }
     }
@@ -60,7 +60,7 @@ impl TestHost {
     /// A new container namespace with `lo` up.
     pub fn container(&self) -> Container {
         let name = unique_name("c");
-        NetNs::create_named(&name).unwrap_or_else(|e| panic!("create container namespace {name}: {e}"));
+        berth_netlink::create_named_netns(&name).unwrap_or_else(|e| panic!("create container namespace {name}: {e}"));
         self.namespaces.borrow_mut().push(name.clone());
         Container { path: Path::new(NETNS_RUN_DIR).join(&name), name }
     }
@@ -77,11 +77,11 @@ impl TestHost {
     /// it reaches containers only through the host's address (published ports), and sees
     /// their traffic only when masqueraded.
     pub fn outside(&self) -> Outside {
-        use berth_plugins::netlink::{RouteEntry, VethPeer};
+        use berth_netlink::{RouteEntry, VethPeer};
         let world = self.container();
         let world_ns = NetNs::open(&world.path).expect("outside namespace");
         for ns in [&self.ns, &world_ns] {
-            ns.run(|| berth_plugins::sysctl::set("net/ipv6/conf/default/accept_dad", "0"))
+            ns.run(|| berth_netns::sysctl::set("net/ipv6/conf/default/accept_dad", "0"))
                 .expect("enter")
                 .expect("no DAD, so addresses work at once");
         }

@@ -13,12 +13,12 @@ pub mod rss_probe;
 
 pub use fixture::{require_root, Container, Outside, TestHost};
 
-use berth_plugins::spec::{RunResult, Version, SUPPORTED};
+use berth_cni::spec::{RunResult, Version, SUPPORTED};
 use std::path::Path;
 
 /// The cniVersions both berth and `plugin` speak (asks the plugin with VERSION).
 pub fn versions_of(plugin: &Path) -> Vec<&'static str> {
-    let theirs = berth_plugins::exec::plugin_versions(plugin).unwrap_or_else(|e| panic!("VERSION of {}: {e}", plugin.display()));
+    let theirs = berth_cni::exec::plugin_versions(plugin).unwrap_or_else(|e| panic!("VERSION of {}: {e}", plugin.display()));
     SUPPORTED.iter().copied().filter(|v| theirs.iter().any(|t| t == v)).collect()
 }
 

@@ -25,8 +25,8 @@
 
 use crate::plugins::{berth_dir, REFERENCE_DIR};
 use crate::{eventually, Outside, TestHost};
-use berth_plugins::netlink::{Link, Netlink};
-use berth_plugins::netns::NetNs;
+use berth_netlink::{Link, Netlink};
+use berth_netns::NetNs;
 use ipnet::IpNet;
 use serde_json::Value;
 use std::fs::File;

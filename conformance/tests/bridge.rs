@@ -4,8 +4,8 @@
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::{eventually, parse_result, versions_of, Container, TestHost};
 use std::time::Duration;
-use berth_plugins::skel::Command;
-use berth_plugins::spec::{RunResult, Version};
+use berth_cni::skel::Command;
+use berth_cni::spec::{RunResult, Version};
 use ipnet::IpNet;
 use serde_json::{json, Value};
 use std::net::IpAddr;
@@ -43,7 +43,7 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn run(&self, command: Command, c: &Container, conf: &Value) -> Result<Vec<u8>, berth_plugins::CniError> {
+    fn run(&self, command: Command, c: &Container, conf: &Value) -> Result<Vec<u8>, berth_cni::CniError> {
         self.host.call(&self.set.cni_path(), self.set.bridge, command, &c.name, Some(&c.path), "eth0", conf)
     }
     fn add(&self, c: &Container, version: &str) -> RunResult {
@@ -87,7 +87,7 @@ fn run_suite(set: PluginSet) {
         assert!(subnet.contains(&a1.addr()) && subnet.contains(&a2.addr()) && a1 != a2, "{a1} {a2}");
 
         // What the kernel holds now.
-        let mut c1nl = berth_plugins::netlink::Netlink::open_in(&berth_plugins::netns::NetNs::open(&c1.path).unwrap()).unwrap();
+        let mut c1nl = berth_netlink::Netlink::open_in(&berth_netns::NetNs::open(&c1.path).unwrap()).unwrap();
         let eth0 = c1nl.link_by_name("eth0").unwrap().expect("eth0 in the container");
         assert!(eth0.up);
         assert!(c1nl.addresses(Some(eth0.index)).unwrap().iter().any(|(_, a)| *a == a1));
@@ -191,7 +191,7 @@ fn berth_bridge_applies_mtu_mac_and_promisc() {
     let result = call.add(&c, "1.1.0");
     let container_if = result.interfaces.iter().find(|i| !i.sandbox.is_empty()).unwrap();
     assert_eq!(container_if.mac, "0a:58:0a:16:00:99");
-    let mut cnl = berth_plugins::netlink::Netlink::open_in(&berth_plugins::netns::NetNs::open(&c.path).unwrap()).unwrap();
+    let mut cnl = berth_netlink::Netlink::open_in(&berth_netns::NetNs::open(&c.path).unwrap()).unwrap();
     let eth0 = cnl.link_by_name("eth0").unwrap().unwrap();
     assert_eq!(eth0.mtu, 1400);
     assert_eq!(eth0.mac.unwrap().to_string(), "0a:58:0a:16:00:99");
@@ -242,7 +242,7 @@ fn berth_bridge_dual_stack_pings_over_v4_and_v6() {
 
 /// The container interface's IPv6 addresses and its `disable_ipv6`.
 fn container_ipv6(c: &Container) -> (Vec<IpNet>, String) {
-    use berth_plugins::{netlink::Netlink, netns::NetNs, sysctl};
+    use {berth_netlink::Netlink, berth_netns::NetNs, berth_netns::sysctl};
     let ns = NetNs::open(&c.path).expect("container namespace");
     let mut nl = Netlink::open_in(&ns).expect("netlink");
     let eth0 = nl.link_by_name("eth0").expect("links").expect("eth0");

@@ -5,8 +5,8 @@
 use berth_conformance::echo::{tcp_ask, udp_ask, EchoServer};
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::{eventually, Container, TestHost};
-use berth_plugins::runtime::Attachment;
-use berth_plugins::spec::{ConfList, RunResult};
+use berth_cni::runtime::Attachment;
+use berth_cni::spec::{ConfList, RunResult};
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
@@ -223,7 +223,7 @@ fn add_killed_at_any_instant_is_cleaned_by_del() {
     let list = network(&host, "killed", "killbr0", "10.27.0.0/24", "fd00:27::/64", "nftables");
     let containers: Vec<Container> = (0..24).map(|_| host.container()).collect();
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let mut plugin_conf = Value::Object(berth_plugins::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
+    let mut plugin_conf = Value::Object(berth_cni::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
     plugin_conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": 7000, "containerPort": 80, "protocol": "tcp"}]});
     let mut killed = 0;
     for (i, c) in containers.iter().enumerate() {
@@ -253,7 +253,7 @@ fn add_killed_at_any_instant_is_cleaned_by_del() {
     assert!(killed > 0, "no ADD was interrupted (seed {seed}): the test proves nothing");
     // The runtime lost every result: DEL without prevResult must still clean up.
     for c in &containers {
-        host.call(&set.cni_path(), "berth-bridge", berth_plugins::skel::Command::Del, &c.name, Some(&c.path), "eth0", &plugin_conf)
+        host.call(&set.cni_path(), "berth-bridge", berth_cni::skel::Command::Del, &c.name, Some(&c.path), "eth0", &plugin_conf)
             .unwrap_or_else(|e| panic!("DEL after kill (seed {seed}): {e}"));
     }
     let mut nl = host.netlink();
@@ -280,9 +280,9 @@ fn gc_keeps_exactly_the_valid_attachments() {
     let containers: Vec<Container> = (0..3).map(|_| host.container()).collect();
     let results: Vec<RunResult> =
         containers.iter().enumerate().map(|(i, c)| runtime.add(&list, &attachment(c, &[(6000 + i as u16, 80, "tcp")])).unwrap()).collect();
-    let mut gc_conf = Value::Object(berth_plugins::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
+    let mut gc_conf = Value::Object(berth_cni::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
     gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": containers[0].name, "ifname": "eth0"}]);
-    host.call(&set.cni_path(), "berth-bridge", berth_plugins::skel::Command::Gc, "", None, "", &gc_conf).expect("GC");
+    host.call(&set.cni_path(), "berth-bridge", berth_cni::skel::Command::Gc, "", None, "", &gc_conf).expect("GC");
     let mut nl = host.netlink();
     let veths = nl.links().unwrap().into_iter().filter(|l| l.kind.as_deref() == Some("veth")).count();
     assert_eq!(veths, 1, "only the kept attachment's veth remains");

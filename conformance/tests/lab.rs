@@ -4,7 +4,7 @@
 
 use berth_conformance::lab::{self, Lab};
 use berth_conformance::TestHost;
-use berth_plugins::netlink::VethPeer;
+use berth_netlink::VethPeer;
 
 /// lab_: one boot; inside, as root under the VM's kernel, `modprobe 8021q` loads the module
 /// this machine's kernel lacks and a VLAN sub-interface is made in a network namespace.

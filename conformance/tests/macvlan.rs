@@ -8,11 +8,11 @@
 use berth_conformance::lab;
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::{eventually, parse_result, versions_of, Container, TestHost};
-use berth_plugins::netlink::{LinkDetail, MacvlanMode, MacvlanSpec, Netlink, RouteEntry, VethPeer};
-use berth_plugins::netns::NetNs;
-use berth_plugins::skel::Command;
-use berth_plugins::spec::{RunResult, Version};
-use berth_plugins::CniError;
+use berth_netlink::{LinkDetail, MacvlanMode, MacvlanSpec, Netlink, RouteEntry, VethPeer};
+use berth_netns::NetNs;
+use berth_cni::skel::Command;
+use berth_cni::spec::{RunResult, Version};
+use berth_cni::CniError;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 use std::net::IpAddr;

@@ -2,10 +2,10 @@
 
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::{parse_result, parse_result_as, versions_of, TestHost};
-use berth_plugins::netlink::Netlink;
-use berth_plugins::netns::NetNs;
-use berth_plugins::skel::Command;
-use berth_plugins::spec::{Version, SUPPORTED};
+use berth_netlink::Netlink;
+use berth_netns::NetNs;
+use berth_cni::skel::Command;
+use berth_cni::spec::{Version, SUPPORTED};
 use serde_json::json;
 
 fn lo_up(path: &std::path::Path) -> bool {
@@ -61,11 +61,11 @@ fn berth_host_reports_host_interfaces_and_refuses_other_namespaces() {
     // Give the "host" an uplink with an address and a default route, as a real host has.
     let peer = host.container();
     let mut nl = host.netlink();
-    let uplink_peer = berth_plugins::netlink::VethPeer { name: "up0", netns: Some(&NetNs::open(&peer.path).unwrap()), mac: None };
+    let uplink_peer = berth_netlink::VethPeer { name: "up0", netns: Some(&NetNs::open(&peer.path).unwrap()), mac: None };
     let uplink = nl.create_veth("uplink0", &uplink_peer, None, None).unwrap();
     nl.add_address(uplink.index, "192.0.2.10/24".parse().unwrap()).unwrap();
     nl.set_up(uplink.index).unwrap();
-    nl.add_route(&berth_plugins::netlink::RouteEntry {
+    nl.add_route(&berth_netlink::RouteEntry {
         dst: "0.0.0.0/0".parse().unwrap(),
         gateway: Some("192.0.2.1".parse().unwrap()),
         oif: Some(uplink.index),

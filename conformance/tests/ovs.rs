@@ -10,11 +10,11 @@ use berth_conformance::lab;
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::{eventually, parse_result, Container, TestHost};
 use berth_ovs::vswitch::{Vswitch, APPLY_TIMEOUT};
-use berth_plugins::netlink::{Netlink, RouteEntry};
-use berth_plugins::netns::NetNs;
-use berth_plugins::skel::Command;
-use berth_plugins::spec::RunResult;
-use berth_plugins::CniError;
+use berth_netlink::{Netlink, RouteEntry};
+use berth_netns::NetNs;
+use berth_cni::skel::Command;
+use berth_cni::spec::RunResult;
+use berth_cni::CniError;
 use ipnet::IpNet;
 use serde_json::{json, Value};
 use std::net::IpAddr;
@@ -244,7 +244,7 @@ impl OvsHost {
 }
 
 fn port_name(c: &Container) -> String {
-    berth_plugins::iface::host_veth_name(&c.name, "eth0")
+    berth_cni::iface::host_veth_name(&c.name, "eth0")
 }
 
 fn address(result: &RunResult) -> IpAddr {
@@ -504,7 +504,7 @@ fn lab_berth_ovs_benchmark() {
     let mut nl = lab.host.netlink();
     let names: Vec<String> = (0..BENCH_N).map(|i| format!("bench{i}")).collect();
     for name in &names {
-        let peer = berth_plugins::netlink::VethPeer { name: &format!("{name}p"), netns: None, mac: None };
+        let peer = berth_netlink::VethPeer { name: &format!("{name}p"), netns: None, mac: None };
         let veth = nl.create_veth(name, &peer, None, None).unwrap();
         nl.set_up(veth.index).unwrap();
     }

@@ -15,7 +15,7 @@
 use berth_conformance::echo::EchoServer;
 use berth_conformance::eventually;
 use berth_conformance::podman::{berth_types, berth_types_own_ports, PodmanLab, IMAGE};
-use berth_plugins::netlink::Netlink;
+use berth_netlink::Netlink;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

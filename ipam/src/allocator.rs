@@ -3,7 +3,7 @@
 
 use crate::config::{Attachment, RangeSet};
 use crate::store::{Allocation, Index, Owner, Store};
-use berth_plugins::{CniError, CniResult, Code};
+use berth_cni::{CniError, CniResult, Code};
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -242,7 +242,7 @@ mod tests {
     use super::*;
     use crate::config::HostLocalConf;
     use crate::testutil::TempDir;
-    use berth_plugins::spec::NetConf;
+    use berth_cni::spec::NetConf;
     use serde_json::{json, Value};
 
     struct Fixture {

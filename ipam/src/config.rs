@@ -25,8 +25,8 @@
 //! range set.
 
 use crate::addr;
-use berth_plugins::spec::{NetConf, Route};
-use berth_plugins::{CniError, CniResult};
+use berth_cni::spec::{NetConf, Route};
+use berth_cni::{CniError, CniResult};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

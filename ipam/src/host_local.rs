@@ -10,10 +10,10 @@
 use crate::allocator::{self, Lease};
 use crate::config::{valid_attachments, HostLocalConf, StoreConf};
 use crate::store::{Owner, Store};
-use berth_plugins::error::Context;
-use berth_plugins::skel::{Plugin, Request};
-use berth_plugins::spec::{Dns, IpConfig, Route, RunResult};
-use berth_plugins::{CniError, CniResult, Code};
+use berth_cni::error::Context;
+use berth_cni::skel::{Plugin, Request};
+use berth_cni::spec::{Dns, IpConfig, Route, RunResult};
+use berth_cni::{CniError, CniResult, Code};
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::path::Path;

@@ -15,8 +15,8 @@ pub mod static_ipam;
 pub mod store;
 
 /// berth's IPAM plugins by `ipam.type`, for main plugins that run them in-process
-/// (`berth_plugins::ipam::Ipam`).
-pub const BUILTINS: berth_plugins::ipam::Builtins =
+/// (`berth_cni::ipam::Ipam`).
+pub const BUILTINS: berth_cni::ipam::Builtins =
     &[("berth-host-local", &host_local::HostLocal), ("berth-static", &static_ipam::Static)];
 
 #[cfg(test)]

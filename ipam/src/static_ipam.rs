@@ -16,9 +16,9 @@
 //! replace the whole list. Nothing is allocated, so DEL has nothing to do.
 
 use crate::config::{args_cni, bad, field, ipam_section, parse_ip};
-use berth_plugins::skel::{Plugin, Request};
-use berth_plugins::spec::{Dns, IpConfig, NetConf, Route, RunResult};
-use berth_plugins::{CniError, CniResult, Code};
+use berth_cni::skel::{Plugin, Request};
+use berth_cni::spec::{Dns, IpConfig, NetConf, Route, RunResult};
+use berth_cni::{CniError, CniResult, Code};
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 

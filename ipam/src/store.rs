@@ -34,8 +34,8 @@
 //! necessarily the machine (data directories are often on tmpfs anyway).
 
 use crate::config::StoreConf;
-use berth_plugins::error::Context;
-use berth_plugins::{CniError, CniResult};
+use berth_cni::error::Context;
+use berth_cni::{CniError, CniResult};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};

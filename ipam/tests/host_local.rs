@@ -2,7 +2,7 @@
 
 mod common;
 
-use berth_plugins::spec::SUPPORTED;
+use berth_cni::spec::SUPPORTED;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;

@@ -1,10 +1,10 @@
 //! berth-macvlan's configuration: the reference macvlan plugin's keys, same names and
 //! defaults, plus `vlan` (pipework's `eth0.100` trunk mode).
 
-use berth_plugins::netlink::{MacAddr, MacvlanMode};
-use berth_plugins::skel::{validate_ifname, Request};
-use berth_plugins::spec::decode_plugin_conf;
-use berth_plugins::{CniError, CniResult};
+use berth_netlink::{MacAddr, MacvlanMode};
+use berth_cni::skel::{validate_ifname, Request};
+use berth_cni::spec::decode_plugin_conf;
+use berth_cni::{CniError, CniResult};
 use serde::Deserialize;
 
 /// As the JSON says it; [`MacvlanConf::parse`] checks it.
@@ -50,7 +50,7 @@ impl MacvlanConf {
         }
         let mode = match raw.mode.as_deref() {
             None | Some("") => MacvlanMode::Bridge,
-            Some(m) => m.parse().map_err(|e: CniError| CniError::invalid_config(format!("mode: {}", e.msg)))?,
+            Some(m) => m.parse().map_err(|e| CniError::invalid_config(format!("mode: {e}")))?,
         };
         let mtu = raw.mtu.filter(|&m| m != 0);
         if let Some(mtu) = mtu {
@@ -81,15 +81,15 @@ impl MacvlanConf {
     /// The container MAC, by the same precedence as berth-bridge: CNI_ARGS MAC,
     /// runtimeConfig.mac (the `mac` capability), args.cni.mac, the `mac` key.
     pub fn container_mac(&self, req: &Request) -> CniResult<Option<MacAddr>> {
-        berth_plugins::iface::requested_mac(req, self.mac.as_deref())
+        berth_cni::iface::requested_mac(req, self.mac.as_deref())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_plugins::skel::{Command, Request};
-    use berth_plugins::spec::{NetConf, Version};
+    use berth_cni::skel::{Command, Request};
+    use berth_cni::spec::{NetConf, Version};
 
     fn req(json: serde_json::Value, args: &[(&str, &str)]) -> Request {
         let stdin = json.to_string().into_bytes();

@@ -9,12 +9,13 @@ pub mod trunk;
 
 pub use config::MacvlanConf;
 
-use berth_plugins::netlink::{Link, MacAddr, MacvlanSpec, Netlink};
-use berth_plugins::netns::NetNs;
-use berth_plugins::skel::{Plugin, Request};
-use berth_plugins::spec::RunResult;
-use berth_plugins::ipam::Ipam;
-use berth_plugins::{sysctl, CniError, CniResult, Code};
+use berth_netlink::{Link, MacAddr, MacvlanSpec, Netlink};
+use berth_netns::NetNs;
+use berth_cni::skel::{Plugin, Request};
+use berth_cni::spec::RunResult;
+use berth_cni::ipam::Ipam;
+use berth_netns::sysctl;
+use berth_cni::{CniError, CniResult, Code};
 
 pub struct MacvlanPlugin;
 
@@ -22,7 +23,7 @@ pub struct MacvlanPlugin;
 const IPAM: Ipam = Ipam::new(berth_ipam::BUILTINS);
 
 pub fn run() -> ! {
-    berth_plugins::skel::run_main(&MacvlanPlugin)
+    berth_cni::skel::run_main(&MacvlanPlugin)
 }
 
 impl Plugin for MacvlanPlugin {
@@ -116,7 +117,7 @@ impl Plugin for MacvlanPlugin {
         if detail.parent != Some(parent.link.index) || detail.parent_netnsid != expected_nsid {
             return Err(mismatch(format!("{} is not a macvlan of {}", req.ifname, parent.link.name)));
         }
-        berth_plugins::iface::check(&mut container, &link, &prev, index)
+        berth_cni::iface::check(&mut container, &link, &prev, index)
     }
 }
 
@@ -165,7 +166,7 @@ impl Parent {
 fn default_route_link(nl: &mut Netlink) -> CniResult<Option<Link>> {
     let oif = nl.routes()?.into_iter().find(|r| r.dst.prefix_len() == 0).and_then(|r| r.oif);
     match oif {
-        Some(index) => nl.link_by_index(index),
+        Some(index) => Ok(nl.link_by_index(index)?),
         None => Ok(None),
     }
 }
@@ -187,7 +188,7 @@ fn add_on_parent(
         }
     }
     let mut container = Netlink::open_in(ns)?;
-    berth_plugins::iface::require_unused_name(&mut container, req)?;
+    berth_cni::iface::require_unused_name(&mut container, req)?;
     let allocated = if conf.with_ipam { IPAM.add(req)? } else { RunResult::default() };
     // Made under a temporary name directly in the container (the final name may exist on
     // the host), then renamed there.
@@ -200,7 +201,7 @@ fn add_on_parent(
         mac,
         netns: if conf.link_in_container { None } else { Some(ns) },
     };
-    let made = parent.nl.create_macvlan(&spec).and_then(|()| {
+    let made = parent.nl.create_macvlan(&spec).map_err(CniError::from).and_then(|()| {
         container
             .link_by_name(&tmp_name)?
             .ok_or_else(|| CniError::kernel(format!("macvlan {tmp_name} did not appear in the container"), "missing after create"))
@@ -228,7 +229,7 @@ fn configure(req: &Request, ns: &NetNs, container: &mut Netlink, link: &Link, al
     let link = container
         .link_by_index(link.index)?
         .ok_or_else(|| CniError::kernel(format!("{} vanished from the container", req.ifname), "missing after rename"))?;
-    berth_plugins::iface::configure(ns, container, &link, allocated, false)?;
+    berth_cni::iface::configure(ns, container, &link, allocated, false)?;
 
-    Ok(berth_plugins::iface::add_result(req, ns, &link, vec![], allocated.clone()))
+    Ok(berth_cni::iface::add_result(req, ns, &link, vec![], allocated.clone()))
 }

@@ -6,9 +6,9 @@
 //! namespaces, where the parent's namespace cannot list them, so "still in use" is asked of
 //! every network namespace the system shows (named ones and those of processes).
 
-use berth_plugins::netlink::{Link, Netlink};
-use berth_plugins::netns::NetNs;
-use berth_plugins::{CniError, CniResult, Code};
+use berth_netlink::{Link, Netlink};
+use berth_netns::NetNs;
+use berth_cni::{CniError, CniResult, Code};
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::HashSet;
 use std::fs::File;
@@ -72,7 +72,7 @@ pub fn ensure(nl: &mut Netlink, master: &Link, vid: u16) -> CniResult<Link> {
             let link = nl.create_vlan(&name, master.index, vid)?;
             if let Err(e) = nl.set_alias(link.index, ALIAS) {
                 let _ = nl.delete_link(link.index);
-                return Err(e);
+                return Err(e.into());
             }
             link
         }
@@ -94,7 +94,7 @@ pub fn release_if_unused(nl: &mut Netlink, parent_ns: &NetNs, name: &str) -> Cni
     if in_use(nl, parent_ns, link.index)? {
         return Ok(false);
     }
-    nl.delete_link(link.index)
+    Ok(nl.delete_link(link.index)?)
 }
 
 /// Whether any link still has `index` (in `parent_ns`) as its parent.

@@ -3,10 +3,10 @@
 //! berth plugin reads.
 
 use crate::vswitch::Vlans;
-use berth_plugins::netlink::MacAddr;
-use berth_plugins::skel::{validate_ifname, Request};
-use berth_plugins::spec::decode_plugin_conf;
-use berth_plugins::{CniError, CniResult};
+use berth_netlink::MacAddr;
+use berth_cni::skel::{validate_ifname, Request};
+use berth_cni::spec::decode_plugin_conf;
+use berth_cni::{CniError, CniResult};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -86,7 +86,7 @@ impl OvsConf {
     /// The container MAC, by the precedence of every berth plugin: CNI_ARGS MAC,
     /// runtimeConfig.mac (the `mac` capability), args.cni.mac, the `mac` key.
     pub fn container_mac(&self, req: &Request) -> CniResult<Option<MacAddr>> {
-        berth_plugins::iface::requested_mac(req, self.mac.as_deref())
+        berth_cni::iface::requested_mac(req, self.mac.as_deref())
     }
 }
 
@@ -150,8 +150,8 @@ fn parse_trunks(entries: &[Value]) -> CniResult<Vec<u16>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_plugins::skel::Command;
-    use berth_plugins::spec::{NetConf, Version};
+    use berth_cni::skel::Command;
+    use berth_cni::spec::{NetConf, Version};
     use serde_json::json;
 
     fn req(json: Value, args: &[(&str, &str)]) -> Request {

@@ -12,13 +12,13 @@ pub mod vswitch;
 
 pub use config::{OvsConf, DEFAULT_OVSDB_SOCKET};
 
-use berth_plugins::iface::{self, host_veth_name};
-use berth_plugins::ipam::Ipam;
-use berth_plugins::netlink::{Link, MacAddr, Netlink, VethPeer};
-use berth_plugins::netns::NetNs;
-use berth_plugins::skel::{Plugin, Request};
-use berth_plugins::spec::{Interface, RunResult};
-use berth_plugins::{CniError, CniResult, Code};
+use berth_cni::iface::{self, host_veth_name};
+use berth_cni::ipam::Ipam;
+use berth_netlink::{Link, MacAddr, Netlink, VethPeer};
+use berth_netns::NetNs;
+use berth_cni::skel::{Plugin, Request};
+use berth_cni::spec::{Interface, RunResult};
+use berth_cni::{CniError, CniResult, Code};
 use ovsdb::OvsdbError;
 use vswitch::{NewPort, Vswitch, APPLY_TIMEOUT, OWNER};
 
@@ -28,7 +28,7 @@ pub struct OvsPlugin;
 const IPAM: Ipam = Ipam::new(berth_ipam::BUILTINS);
 
 pub fn run() -> ! {
-    berth_plugins::skel::run_main(&OvsPlugin)
+    berth_cni::skel::run_main(&OvsPlugin)
 }
 
 /// An OVSDB failure as the runtime sees it: what was being done, and why.

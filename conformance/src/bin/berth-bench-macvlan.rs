@@ -11,9 +11,9 @@
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::rss_probe::RssProbe;
 use berth_conformance::TestHost;
-use berth_plugins::netlink::VethPeer;
-use berth_plugins::netns::NetNs;
-use berth_plugins::skel::Command;
+use berth_netlink::VethPeer;
+use berth_netns::NetNs;
+use berth_cni::skel::Command;
 use serde_json::json;
 use std::time::Instant;
 

@@ -6,7 +6,7 @@
 //! Default workload (what runtimes do for a published container): ipMasq and one port
 //! mapping per container; berth-bridge + berth-host-local against the reference chain
 //! bridge + portmap + host-local. `--plain`: no NAT, no port mapping, bridge + host-local only.
-//! Each chain runs through `berth_plugins::runtime`, as a runtime runs a conflist, in a child
+//! Each chain runs through `berth_cni::runtime`, as a runtime runs a conflist, in a child
 //! process of its own. Peak RSS is measured on untimed extra containers, every plugin started
 //! through `berth-rss-probe` (see there why): one ADD and DEL on the fresh network before the
 //! timed ADDs (the first ADD sets network-wide state up), and five with the N containers there.
@@ -16,8 +16,8 @@
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::rss_probe::RssProbe;
 use berth_conformance::TestHost;
-use berth_plugins::runtime::Attachment;
-use berth_plugins::spec::ConfList;
+use berth_cni::runtime::Attachment;
+use berth_cni::spec::ConfList;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -71,7 +71,7 @@ fn measure(set: &PluginSet, plain: bool, n: usize) -> Value {
             ..Default::default()
         })
         .collect();
-    let timed = |f: &dyn Fn() -> berth_plugins::CniResult<()>| {
+    let timed = |f: &dyn Fn() -> berth_cni::CniResult<()>| {
         let start = Instant::now();
         f().unwrap_or_else(|e| panic!("{}: {e}", set.label));
         start.elapsed().as_secs_f64() * 1000.0
@@ -95,7 +95,7 @@ fn measure(set: &PluginSet, plain: bool, n: usize) -> Value {
 /// Untimed extra containers, each plugin run through [`RssProbe`].
 struct RssSample {
     probe: RssProbe,
-    runtime: berth_plugins::runtime::Runtime,
+    runtime: berth_cni::runtime::Runtime,
     calls: std::cell::Cell<usize>,
 }
 

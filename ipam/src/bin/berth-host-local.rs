@@ -1,3 +1,3 @@
 fn main() {
-    berth_plugins::skel::run_main(&berth_ipam::host_local::HostLocal)
+    berth_cni::skel::run_main(&berth_ipam::host_local::HostLocal)
 }

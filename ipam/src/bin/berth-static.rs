@@ -1,3 +1,3 @@
 fn main() {
-    berth_plugins::skel::run_main(&berth_ipam::static_ipam::Static)
+    berth_cni::skel::run_main(&berth_ipam::static_ipam::Static)
 }

@@ -1,0 +1,1005 @@
+//! The nftables backend: everything lives in `table inet berth`: four base chains whose rules
+//! never change with the containers, and ten maps holding every container's state as
+//! elements. An ADD is one batch of a handful of `add element` commands, whatever the number
+//! of containers already there; a DEL one batch of element commands too. Those two batches,
+//! the hot path, go straight to the kernel over nfnetlink ([`super::nfnl`]: no `nft` process);
+//! so does the first ADD on a host, which creates the whole table in one batch (below); `nft`
+//! lists the table and rewrites it on the other slow paths.
+//!
+//! Every element is a map entry commented `berth net=.. id=.. if=..`. The address maps carry
+//! the attachment's 32-bit tag as data, the port maps their DNAT target, and `add element` of
+//! a key that exists with *different* data fails (EEXIST) while an identical one is a no-op.
+//! So the kernel itself tells our elements from another attachment's, within one transaction:
+//! - ADD: `add` each element: fails if another attachment holds an address or a host port;
+//!   nothing is deleted, which matters: a batch that removes anything costs an RCU grace
+//!   period when its netlink socket is closed (about 10 ms, measured), so the fast path
+//!   removes nothing;
+//! - DEL: `add` (the same check: never removes another attachment's element), then `delete`:
+//!   absent elements are no error, without a listing (`destroy element` needs nft >= 1.0.8).
+//!
+//! The ADD batch also adds an element to a set named after a hash of the rules
+//! (`rules_XXXXXXXX`): when the table, a map or that set is missing (first ADD, rules of
+//! another berth version, someone deleted the table), the batch fails (ENOENT). The ADD then
+//! sends one batch that *creates* the table (fails if it exists) with its maps, chains, rules,
+//! sentinel and the attachment's elements: on a host without the table, that is all, and no
+//! `nft` process runs (its peak memory is over twice the plugin's). When that batch fails too,
+//! another ADD created the table meanwhile (the ADD batch is retried once) or the table is
+//! there but not as this version writes it: the slow path writes the table, maps and chains,
+//! flushes the chains and writes their rules with `nft -f`. The nfnetlink rules
+//! ([`rules_nfnl`]) mirror [`RULES`], which stays their definition; the tests check that `nft`
+//! lists both alike.
+//!
+//! Only when a batch fails is the table listed and the batch rebuilt from what is there:
+//! that is where "host port .. is already mapped to container X" comes from, and where
+//! stale elements of the container's own addresses (an attachment that never had its DEL)
+//! are taken over.
+//!
+//! A port element whose data is identical to what an ADD writes is taken as it is (its
+//! comment may still name a container that had the same address before). Listings therefore
+//! attribute a port element to the owner of its target address in `ctr4`/`ctr6` when there
+//! is one, and to its comment otherwise.
+//!
+//! A container open to other networks (`isolate` false) has, besides its `ctr4`/`ctr6`
+//! elements, the same keys in `open4`/`open6`; the forward chain accepts routed traffic from
+//! or to those before its isolation drop. DEL removes open elements whatever `isolate` says
+//! now (an absent one is added and deleted in the same batch), and the slow path of an
+//! isolated ADD removes any left on its keys, so a stale one never opens the next holder of
+//! an address.
+
+use super::nfnl;
+use super::{
+    enable_forwarding, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, Mapping, Owner, Plan, Proto,
+};
+use berth_cni::error::{CniError, CniResult, Code};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
+
+/// The table, as nft commands name it.
+pub const TABLE: &str = "inet berth";
+/// Its name, as nfnetlink messages name it (with NFPROTO_INET).
+const TABLE_NAME: &str = "berth";
+const TABLE_COMMENT: &str = "berth CNI plugins: NAT, port mappings, isolation";
+const SENTINEL_COMMENT: &str = "marks the chains' rules as those of this berth version";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Addr,
+    Ifname,
+    Proto,
+    Port,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataTy {
+    Tag,
+    Target,
+}
+
+struct MapDef {
+    name: &'static str,
+    key: &'static [Ty],
+    data: DataTy,
+    decl: &'static str,
+}
+
+const MAPS: &[MapDef] = &[
+    // Every container address and its bridge (isolation, hairpin): data is the owner's tag.
+    MapDef { name: "ctr4", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv4_addr . ifname : mark" },
+    MapDef { name: "ctr6", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv6_addr . ifname : mark" },
+    // Containers open to other berth networks (isolateNetworks false), keyed like ctr4/ctr6.
+    MapDef { name: "open4", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv4_addr . ifname : mark" },
+    MapDef { name: "open6", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv6_addr . ifname : mark" },
+    // Addresses of containers with ipMasq.
+    MapDef { name: "masq4", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv4_addr : mark" },
+    MapDef { name: "masq6", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv6_addr : mark" },
+    // Published ports on every local address: protocol . port -> container address . port.
+    MapDef {
+        name: "ports4",
+        key: &[Ty::Proto, Ty::Port],
+        data: DataTy::Target,
+        decl: "inet_proto . inet_service : ipv4_addr . inet_service",
+    },
+    MapDef {
+        name: "ports6",
+        key: &[Ty::Proto, Ty::Port],
+        data: DataTy::Target,
+        decl: "inet_proto . inet_service : ipv6_addr . inet_service",
+    },
+    // Published ports on one host address (hostIP): looked up first.
+    MapDef {
+        name: "hostports4",
+        key: &[Ty::Addr, Ty::Proto, Ty::Port],
+        data: DataTy::Target,
+        decl: "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+    },
+    MapDef {
+        name: "hostports6",
+        key: &[Ty::Addr, Ty::Proto, Ty::Port],
+        data: DataTy::Target,
+        decl: "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
+    },
+];
+
+const CHAINS: &str = "\
+add chain inet berth prerouting { type nat hook prerouting priority dstnat; policy accept; }
+add chain inet berth output { type nat hook output priority -100; policy accept; }
+add chain inet berth postrouting { type nat hook postrouting priority srcnat; policy accept; }
+add chain inet berth forward { type filter hook forward priority filter; policy accept; }
+";
+
+/// The rules of each base chain. They only ever change with berth itself: every ADD flushes
+/// and rewrites them in its batch (a constant dozen), so the table repairs and upgrades itself.
+const RULES: &[(&str, &[&str])] = &[
+    (
+        "prerouting",
+        &[
+            "meta nfproto ipv4 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports4",
+            "meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @ports4",
+            "meta nfproto ipv6 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
+            "meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports6",
+        ],
+    ),
+    (
+        "output",
+        &[
+            "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports4",
+            "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @ports4",
+            "meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
+            "meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports6",
+        ],
+    ),
+    (
+        "postrouting",
+        &[
+            "meta nfproto ipv4 ct status dnat ip saddr . oifname @ctr4 masquerade comment \"hairpin\"",
+            "meta nfproto ipv4 ip saddr . oifname @ctr4 return comment \"stays on its own bridge\"",
+            "meta nfproto ipv4 ip saddr @masq4 ip daddr != 224.0.0.0/4 masquerade comment \"ipMasq\"",
+            "meta nfproto ipv6 ct status dnat ip6 saddr . oifname @ctr6 masquerade comment \"hairpin\"",
+            "meta nfproto ipv6 ip6 saddr . oifname @ctr6 return comment \"stays on its own bridge\"",
+            "meta nfproto ipv6 ip6 saddr @masq6 ip6 daddr != ff00::/8 masquerade comment \"ipMasq\"",
+        ],
+    ),
+    (
+        "forward",
+        &[
+            "ct state established,related accept",
+            "ct status dnat accept comment \"published ports\"",
+            "meta nfproto ipv4 ip saddr . oifname @ctr4 accept comment \"stays on its own bridge\"",
+            "meta nfproto ipv4 ip saddr . iifname @open4 accept comment \"from a network open to others\"",
+            "meta nfproto ipv4 ip daddr . oifname @open4 accept comment \"to a network open to others\"",
+            "meta nfproto ipv4 ip saddr . iifname @ctr4 ip daddr . oifname @ctr4 drop comment \"isolation between berth networks\"",
+            "meta nfproto ipv6 ip6 saddr . oifname @ctr6 accept comment \"stays on its own bridge\"",
+            "meta nfproto ipv6 ip6 saddr . iifname @open6 accept comment \"from a network open to others\"",
+            "meta nfproto ipv6 ip6 daddr . oifname @open6 accept comment \"to a network open to others\"",
+            "meta nfproto ipv6 ip6 saddr . iifname @ctr6 ip6 daddr . oifname @ctr6 drop comment \"isolation between berth networks\"",
+        ],
+    ),
+];
+
+/// The set whose presence says the chains hold this version's rules.
+fn sentinel() -> String {
+    let mut text = String::from(CHAINS);
+    for m in MAPS {
+        text += m.decl;
+    }
+    for (chain, rules) in RULES {
+        text += chain;
+        rules.iter().for_each(|r| text += r);
+    }
+    format!("rules_{:08x}", super::fnv1a(text.as_bytes()))
+}
+
+/// The fast path's proof that the table is set up: fails when the sentinel set is missing.
+fn sentinel_ref() -> String {
+    format!("add element {TABLE} {} {{ 1 }}\n", sentinel())
+}
+
+/// [`sentinel_ref`] in an nfnetlink batch.
+fn sentinel_ref_nfnl(batch: &mut nfnl::Batch) {
+    batch.add(&sentinel(), nfnl::Value::default().push(&1u32.to_ne_bytes()), None, None);
+}
+
+/// The table, maps and chains (idempotent `add`s), the chains' rules (flushed and rewritten),
+/// and the sentinel, replacing those of other versions.
+fn setup(listing: &Listing) -> String {
+    let mut s = format!("add table {TABLE} {{ comment \"{TABLE_COMMENT}\"; }}\n");
+    for m in MAPS {
+        let _ = writeln!(s, "add map {TABLE} {} {{ type {}; }}", m.name, m.decl);
+    }
+    s += CHAINS;
+    for (chain, rules) in RULES {
+        let _ = writeln!(s, "flush chain {TABLE} {chain}");
+        for rule in *rules {
+            let _ = writeln!(s, "add rule {TABLE} {chain} {rule}");
+        }
+    }
+    let current = sentinel();
+    for old in listing.sentinels.iter().filter(|name| **name != current) {
+        let _ = writeln!(s, "delete set {TABLE} {old}");
+    }
+    let _ = writeln!(s, "add set {TABLE} {current} {{ type mark; comment \"{SENTINEL_COMMENT}\"; }}");
+    s + &sentinel_ref()
+}
+
+/// [`RULES`] as nfnetlink rules, rule for rule, in the same order (the tests compare them).
+#[rustfmt::skip] // one rule a line, as in RULES
+fn rules_nfnl() -> [(&'static str, Vec<nfnl::Rule>); 4] {
+    use nfnl::Field::{Daddr, Dport, Iifname, L4proto, Oifname, Saddr};
+    use nfnl::{Rule, CT_STATE_ESTABLISHED, CT_STATE_RELATED, CT_STATUS_DNAT};
+    use Family::{V4, V6};
+    let r = Rule::new;
+    let (lo4, multicast4) = ([127, 0, 0, 0], [224, 0, 0, 0]);
+    let (lo6, multicast6) = (Ipv6Addr::LOCALHOST, [0xff00, 0, 0, 0, 0, 0, 0, 0]);
+    [
+        ("prerouting", vec![
+            r().nfproto(V4).fib_daddr_local().dnat_map(V4, &[Daddr(V4), L4proto, Dport], "hostports4"),
+            r().nfproto(V4).fib_daddr_local().dnat_map(V4, &[L4proto, Dport], "ports4"),
+            r().nfproto(V6).fib_daddr_local().dnat_map(V6, &[Daddr(V6), L4proto, Dport], "hostports6"),
+            r().nfproto(V6).fib_daddr_local().dnat_map(V6, &[L4proto, Dport], "ports6"),
+        ]),
+        ("output", vec![
+            r().nfproto(V4).not_in(Daddr(V4), lo4, 8).fib_daddr_local().dnat_map(V4, &[Daddr(V4), L4proto, Dport], "hostports4"),
+            r().nfproto(V4).not_in(Daddr(V4), lo4, 8).fib_daddr_local().dnat_map(V4, &[L4proto, Dport], "ports4"),
+            r().nfproto(V6).not_in(Daddr(V6), lo6, 128).fib_daddr_local().dnat_map(V6, &[Daddr(V6), L4proto, Dport], "hostports6"),
+            r().nfproto(V6).not_in(Daddr(V6), lo6, 128).fib_daddr_local().dnat_map(V6, &[L4proto, Dport], "ports6"),
+        ]),
+        ("postrouting", vec![
+            r().nfproto(V4).ct_status(CT_STATUS_DNAT).lookup(&[Saddr(V4), Oifname], "ctr4").masquerade().comment("hairpin"),
+            r().nfproto(V4).lookup(&[Saddr(V4), Oifname], "ctr4").ret().comment("stays on its own bridge"),
+            r().nfproto(V4).lookup(&[Saddr(V4)], "masq4").not_in(Daddr(V4), multicast4, 4).masquerade().comment("ipMasq"),
+            r().nfproto(V6).ct_status(CT_STATUS_DNAT).lookup(&[Saddr(V6), Oifname], "ctr6").masquerade().comment("hairpin"),
+            r().nfproto(V6).lookup(&[Saddr(V6), Oifname], "ctr6").ret().comment("stays on its own bridge"),
+            r().nfproto(V6).lookup(&[Saddr(V6)], "masq6").not_in(Daddr(V6), multicast6, 8).masquerade().comment("ipMasq"),
+        ]),
+        ("forward", vec![
+            r().ct_state(CT_STATE_ESTABLISHED | CT_STATE_RELATED).accept(),
+            r().ct_status(CT_STATUS_DNAT).accept().comment("published ports"),
+            r().nfproto(V4).lookup(&[Saddr(V4), Oifname], "ctr4").accept().comment("stays on its own bridge"),
+            r().nfproto(V4).lookup(&[Saddr(V4), Iifname], "open4").accept().comment("from a network open to others"),
+            r().nfproto(V4).lookup(&[Daddr(V4), Oifname], "open4").accept().comment("to a network open to others"),
+            r().nfproto(V4).lookup(&[Saddr(V4), Iifname], "ctr4").lookup(&[Daddr(V4), Oifname], "ctr4").drop()
+                .comment("isolation between berth networks"),
+            r().nfproto(V6).lookup(&[Saddr(V6), Oifname], "ctr6").accept().comment("stays on its own bridge"),
+            r().nfproto(V6).lookup(&[Saddr(V6), Iifname], "open6").accept().comment("from a network open to others"),
+            r().nfproto(V6).lookup(&[Daddr(V6), Oifname], "open6").accept().comment("to a network open to others"),
+            r().nfproto(V6).lookup(&[Saddr(V6), Iifname], "ctr6").lookup(&[Daddr(V6), Oifname], "ctr6").drop()
+                .comment("isolation between berth networks"),
+        ]),
+    ]
+}
+
+/// A map's `type` declaration (`ipv4_addr . ifname : mark`): key and data types.
+fn map_types(decl: &str) -> Option<(Vec<nfnl::Type>, Vec<nfnl::Type>)> {
+    let types = |s: &str| s.split('.').map(|t| nfnl::Type::parse(t.trim())).collect::<Option<Vec<_>>>();
+    let (key, data) = decl.split_once(':')?;
+    Some((types(key)?, types(data)?))
+}
+
+/// One line of [`CHAINS`] (`add chain inet berth NAME { type T hook H priority P; policy
+/// accept; }`): name, type, hook and priority.
+fn base_chain(line: &str) -> Option<(&str, &str, nfnl::Hook, i32)> {
+    let words: Vec<&str> = line.split(|c: char| c.is_whitespace() || c == ';').filter(|w| !w.is_empty()).collect();
+    let ["add", "chain", "inet", TABLE_NAME, name, "{", "type", ty, "hook", hook, "priority", priority, "policy", "accept", "}"] =
+        words[..]
+    else {
+        return None;
+    };
+    let hook = match hook {
+        "prerouting" => nfnl::Hook::Prerouting,
+        "forward" => nfnl::Hook::Forward,
+        "output" => nfnl::Hook::Output,
+        "postrouting" => nfnl::Hook::Postrouting,
+        _ => return None,
+    };
+    // nft's names of the standard priorities of the inet family's hooks.
+    let priority = match priority {
+        "dstnat" => -100,
+        "filter" => 0,
+        "srcnat" => 100,
+        number => number.parse().ok()?,
+    };
+    Some((name, ty, hook, priority))
+}
+
+/// The first ADD on a host: [`setup`] of an empty listing and the attachment's elements, as
+/// one nfnetlink batch that creates the table, so that it fails when the table exists.
+fn create_batch(elems: &[Elem], comment: &str) -> Result<nfnl::Batch, String> {
+    let mut batch = nfnl::Batch::new(TABLE_NAME);
+    batch.create_table(TABLE_COMMENT);
+    for m in MAPS {
+        let (key, data) = map_types(m.decl).ok_or_else(|| format!("map {}: cannot read type {:?}", m.name, m.decl))?;
+        batch.add_set(m.name, &key, Some(&data), None);
+    }
+    for line in CHAINS.lines() {
+        let (name, ty, hook, priority) = base_chain(line).ok_or_else(|| format!("cannot read chain {line:?}"))?;
+        batch.add_base_chain(name, ty, hook, priority);
+    }
+    for (chain, rules) in rules_nfnl() {
+        rules.iter().for_each(|rule| batch.add_rule(chain, rule));
+    }
+    batch.add_set(&sentinel(), &[nfnl::Type::Mark], None, Some(SENTINEL_COMMENT));
+    sentinel_ref_nfnl(&mut batch);
+    elems.iter().for_each(|e| e.add_nfnl(&mut batch, comment));
+    Ok(batch)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Addr(IpAddr),
+    Ifname(String),
+    Proto(Proto),
+    Port(u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Data {
+    Tag(u32),
+    Target(IpAddr, u16),
+}
+
+/// One map element of an attachment.
+#[derive(Debug, Clone)]
+struct Elem {
+    map: &'static str,
+    key: Vec<Part>,
+    data: Data,
+    /// For port elements: the mapping, to name it in errors.
+    mapping: Option<Mapping>,
+}
+
+impl Elem {
+    fn key_text(&self) -> String {
+        key_text(&self.key)
+    }
+    fn add(&self, comment: &str) -> String {
+        let data = match &self.data {
+            Data::Tag(tag) => format!("0x{tag:08x}"),
+            Data::Target(ip, port) => format!("{ip} . {port}"),
+        };
+        format!("add element {TABLE} {} {{ {} comment \"{comment}\" : {data} }}\n", self.map, self.key_text())
+    }
+    fn delete(&self) -> String {
+        delete_text(self.map, &self.key)
+    }
+    /// [`Elem::add`] in an nfnetlink batch.
+    fn add_nfnl(&self, batch: &mut nfnl::Batch, comment: &str) {
+        batch.add(self.map, &key_value(&self.key), Some(&self.data.value()), Some(comment));
+    }
+    /// [`Elem::delete`] in an nfnetlink batch.
+    fn delete_nfnl(&self, batch: &mut nfnl::Batch) {
+        batch.delete(self.map, &key_value(&self.key));
+    }
+}
+
+/// A key as the kernel compares it (see [`nfnl::Value`] for each type's bytes).
+fn key_value(key: &[Part]) -> nfnl::Value {
+    let mut v = nfnl::Value::default();
+    for part in key {
+        part.push_to(&mut v);
+    }
+    v
+}
+
+impl Part {
+    fn push_to(&self, v: &mut nfnl::Value) {
+        match self {
+            Part::Addr(IpAddr::V4(ip)) => v.push(&ip.octets()),
+            Part::Addr(IpAddr::V6(ip)) => v.push(&ip.octets()),
+            Part::Ifname(name) => v.push_ifname(name),
+            Part::Proto(proto) => v.push(&[proto.number()]),
+            Part::Port(port) => v.push(&port.to_be_bytes()),
+        };
+    }
+}
+
+impl Data {
+    /// A tag is a `mark` (host byte order), a target `addr . inet_service`.
+    fn value(&self) -> nfnl::Value {
+        let mut v = nfnl::Value::default();
+        match self {
+            Data::Tag(tag) => v.push(&tag.to_ne_bytes()),
+            Data::Target(ip, port) => {
+                Part::Addr(*ip).push_to(&mut v);
+                v.push(&port.to_be_bytes())
+            }
+        };
+        v
+    }
+}
+
+fn key_text(key: &[Part]) -> String {
+    let parts: Vec<String> = key
+        .iter()
+        .map(|p| match p {
+            Part::Addr(ip) => ip.to_string(),
+            Part::Ifname(name) => format!("\"{name}\""),
+            Part::Proto(proto) => proto.to_string(),
+            Part::Port(port) => port.to_string(),
+        })
+        .collect();
+    parts.join(" . ")
+}
+
+fn delete_text(map: &str, key: &[Part]) -> String {
+    format!("delete element {TABLE} {map} {{ {} }}\n", key_text(key))
+}
+
+fn v(family: Family, v4: &'static str, v6: &'static str) -> &'static str {
+    match family {
+        Family::V4 => v4,
+        Family::V6 => v6,
+    }
+}
+
+/// The elements ADD writes for an attachment.
+fn elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
+    let tag = Data::Tag(plan.owner.tag());
+    let mut out = Vec::new();
+    for ip in a.addresses {
+        let family = Family::of(ip);
+        out.push(Elem {
+            map: v(family, "ctr4", "ctr6"),
+            key: vec![Part::Addr(*ip), Part::Ifname(a.bridge.to_string())],
+            data: tag.clone(),
+            mapping: None,
+        });
+        if !a.isolate {
+            out.push(open_element(a, plan, *ip));
+        }
+        if a.masquerade {
+            out.push(Elem { map: v(family, "masq4", "masq6"), key: vec![Part::Addr(*ip)], data: tag.clone(), mapping: None });
+        }
+    }
+    for m in &plan.mappings {
+        let (map, mut key) = match m.host_ip {
+            Some(ip) => (v(m.family, "hostports4", "hostports6"), vec![Part::Addr(ip)]),
+            None => (v(m.family, "ports4", "ports6"), vec![]),
+        };
+        key.extend([Part::Proto(m.proto), Part::Port(m.host_port)]);
+        out.push(Elem { map, key, data: Data::Target(m.target, m.container_port), mapping: Some(*m) });
+    }
+    out
+}
+
+/// The element that opens one address of an attachment to other berth networks.
+fn open_element(a: &Attachment, plan: &Plan, ip: IpAddr) -> Elem {
+    Elem {
+        map: v(Family::of(&ip), "open4", "open6"),
+        key: vec![Part::Addr(ip), Part::Ifname(a.bridge.to_string())],
+        data: Data::Tag(plan.owner.tag()),
+        mapping: None,
+    }
+}
+
+/// The open elements an isolated attachment must not have (left by an ADD with
+/// `isolateNetworks: false` whose DEL never came, or came with the configuration changed).
+fn unwanted_open_elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
+    if !a.isolate {
+        return Vec::new();
+    }
+    a.addresses.iter().map(|ip| open_element(a, plan, *ip)).collect()
+}
+
+/// An element as `nft -j list` shows it.
+#[derive(Debug, Clone)]
+struct Listed {
+    map: &'static str,
+    key: Vec<Part>,
+    data: Option<Data>,
+    owner: Option<Owner>,
+}
+
+/// The table as it is now: rules per chain and every element.
+#[derive(Debug, Default)]
+struct Listing {
+    exists: bool,
+    rules: HashMap<String, usize>,
+    elems: Vec<Listed>,
+    /// `rules_*` sets, of this version or others.
+    sentinels: Vec<String>,
+}
+
+impl Listing {
+    fn find(&self, map: &str, key: &[Part]) -> Option<&Listed> {
+        self.elems.iter().find(|l| l.map == map && l.key == key)
+    }
+
+    /// Whom an element belongs to: its comment's owner, except for a port element aimed at an
+    /// address another attachment now holds (see the module docs).
+    fn owner_of<'a>(&'a self, l: &'a Listed) -> Option<&'a Owner> {
+        let Some(Data::Target(target, _)) = l.data else { return l.owner.as_ref() };
+        let holders: Vec<&Owner> = self
+            .elems
+            .iter()
+            .filter(|e| matches!(e.map, "ctr4" | "ctr6") && e.key.first() == Some(&Part::Addr(target)))
+            .filter_map(|e| e.owner.as_ref())
+            .collect();
+        match (&l.owner, holders.first()) {
+            (Some(own), _) if holders.iter().any(|h| h.same_attachment(own)) => Some(own),
+            (_, Some(holder)) => Some(holder),
+            (own, None) => own.as_ref(),
+        }
+    }
+
+    fn owned_by<'a>(&'a self, pick: impl Fn(&Owner) -> bool + 'a) -> impl Iterator<Item = &'a Listed> + 'a {
+        self.elems.iter().filter(move |l| self.owner_of(l).is_some_and(&pick))
+    }
+}
+
+fn parse_listing(json: &str) -> Result<Listing, String> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| format!("cannot parse `nft -j list table {TABLE}`: {e}"))?;
+    let items = doc["nftables"].as_array().ok_or("no \"nftables\" array in `nft -j` output")?;
+    let mut listing = Listing { exists: true, ..Listing::default() };
+    for item in items {
+        if let Some(rule) = item.get("rule") {
+            if let Some(chain) = rule["chain"].as_str() {
+                *listing.rules.entry(chain.to_string()).or_default() += 1;
+            }
+        }
+        let Some(set) = item.get("map").or_else(|| item.get("set")) else { continue };
+        if let Some(name) = set["name"].as_str().filter(|n| n.starts_with("rules_")) {
+            listing.sentinels.push(name.to_string());
+        }
+        let Some(def) = MAPS.iter().find(|m| set["name"].as_str() == Some(m.name)) else { continue };
+        for elem in set["elem"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            // A map element is [key, data]; the key is {"elem": {"val", "comment"}} or bare.
+            let (key, data) = match elem.as_array().map(Vec::as_slice) {
+                Some([key, data]) => (key, Some(data)),
+                _ => (elem, None),
+            };
+            let (val, comment) = match key.get("elem") {
+                Some(e) => (&e["val"], e["comment"].as_str()),
+                None => (key, None),
+            };
+            let Some(key) = parse_parts(val, def.key) else { continue };
+            let data = data.and_then(|d| parse_data(d, def.data));
+            listing.elems.push(Listed { map: def.name, key, data, owner: comment.and_then(Owner::parse) });
+        }
+    }
+    Ok(listing)
+}
+
+fn parse_parts(val: &Value, types: &[Ty]) -> Option<Vec<Part>> {
+    let values: Vec<&Value> = match val.get("concat") {
+        Some(Value::Array(vals)) => vals.iter().collect(),
+        _ => vec![val],
+    };
+    if values.len() != types.len() {
+        return None;
+    }
+    values.iter().zip(types).map(|(v, ty)| parse_part(v, *ty)).collect()
+}
+
+fn parse_part(v: &Value, ty: Ty) -> Option<Part> {
+    match ty {
+        Ty::Addr => v.as_str()?.parse().ok().map(Part::Addr),
+        Ty::Ifname => v.as_str().map(|s| Part::Ifname(s.to_string())),
+        Ty::Proto => match v {
+            Value::String(s) => Proto::parse(s),
+            Value::Number(n) => Proto::from_number(n.as_u64()?),
+            _ => None,
+        }
+        .map(Part::Proto),
+        Ty::Port => match v {
+            Value::String(s) => s.parse().ok(),
+            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            _ => None,
+        }
+        .map(Part::Port),
+    }
+}
+
+fn parse_data(v: &Value, ty: DataTy) -> Option<Data> {
+    match ty {
+        DataTy::Tag => match v {
+            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            Value::String(s) => u32::from_str_radix(s.trim_start_matches("0x"), 16).ok(),
+            _ => None,
+        }
+        .map(Data::Tag),
+        DataTy::Target => match parse_parts(v, &[Ty::Addr, Ty::Port])?.as_slice() {
+            [Part::Addr(ip), Part::Port(port)] => Some(Data::Target(*ip, *port)),
+            _ => None,
+        },
+    }
+}
+
+/// The nftables backend (`firewallBackend: "nftables"`).
+#[derive(Debug, Clone)]
+pub struct Nftables {
+    nft: PathBuf,
+    /// The socket of the element batches.
+    nfnl: nfnl::Conn,
+}
+
+impl Nftables {
+    /// Errors when `nft` is not installed.
+    pub fn new() -> CniResult<Nftables> {
+        Ok(Nftables::with_binary(require_tool("nft", "nftables")?))
+    }
+
+    pub fn with_binary(nft: PathBuf) -> Nftables {
+        Nftables { nft, nfnl: nfnl::Conn::default() }
+    }
+
+    fn apply(&self, batch: &str) -> Result<(), String> {
+        run_tool(&self.nft, &["-f", "-"], Some(batch)).map(drop)
+    }
+
+    /// The table now; a table that does not exist is an empty listing.
+    fn list(&self) -> CniResult<Listing> {
+        let what = || format!("nftables: cannot list table {TABLE}");
+        match run_tool(&self.nft, &["-j", "list", "table", "inet", "berth"], None) {
+            Ok(out) => parse_listing(&out).map_err(|e| CniError::kernel(what(), e)),
+            Err(e) if e.contains("No such file or directory") => Ok(Listing::default()),
+            Err(e) => Err(CniError::kernel(what(), e)),
+        }
+    }
+
+    /// ADD's slow path: the table set up anew and the elements written from the listing,
+    /// taking over stale elements of the container's own addresses and refusing host ports
+    /// another attachment holds.
+    fn add_from_listing(&self, a: &Attachment, plan: &Plan, elems: &[Elem]) -> CniResult<()> {
+        let listing = self.list()?;
+        let comment = plan.owner.comment();
+        let mut batch = setup(&listing);
+        for e in unwanted_open_elements(a, plan) {
+            if listing.find(e.map, &e.key).is_some() {
+                batch += &e.delete();
+            }
+        }
+        for e in elems {
+            if let Some(have) = listing.find(e.map, &e.key) {
+                let holder = listing.owner_of(have);
+                let ours = holder.is_some_and(|o| o.same_attachment(&plan.owner));
+                if let (Some(m), false) = (&e.mapping, ours || have.data.as_ref() == Some(&e.data)) {
+                    let target = match have.data {
+                        Some(Data::Target(ip, port)) => Some(socket(ip, port)),
+                        _ => None,
+                    };
+                    return Err(port_taken(m, holder, target));
+                }
+                batch += &e.delete();
+            }
+            batch += &e.add(&comment);
+        }
+        self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot set up {}", plan.owner), e))
+    }
+
+    /// The first ADD on a host over nfnetlink ([`create_batch`]); fails when the table exists.
+    fn create(&self, elems: &[Elem], comment: &str) -> Result<(), String> {
+        create_batch(elems, comment)?.send(&self.nfnl).map_err(|e| e.to_string())
+    }
+
+    /// What `nft -f` is given to set the table up on a host without it, which the first ADD
+    /// writes over nfnetlink instead (for tests: both must list alike).
+    pub fn setup_script() -> String {
+        setup(&Listing::default())
+    }
+
+    /// Deletes the elements a listing attributes to attachments `pick` chooses.
+    fn delete_owned(&self, pick: impl Fn(&Owner) -> bool, what: impl FnOnce() -> String) -> CniResult<()> {
+        let listing = self.list()?;
+        let batch: String = listing.owned_by(pick).map(|l| delete_text(l.map, &l.key)).collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot remove {}", what()), e))
+    }
+}
+
+impl Firewall for Nftables {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn add(&self, a: &Attachment) -> CniResult<()> {
+        let plan = Plan::new(a)?;
+        let elems = elements(a, &plan);
+        let comment = plan.owner.comment();
+        let add = || {
+            let mut batch = nfnl::Batch::new(TABLE_NAME);
+            sentinel_ref_nfnl(&mut batch);
+            elems.iter().for_each(|e| e.add_nfnl(&mut batch, &comment));
+            batch.send(&self.nfnl)
+        };
+        let done = match add() {
+            Ok(()) => true,
+            // No table, map or sentinel: create the table, unless another ADD just did.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.create(&elems, &comment).is_ok() || add().is_ok(),
+            // A key another attachment holds (EEXIST), or anything else: the listing tells.
+            Err(_) => false,
+        };
+        if !done {
+            self.add_from_listing(a, &plan, &elems)?;
+        }
+        enable_forwarding(a, &plan)
+    }
+
+    fn del(&self, a: &Attachment) -> CniResult<()> {
+        let owner = Owner::new(a.network, a.container_id, a.ifname);
+        let by_owner = || self.delete_owned(|o| o.same_attachment(&owner), || format!("the elements of {owner}"));
+        let plan = match Plan::new(a) {
+            Ok(plan) if !a.addresses.is_empty() => plan,
+            // Without addresses (no prevResult) or with a configuration ADD would not have
+            // taken: find the elements by their comments.
+            _ => return by_owner(),
+        };
+        let comment = plan.owner.comment();
+        // The open elements go whatever `isolate` says now: the configuration may have
+        // changed since ADD, and a stale one would open the next holder of the address.
+        let mut elems = elements(a, &plan);
+        elems.extend(unwanted_open_elements(a, &plan));
+        let mut batch = nfnl::Batch::new(TABLE_NAME);
+        for e in &elems {
+            e.add_nfnl(&mut batch, &comment);
+            e.delete_nfnl(&mut batch);
+        }
+        match batch.send(&self.nfnl) {
+            Ok(()) => Ok(()),
+            // The table is missing, or another attachment now holds one of the keys.
+            Err(_) => by_owner(),
+        }
+    }
+
+    fn check(&self, a: &Attachment) -> CniResult<()> {
+        let plan = Plan::new(a)?;
+        let listing = self.list()?;
+        let fail = |msg: String| Err(CniError::new(Code::Kernel, format!("nftables: {msg}")));
+        if !listing.exists {
+            return fail(format!("table {TABLE} does not exist"));
+        }
+        if !listing.sentinels.contains(&sentinel()) {
+            return fail(format!("the chains of table {TABLE} do not hold this berth version's rules"));
+        }
+        for (chain, rules) in RULES {
+            let have = listing.rules.get(*chain).copied().unwrap_or(0);
+            if have != rules.len() {
+                return fail(format!("chain {chain} of table {TABLE} has {have} rules, expected {}", rules.len()));
+            }
+        }
+        for e in elements(a, &plan) {
+            let what = || format!("element {{ {} }} of map {} for {}", e.key_text(), e.map, plan.owner);
+            let Some(have) = listing.find(e.map, &e.key) else { return fail(format!("{} is missing", what())) };
+            if have.data.as_ref() != Some(&e.data) {
+                return fail(format!("{} has other data", what()));
+            }
+            match listing.owner_of(have) {
+                Some(o) if o.same_attachment(&plan.owner) => {}
+                holder => {
+                    let holder = holder.map_or_else(|| "no berth comment".to_string(), Owner::to_string);
+                    return fail(format!("{} belongs to {holder}", what()));
+                }
+            }
+        }
+        if let Some(e) = unwanted_open_elements(a, &plan).into_iter().find(|e| listing.find(e.map, &e.key).is_some()) {
+            return fail(format!(
+                "element {{ {} }} of map {} opens {} to other networks, but isolateNetworks is true",
+                e.key_text(),
+                e.map,
+                plan.owner
+            ));
+        }
+        Ok(())
+    }
+
+    fn gc(&self, network: &str, keep: &[(String, String)]) -> CniResult<()> {
+        let keep = super::keep_set(keep);
+        self.delete_owned(|o| o.collectable(network, &keep), || format!("stale elements of network {network}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_parses_keys_data_and_comments() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+          {"table": {"family": "inet", "name": "berth"}},
+          {"map": {"name": "ctr4", "type": ["ipv4_addr", "ifname"], "map": "mark", "elem": [
+             [{"elem": {"val": {"concat": ["10.1.0.2", "br0"]}, "comment": "berth net=n id=c1 if=eth0"}}, 4660]]}},
+          {"map": {"name": "ports6", "type": ["inet_proto", "inet_service"], "map": "ipv6_addr . inet_service", "elem": [
+             [{"elem": {"val": {"concat": ["tcp", 8080]}, "comment": "berth net=n id=c1 if=eth0"}}, {"concat": ["fd00::2", 80]}],
+             [{"concat": [17, 53]}, {"concat": ["fd00::3", 53]}]]}},
+          {"map": {"name": "ports4", "type": ["inet_proto", "inet_service"], "map": "ipv4_addr . inet_service", "elem": [
+             [{"elem": {"val": {"concat": ["tcp", 80]}, "comment": "berth net=n id=ghost if=eth0"}}, {"concat": ["10.1.0.2", 80]}],
+             [{"elem": {"val": {"concat": ["tcp", 81]}, "comment": "berth net=n id=ghost if=eth0"}}, {"concat": ["10.1.0.9", 80]}]]}},
+          {"set": {"name": "rules_0badc0de", "type": "mark"}},
+          {"chain": {"name": "forward"}},
+          {"rule": {"chain": "forward", "expr": []}}]}"#;
+        let l = parse_listing(json).unwrap();
+        assert_eq!(l.rules["forward"], 1);
+        assert_eq!(l.elems.len(), 5);
+        assert_eq!(l.sentinels, ["rules_0badc0de"]);
+        let ctr = l.find("ctr4", &[Part::Addr("10.1.0.2".parse().unwrap()), Part::Ifname("br0".into())]).unwrap();
+        assert_eq!(ctr.data, Some(Data::Tag(4660)));
+        assert_eq!(ctr.owner.as_ref().unwrap().id, "c1");
+        let udp = l.find("ports6", &[Part::Proto(Proto::Udp), Part::Port(53)]).unwrap();
+        assert_eq!(udp.data, Some(Data::Target("fd00::3".parse().unwrap(), 53)));
+        assert!(udp.owner.is_none());
+        // A port element aimed at an address c1 holds is c1's, whatever its comment says.
+        let adopted = l.find("ports4", &[Part::Proto(Proto::Tcp), Part::Port(80)]).unwrap();
+        assert_eq!(l.owner_of(adopted).unwrap().id, "c1");
+        let orphan = l.find("ports4", &[Part::Proto(Proto::Tcp), Part::Port(81)]).unwrap();
+        assert_eq!(l.owner_of(orphan).unwrap().id, "ghost");
+        let c1 = Owner::new("n", "c1", "eth0");
+        assert_eq!(l.owned_by(|o| o.same_attachment(&c1)).count(), 3, "ctr4, ports6 and the adopted ports4 element");
+    }
+
+    #[test]
+    fn nfnetlink_rules_mirror_rules() {
+        let nfnl = rules_nfnl();
+        assert_eq!(RULES.len(), nfnl.len());
+        for ((chain, text), (nfnl_chain, rules)) in RULES.iter().zip(&nfnl) {
+            assert_eq!(chain, nfnl_chain);
+            assert_eq!(text.len(), rules.len(), "rules of chain {chain}");
+        }
+    }
+
+    // Captured on x86_64 (little endian) with nftables 1.0.6: `nft --debug=mnl -f -` of
+    // `Nftables::setup_script()` in a fresh network namespace, whose sentinel is renamed
+    // rules_00000000 here. Every message of that batch but the chain flushes (none are sent
+    // over nfnetlink: the chains are new) matched byte for byte; a few are kept here.
+    #[cfg(target_endian = "little")]
+    const NFT_TABLE: &str = "01000000 0a000100 62657274 68000000 08000200 00000000 37000600 00316265 72746820
+        434e4920 706c7567 696e733a 204e4154 2c20706f 7274206d 61707069 6e67732c 2069736f
+        6c617469 6f6e0000";
+
+    // add map inet berth ctr4 { type ipv4_addr . ifname : mark; }
+    #[cfg(target_endian = "little")]
+    const NFT_MAP_CTR4: &str = "01000000 0a000100 62657274 68000000 09000200 63747234 00000000 08000300 00000008
+        08000400 000001e9 08000500 00000014 08000600 00000013 08000700 00000004 08000a00
+        00000001 20000d00 00040000 00000104 01000000 03080004 0d000000 01000604 00000000";
+
+    // add map inet berth ports4 { type inet_proto . inet_service : ipv4_addr . inet_service; }
+    #[cfg(target_endian = "little")]
+    const NFT_MAP_PORTS4: &str = "01000000 0a000100 62657274 68000000 0b000200 706f7274 73340000 08000300 00000008
+        08000400 0000030d 08000500 00000008 08000600 000001cd 08000700 00000008 08000a00
+        00000007 2a000d00 00040000 00000104 00000000 03080004 0d000000 01000408 00040d00
+        00000100 06040000 00000000";
+
+    // add chain inet berth prerouting { type nat hook prerouting priority dstnat; policy accept; }
+    #[cfg(target_endian = "little")]
+    const NFT_CHAIN_PREROUTING: &str = "01000000 0a000100 62657274 68000000 0f000300 70726572 6f757469 6e670000 08000700
+        6e617400 08000500 00000001 14000480 08000100 00000000 08000200 ffffff9c";
+
+    // output: meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local
+    //   dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6
+    #[cfg(target_endian = "little")]
+    const NFT_RULE_OUTPUT_HOSTPORTS6: &str = "01000000 0a000100 62657274 68000000 0b000200 6f757470 75740000 0c020480 24000180
+        09000100 6d657461 00000000 14000280 08000200 0000000f 08000100 00000001 2c000180
+        08000100 636d7000 20000280 08000100 00000001 08000200 00000000 0c000380 05000100
+        0a000000 34000180 0c000100 7061796c 6f616400 24000280 08000100 00000001 08000200
+        00000001 08000300 00000018 08000400 00000010 38000180 08000100 636d7000 2c000280
+        08000100 00000001 08000200 00000001 18000380 14000100 00000000 00000000 00000000
+        00000001 28000180 08000100 66696200 1c000280 08000300 00000002 08000200 00000003
+        08000100 00000001 2c000180 08000100 636d7000 20000280 08000100 00000001 08000200
+        00000000 0c000380 08000100 02000000 34000180 0c000100 7061796c 6f616400 24000280
+        08000100 00000001 08000200 00000001 08000300 00000018 08000400 00000010 24000180
+        09000100 6d657461 00000000 14000280 08000200 00000010 08000100 00000002 34000180
+        0c000100 7061796c 6f616400 24000280 08000100 0000000d 08000200 00000002 08000300
+        00000002 08000400 00000002 3c000180 0b000100 6c6f6f6b 75700000 2c000280 08000200
+        00000001 08000300 00000001 0f000100 686f7374 706f7274 73360000 08000400 0000000a
+        30000180 08000100 6e617400 24000280 08000100 00000001 08000200 0000000a 08000300
+        00000001 08000500 00000002";
+
+    // postrouting: meta nfproto ipv4 ip saddr @masq4 ip daddr != 224.0.0.0/4 masquerade comment "ipMasq"
+    #[cfg(target_endian = "little")]
+    const NFT_RULE_MASQ4: &str = "01000000 0a000100 62657274 68000000 10000200 706f7374 726f7574 696e6700 70010480
+        24000180 09000100 6d657461 00000000 14000280 08000200 0000000f 08000100 00000001
+        2c000180 08000100 636d7000 20000280 08000100 00000001 08000200 00000000 0c000380
+        05000100 02000000 34000180 0c000100 7061796c 6f616400 24000280 08000100 00000001
+        08000200 00000001 08000300 0000000c 08000400 00000004 30000180 0b000100 6c6f6f6b
+        75700000 20000280 08000200 00000001 0a000100 6d617371 34000000 08000400 00000005
+        34000180 0c000100 7061796c 6f616400 24000280 08000100 00000001 08000200 00000001
+        08000300 00000010 08000400 00000004 44000180 0c000100 62697477 69736500 34000280
+        08000100 00000001 08000200 00000001 08000300 00000004 0c000480 08000100 f0000000
+        0c000580 08000100 00000000 2c000180 08000100 636d7000 20000280 08000100 00000001
+        08000200 00000001 0c000380 08000100 e0000000 14000180 09000100 6d617371 00000000
+        04000280 0d000700 00076970 4d617371 00000000";
+
+    // forward: ct state established,related accept
+    #[cfg(target_endian = "little")]
+    const NFT_RULE_ESTABLISHED: &str = "01000000 0a000100 62657274 68000000 0c000200 666f7277 61726400 c4000480 20000180
+        07000100 63740000 14000280 08000200 00000000 08000100 00000001 44000180 0c000100
+        62697477 69736500 34000280 08000100 00000001 08000200 00000001 08000300 00000004
+        0c000480 08000100 06000000 0c000580 08000100 00000000 2c000180 08000100 636d7000
+        20000280 08000100 00000001 08000200 00000001 0c000380 08000100 00000000 30000180
+        0e000100 696d6d65 64696174 65000000 1c000280 08000100 00000000 10000280 0c000280
+        08000100 00000001";
+
+    // add set inet berth rules_00000000 { type mark; comment "marks the chains' rules as those of this berth version"; }
+    #[cfg(target_endian = "little")]
+    const NFT_SENTINEL: &str = "01000000 0a000100 62657274 68000000 13000200 72756c65 735f3030 30303030 30300000
+        08000300 00000000 08000400 00000013 08000500 00000004 08000a00 0000000b 43000d00
+        00040100 00000737 6d61726b 73207468 65206368 61696e73 27207275 6c657320 61732074
+        686f7365 206f6620 74686973 20626572 74682076 65727369 6f6e0000";
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn create_batch_matches_what_nft_sends() {
+        use super::nfnl::tests::{hex, messages, unhex};
+        let (bytes, acks) = create_batch(&[], "").unwrap().into_bytes();
+        let msgs = messages(&bytes);
+        let rules: usize = RULES.iter().map(|(_, rules)| rules.len()).sum();
+        // BEGIN, the table, the maps, 4 chains, the rules, the sentinel and its element, END.
+        assert_eq!(msgs.len(), 2 + MAPS.len() + 4 + rules + 2 + 1);
+        assert_eq!(acks, msgs.len() - 2);
+        let first_rule = 2 + MAPS.len() + 4;
+        let rule = |chain: &str, i: usize| {
+            first_rule + RULES.iter().take_while(|(c, _)| *c != chain).map(|(_, r)| r.len()).sum::<usize>() + i
+        };
+        let renamed = |captured: &str| hex(&unhex(captured)).replace(&hex(b"rules_00000000"), &hex(sentinel().as_bytes()));
+        for (i, captured) in [
+            (1, NFT_TABLE),
+            (2, NFT_MAP_CTR4),
+            (8, NFT_MAP_PORTS4),
+            (2 + MAPS.len(), NFT_CHAIN_PREROUTING),
+            (rule("output", 2), NFT_RULE_OUTPUT_HOSTPORTS6),
+            (rule("postrouting", 2), NFT_RULE_MASQ4),
+            (rule("forward", 0), NFT_RULE_ESTABLISHED),
+            (first_rule + rules, NFT_SENTINEL),
+        ] {
+            assert_eq!(hex(&msgs[i].2), renamed(captured), "message {i}");
+        }
+        // Types and flags (REQUEST 0x1, ACK 0x4, EXCL 0x200, CREATE 0x400, APPEND 0x800): the
+        // table is created, so that the batch fails when it exists; everything else is added.
+        let (newtable, newset, newchain, newrule, newsetelem) = (0x0a00, 0x0a09, 0x0a03, 0x0a06, 0x0a0c);
+        assert_eq!((msgs[1].0, msgs[1].1), (newtable, 0x605));
+        assert!(msgs[2..2 + MAPS.len()].iter().all(|m| (m.0, m.1) == (newset, 0x405)));
+        assert!(msgs[2 + MAPS.len()..first_rule].iter().all(|m| (m.0, m.1) == (newchain, 0x405)));
+        assert!(msgs[first_rule..first_rule + rules].iter().all(|m| (m.0, m.1) == (newrule, 0xc05)));
+        assert_eq!((msgs[first_rule + rules].0, msgs[first_rule + rules].1), (newset, 0x405));
+        assert_eq!((msgs[first_rule + rules + 1].0, msgs[first_rule + rules + 1].1), (newsetelem, 0x405));
+    }
+
+    #[test]
+    fn element_commands() {
+        let e = Elem {
+            map: "hostports6",
+            key: vec![Part::Addr("fd99::1".parse().unwrap()), Part::Proto(Proto::Tcp), Part::Port(8080)],
+            data: Data::Target("fd01::2".parse().unwrap(), 80),
+            mapping: None,
+        };
+        assert_eq!(
+            e.add("berth net=n id=c if=eth0"),
+            "add element inet berth hostports6 { fd99::1 . tcp . 8080 comment \"berth net=n id=c if=eth0\" : fd01::2 . 80 }\n"
+        );
+        assert_eq!(e.delete(), "delete element inet berth hostports6 { fd99::1 . tcp . 8080 }\n");
+    }
+
+    #[test]
+    fn an_open_attachment_has_open_elements_and_del_always_removes_them() {
+        let addrs: Vec<IpAddr> = vec!["10.1.0.2".parse().unwrap(), "fd01::2".parse().unwrap()];
+        let open = Attachment {
+            network: "n",
+            container_id: "c1",
+            ifname: "eth0",
+            bridge: "br0",
+            addresses: &addrs,
+            masquerade: false,
+            isolate: false,
+            port_mappings: &[],
+        };
+        let plan = Plan::new(&open).unwrap();
+        let maps = |elems: Vec<Elem>| elems.iter().map(|e| e.map).collect::<Vec<_>>();
+        assert_eq!(maps(elements(&open, &plan)), ["ctr4", "open4", "ctr6", "open6"]);
+        assert!(unwanted_open_elements(&open, &plan).is_empty());
+        let isolated = Attachment { isolate: true, ..open };
+        assert_eq!(maps(elements(&isolated, &plan)), ["ctr4", "ctr6"]);
+        assert_eq!(maps(unwanted_open_elements(&isolated, &plan)), ["open4", "open6"]);
+        let comment = plan.owner.comment();
+        assert_eq!(
+            elements(&open, &plan)[1].add(&comment),
+            format!(
+                "add element inet berth open4 {{ 10.1.0.2 . \"br0\" comment \"berth net=n id=c1 if=eth0\" : 0x{:08x} }}\n",
+                plan.owner.tag()
+            )
+        );
+    }
+}
