@@ -6,7 +6,7 @@ use crate::{net, Context};
 use berth_netlink::Netlink;
 use berth_netns::{NetNs, NETNS_RUN_DIR};
 use berth_cni::runtime::{Attachment, Runtime};
-use berth_cni::{CniError, CniResult};
+use crate::error::{BerthError, BerthResult};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -28,7 +28,7 @@ fn step(what: impl std::fmt::Display) {
     println!("==> {what}");
 }
 
-pub fn run(ctx: &Context) -> CniResult<()> {
+pub fn run(ctx: &Context) -> BerthResult<()> {
     let scratch = tempfile_dir()?;
     let tag = std::process::id();
     let host_name = format!("berth-demo{tag}-host");
@@ -57,7 +57,7 @@ pub fn run(ctx: &Context) -> CniResult<()> {
         };
         step(format!("attach sandbox {name} (berth attach demo {name})"));
         let result = runtime.add(&list, &att)?;
-        let ip = result.ips.first().ok_or_else(|| CniError::invalid_config("the network gave no address"))?;
+        let ip = result.ips.first().ok_or_else(|| BerthError::InvalidArgument("the demo network gave no address".into()))?;
         println!("    eth0 = {} via {}", ip.address, ip.gateway.map(|g| g.to_string()).unwrap_or_default());
         addresses.push(ip.address.addr());
         attached.push(att);
@@ -82,9 +82,9 @@ pub fn run(ctx: &Context) -> CniResult<()> {
     drop(namespaces);
     step("removed the sandboxes and the host namespace");
     if failures > 0 || !left.is_empty() {
-        return Err(CniError::new(berth_cni::Code::Kernel, format!("demo failed: {failures} pings unanswered, {} veths left", left.len())));
+        return Err(BerthError::Demo(format!("demo failed: {failures} pings unanswered, {} veths left", left.len())));
     }
-    volumes(&scratch.path().join("volumes")).map_err(|e| CniError::io("volume demo", e))?;
+    volumes(&scratch.path().join("volumes")).map_err(|e| BerthError::Demo(format!("volume demo: {e}")))?;
     println!("demo passed");
     Ok(())
 }
@@ -144,15 +144,15 @@ fn volumes(state: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn ping(from: &Path, to: IpAddr) -> CniResult<bool> {
+fn ping(from: &Path, to: IpAddr) -> BerthResult<bool> {
     let ns = NetNs::open(from)?;
     let mut cmd = std::process::Command::new("ping");
     cmd.args(["-c", "1", "-W", "2", "-q", &to.to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
     ns.prepare_command(&mut cmd)?;
-    let status = cmd.status().map_err(|e| CniError::io("run ping (apt-get install iputils-ping)", e))?;
+    let status = cmd.status().map_err(BerthError::io("run ping (apt-get install iputils-ping)"))?;
     Ok(status.success())
 }
 
-fn tempfile_dir() -> CniResult<tempfile::TempDir> {
-    tempfile::Builder::new().prefix("berth-demo-").tempdir().map_err(|e| CniError::io("create a scratch directory", e))
+fn tempfile_dir() -> BerthResult<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("berth-demo-").tempdir().map_err(BerthError::io("create a scratch directory"))
 }

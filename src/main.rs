@@ -2,50 +2,94 @@
 //! does (conflists, prevResult, cached results) and serves volumes.
 
 mod demo;
+mod error;
 mod net;
 mod target;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "Wire Linux containers to networks and storage")]
 struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+/// Where berth keeps its state; shared by networks and volumes.
+#[derive(Args, Clone)]
+struct StateOptions {
+    /// Where berth keeps state (cached CNI results, volumes).
+    #[arg(long, global = true, default_value = "/var/lib/berth", env = "BERTH_STATE_DIR")]
+    state_dir: PathBuf,
+}
+
+/// What the network commands need to run plugins as a runtime does.
+#[derive(Args, Clone)]
+struct NetworkOptions {
     /// Where network configuration lists (*.conflist) live.
     #[arg(long, global = true, default_value = "/etc/berth/net.d", env = "BERTH_CONFIG_DIR")]
     config_dir: PathBuf,
-    /// Where berth keeps state (cached CNI results).
-    #[arg(long, global = true, default_value = "/var/lib/berth", env = "BERTH_STATE_DIR")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: StateOptions,
     /// Directories searched for plugins; default: berth's own directory, /opt/cni/bin, /usr/lib/cni.
     #[arg(long, global = true, env = "CNI_PATH", value_delimiter = ':')]
     cni_path: Vec<PathBuf>,
-    #[command(subcommand)]
-    command: Commands,
 }
 
 #[derive(Subcommand)]
 enum Commands {
     /// Create, list, inspect and remove networks.
-    #[command(subcommand)]
-    Net(net::NetCommand),
+    Net {
+        #[command(flatten)]
+        options: NetworkOptions,
+        #[command(subcommand)]
+        command: net::NetCommand,
+    },
     /// Attach a container (netns path, netns name or PID) to a network.
-    Attach(target::AttachArgs),
+    Attach {
+        #[command(flatten)]
+        options: NetworkOptions,
+        #[command(flatten)]
+        args: target::AttachArgs,
+    },
     /// Detach a container from a network; succeeds when it is already detached.
-    Detach(target::AttachArgs),
+    Detach {
+        #[command(flatten)]
+        options: NetworkOptions,
+        #[command(flatten)]
+        args: target::AttachArgs,
+    },
     /// Check that an attachment is still as ADD made it (CNI CHECK through the chain).
-    Check(target::AttachArgs),
+    Check {
+        #[command(flatten)]
+        options: NetworkOptions,
+        #[command(flatten)]
+        args: target::AttachArgs,
+    },
     /// pipework's bridge mode: `berth pipework br0 TARGET 172.17.2.24/24@172.17.2.1`.
-    Pipework(target::PipeworkArgs),
+    Pipework {
+        #[command(flatten)]
+        options: NetworkOptions,
+        #[command(flatten)]
+        args: target::PipeworkArgs,
+    },
     /// Create, list, inspect, mount and remove volumes; run the Docker volume plugin endpoint.
-    #[command(subcommand)]
-    Volume(berth_volumes::cli::VolumeCommand),
+    Volume {
+        #[command(flatten)]
+        state: StateOptions,
+        #[command(subcommand)]
+        command: berth_volumes::cli::VolumeCommand,
+    },
     /// Project quotas on XFS and ext4 directories: set, get, list and clear limits.
     #[command(subcommand)]
     Quota(berth_quota::cli::QuotaCommand),
     /// Wire two sandboxes to a network and volumes, show it working, and remove everything again.
-    Demo,
+    Demo {
+        #[command(flatten)]
+        options: NetworkOptions,
+    },
 }
 
 pub struct Context {
@@ -55,9 +99,9 @@ pub struct Context {
 }
 
 impl Context {
-    fn from_cli(cli: &Cli) -> Context {
-        let cni_path = if cli.cni_path.is_empty() { default_cni_path() } else { cli.cni_path.clone() };
-        Context { config_dir: cli.config_dir.clone(), state_dir: cli.state_dir.clone(), cni_path }
+    fn new(options: NetworkOptions) -> Context {
+        let cni_path = if options.cni_path.is_empty() { default_cni_path() } else { options.cni_path };
+        Context { config_dir: options.config_dir, state_dir: options.state.state_dir, cni_path }
     }
 
     pub fn runtime(&self) -> berth_cni::runtime::Runtime {
@@ -71,23 +115,21 @@ fn default_cni_path() -> Vec<PathBuf> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let ctx = Context::from_cli(&cli);
-    let outcome = match cli.command {
-        Commands::Net(cmd) => net::run(&ctx, cmd),
-        Commands::Attach(args) => target::attach(&ctx, &args),
-        Commands::Detach(args) => target::detach(&ctx, &args),
-        Commands::Check(args) => target::check(&ctx, &args),
-        Commands::Pipework(args) => target::pipework(&ctx, &args),
-        Commands::Volume(cmd) => return berth_volumes::cli::run_and_report(cmd, &ctx.state_dir),
-        Commands::Quota(cmd) => return berth_quota::cli::run_and_report(cmd),
-        Commands::Demo => demo::run(&ctx),
+    let outcome = match Cli::parse().command {
+        Commands::Net { options, command } => net::run(&Context::new(options), command),
+        Commands::Attach { options, args } => target::attach(&Context::new(options), &args),
+        Commands::Detach { options, args } => target::detach(&Context::new(options), &args),
+        Commands::Check { options, args } => target::check(&Context::new(options), &args),
+        Commands::Pipework { options, args } => target::pipework(&Context::new(options), &args),
+        Commands::Volume { state, command } => return berth_volumes::cli::run_and_report(command, &state.state_dir),
+        Commands::Quota(command) => return berth_quota::cli::run_and_report(command),
+        Commands::Demo { options } => demo::run(&Context::new(options)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berth: {e}");
-            ExitCode::FAILURE
+            eprintln!("berth: {}", e.report());
+            e.exit_code()
         }
     }
 }

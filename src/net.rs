@@ -2,7 +2,9 @@
 
 use crate::Context;
 use berth_cni::spec::ConfList;
-use berth_cni::{CniError, CniResult};
+use crate::error::{BerthError, BerthResult};
+use berth_util::fs::write_durably;
+use berth_util::names::{check_identifier, check_interface_name};
 use clap::Subcommand;
 use ipnet::IpNet;
 use serde_json::json;
@@ -31,7 +33,7 @@ pub enum NetCommand {
     Rm { name: String },
 }
 
-pub fn run(ctx: &Context, cmd: NetCommand) -> CniResult<()> {
+pub fn run(ctx: &Context, cmd: NetCommand) -> BerthResult<()> {
     match cmd {
         NetCommand::Create { name, subnet, gateway, bridge } => {
             let list = bridge_network(&name, subnet, gateway, bridge.as_deref())?;
@@ -49,28 +51,28 @@ pub fn run(ctx: &Context, cmd: NetCommand) -> CniResult<()> {
         }
         NetCommand::Inspect { name } => {
             let (path, _) = find(ctx, &name)?;
-            let raw = std::fs::read_to_string(&path).map_err(|e| CniError::io(format!("read {}", path.display()), e))?;
+            let raw = std::fs::read_to_string(&path).map_err(BerthError::io(format!("read {}", path.display())))?;
             println!("{}", raw.trim_end());
             Ok(())
         }
         NetCommand::Rm { name } => {
             let (path, _) = find(ctx, &name)?;
-            std::fs::remove_file(&path).map_err(|e| CniError::io(format!("remove {}", path.display()), e))
+            std::fs::remove_file(&path).map_err(BerthError::io(format!("remove {}", path.display())))
         }
     }
 }
 
 /// The conflist `berth net create` writes: a gateway bridge with host-local addresses.
-pub fn bridge_network(name: &str, subnet: IpNet, gateway: Option<IpAddr>, bridge: Option<&str>) -> CniResult<ConfList> {
+pub fn bridge_network(name: &str, subnet: IpNet, gateway: Option<IpAddr>, bridge: Option<&str>) -> BerthResult<ConfList> {
     validate_network_name(name)?;
     let subnet = subnet.trunc();
     let gateway = match gateway {
-        Some(gw) if !subnet.contains(&gw) => return Err(CniError::invalid_config(format!("gateway {gw} is outside {subnet}"))),
+        Some(gw) if !subnet.contains(&gw) => return Err(invalid(format!("--gateway {gw} is outside {subnet}"))),
         Some(gw) => gw,
-        None => subnet.hosts().next().ok_or_else(|| CniError::invalid_config(format!("subnet {subnet} has no host addresses")))?,
+        None => subnet.hosts().next().ok_or_else(|| invalid(format!("--subnet {subnet} has no host addresses")))?,
     };
     let bridge = bridge.map(str::to_string).unwrap_or_else(|| format!("berth-{name}").chars().take(15).collect());
-    berth_cni::skel::validate_ifname(&bridge).map_err(|e| e.context("--bridge"))?;
+    check_interface_name(&bridge).map_err(|e| invalid(format!("--bridge {bridge:?}: {e}")))?;
     let default_route = if subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
     let raw = json!({
         "cniVersion": "1.0.0",
@@ -89,39 +91,36 @@ pub fn bridge_network(name: &str, subnet: IpNet, gateway: Option<IpAddr>, bridge
     Ok(serde_json::from_value(raw).expect("well-formed conflist"))
 }
 
-fn validate_network_name(name: &str) -> CniResult<()> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(CniError::invalid_config(format!("invalid network name {name:?}: use letters, digits, '_', '.', '-'")))
-    }
+fn validate_network_name(name: &str) -> BerthResult<()> {
+    check_identifier(name).map_err(|e| invalid(format!("invalid network name {name:?}: {e}")))
 }
 
-pub fn create(ctx: &Context, list: &ConfList) -> CniResult<PathBuf> {
+fn invalid(msg: String) -> BerthError {
+    BerthError::InvalidArgument(msg)
+}
+
+pub fn create(ctx: &Context, list: &ConfList) -> BerthResult<PathBuf> {
     if find(ctx, &list.name).is_ok() {
-        return Err(CniError::invalid_config(format!("network {} already exists", list.name)));
+        return Err(invalid(format!("network {} already exists", list.name)));
     }
     let path = ctx.config_dir.join(format!("{}.conflist", list.name));
     let bytes = serde_json::to_vec_pretty(list).expect("conflists serialize");
-    berth_cni::runtime::write_atomically(&path, &bytes)?;
+    write_durably(&path, &bytes)?;
     Ok(path)
 }
 
 /// Every readable conflist in the config directory, sorted by file name.
-pub fn all(ctx: &Context) -> CniResult<Vec<(PathBuf, ConfList)>> {
+pub fn all(ctx: &Context) -> BerthResult<Vec<(PathBuf, ConfList)>> {
     let entries = match std::fs::read_dir(&ctx.config_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(CniError::io(format!("read {}", ctx.config_dir.display()), e)),
+        Err(e) => return Err(BerthError::io(format!("read {}", ctx.config_dir.display()))(e)),
     };
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conflist")).collect();
     paths.sort();
     let mut out = Vec::new();
     for path in paths {
-        let bytes = std::fs::read(&path).map_err(|e| CniError::io(format!("read {}", path.display()), e))?;
+        let bytes = std::fs::read(&path).map_err(BerthError::io(format!("read {}", path.display())))?;
         match ConfList::from_slice(&bytes) {
             Ok(list) => out.push((path, list)),
             Err(e) => eprintln!("berth: skipping {}: {e}", path.display()),
@@ -130,11 +129,11 @@ pub fn all(ctx: &Context) -> CniResult<Vec<(PathBuf, ConfList)>> {
     Ok(out)
 }
 
-pub fn find(ctx: &Context, name: &str) -> CniResult<(PathBuf, ConfList)> {
+pub fn find(ctx: &Context, name: &str) -> BerthResult<(PathBuf, ConfList)> {
     all(ctx)?
         .into_iter()
         .find(|(_, l)| l.name == name)
-        .ok_or_else(|| CniError::invalid_config(format!("no network {name:?} in {}", ctx.config_dir.display())))
+        .ok_or_else(|| BerthError::NotFound(format!("no network {name:?} in {}", ctx.config_dir.display())))
 }
 
 #[cfg(test)]

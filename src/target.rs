@@ -5,7 +5,10 @@ use crate::{net, Context};
 use berth_netns::{NetNs, NETNS_RUN_DIR};
 use berth_cni::runtime::Attachment;
 use berth_cni::spec::ConfList;
-use berth_cni::{CniError, CniResult, Code};
+use crate::error::{BerthError, BerthResult};
+use berth_cni::CniError;
+use berth_util::hash::fnv1a32;
+use berth_util::names::check_interface_name;
 use clap::Args;
 use ipnet::IpNet;
 use serde_json::json;
@@ -43,17 +46,17 @@ pub struct PipeworkArgs {
 }
 
 /// Where a target's namespace is, and the container ID plugins see for it.
-pub fn resolve(target: &str) -> CniResult<(PathBuf, String)> {
+pub fn resolve(target: &str) -> BerthResult<(PathBuf, String)> {
     if !target.is_empty() && target.chars().all(|c| c.is_ascii_digit()) {
         return Ok((PathBuf::from(format!("/proc/{target}/ns/net")), format!("pid-{target}")));
     }
     if target.contains('/') {
         let path = PathBuf::from(target);
         let base = path.file_name().map(|n| sanitize(&n.to_string_lossy())).unwrap_or_default();
-        return Ok((path.clone(), format!("{base}-{:08x}", fnv(target))));
+        return Ok((path.clone(), format!("{base}-{:08x}", fnv1a32([target.as_bytes()]))));
     }
-    berth_cni::skel::validate_container_id(target)
-        .map_err(|_| CniError::invalid_config(format!("{target:?} is neither a PID, a path nor a netns name")))?;
+    berth_util::names::check_identifier(target)
+        .map_err(|_| BerthError::InvalidArgument(format!("{target:?} is neither a PID, a path nor a netns name")))?;
     Ok((Path::new(NETNS_RUN_DIR).join(target), target.to_string()))
 }
 
@@ -64,11 +67,8 @@ fn sanitize(s: &str) -> String {
     if short.is_empty() { "ns".into() } else { short }
 }
 
-fn fnv(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-}
 
-fn attachment(args: &AttachArgs) -> CniResult<Attachment> {
+fn attachment(args: &AttachArgs) -> BerthResult<Attachment> {
     let (netns, derived_id) = resolve(&args.target)?;
     Ok(Attachment {
         container_id: args.id.clone().unwrap_or(derived_id),
@@ -78,7 +78,7 @@ fn attachment(args: &AttachArgs) -> CniResult<Attachment> {
     })
 }
 
-pub fn attach(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
+pub fn attach(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
     let att = attachment(args)?;
     NetNs::open(&att.netns)?;
     let (_, list) = net::find(ctx, &args.network)?;
@@ -88,7 +88,7 @@ pub fn attach(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
     Ok(())
 }
 
-pub fn detach(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
+pub fn detach(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
     let att = attachment(args)?;
     let runtime = ctx.runtime();
     // The network's config may be gone by now; the cache remembers what it was.
@@ -99,10 +99,10 @@ pub fn detach(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
             .and_then(|c| c.conflist)
             .ok_or(not_found)?,
     };
-    runtime.del(&list, &att)
+    Ok(runtime.del(&list, &att)?)
 }
 
-pub fn check(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
+pub fn check(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
     let att = attachment(args)?;
     let (_, list) = net::find(ctx, &args.network)?;
     ctx.runtime().check(&list, &att)?;
@@ -111,23 +111,23 @@ pub fn check(ctx: &Context, args: &AttachArgs) -> CniResult<()> {
 }
 
 /// pipework's `IP/PREFIX[@GATEWAY]`.
-pub fn parse_pipework_address(spec: &str) -> CniResult<(IpNet, Option<IpAddr>)> {
+pub fn parse_pipework_address(spec: &str) -> BerthResult<(IpNet, Option<IpAddr>)> {
     let (addr, gateway) = match spec.split_once('@') {
         Some((a, g)) => (a, Some(g)),
         None => (spec, None),
     };
     let addr: IpNet = addr
         .parse()
-        .map_err(|_| CniError::new(Code::InvalidConfig, format!("{addr:?} is not IP/PREFIX (e.g. 172.17.2.24/24)")))?;
+        .map_err(|_| BerthError::InvalidArgument(format!("{addr:?} is not IP/PREFIX (e.g. 172.17.2.24/24)")))?;
     let gateway = gateway
-        .map(|g| g.parse::<IpAddr>().map_err(|_| CniError::invalid_config(format!("gateway {g:?} is not an IP address"))))
+        .map(|g| g.parse::<IpAddr>().map_err(|_| BerthError::InvalidArgument(format!("gateway {g:?} is not an IP address"))))
         .transpose()?;
     Ok((addr, gateway))
 }
 
 /// The one-plugin network pipework's arguments describe: a bridge without a gateway address
 /// (pipework leaves the bridge alone) and a static address.
-pub fn pipework_network(bridge: &str, addr: IpNet, gateway: Option<IpAddr>) -> CniResult<ConfList> {
+pub fn pipework_network(bridge: &str, addr: IpNet, gateway: Option<IpAddr>) -> BerthResult<ConfList> {
     let mut address = json!({ "address": addr.to_string() });
     let mut routes = vec![];
     if let Some(gw) = gateway {
@@ -143,18 +143,18 @@ pub fn pipework_network(bridge: &str, addr: IpNet, gateway: Option<IpAddr>) -> C
             "ipam": { "type": "berth-static", "addresses": [address], "routes": routes },
         }],
     });
-    serde_json::from_value(raw).map_err(|e| CniError::invalid_config("pipework network").with_details(e))
+    Ok(serde_json::from_value(raw).map_err(|e| CniError::invalid_config("pipework network").with_details(e))?)
 }
 
-pub fn pipework(ctx: &Context, args: &PipeworkArgs) -> CniResult<()> {
-    berth_cni::skel::validate_ifname(&args.bridge).map_err(|e| e.context("bridge"))?;
+pub fn pipework(ctx: &Context, args: &PipeworkArgs) -> BerthResult<()> {
+    check_interface_name(&args.bridge).map_err(|e| BerthError::InvalidArgument(format!("bridge {:?}: {e}", args.bridge)))?;
     let (addr, gateway) = parse_pipework_address(&args.address)?;
     let list = pipework_network(&args.bridge, addr, gateway)?;
     let att_args = AttachArgs { network: list.name.clone(), target: args.target.clone(), ifname: args.ifname.clone(), id: None };
     let att = attachment(&att_args)?;
     let runtime = ctx.runtime();
     if args.remove {
-        return runtime.del(&list, &att);
+        return Ok(runtime.del(&list, &att)?);
     }
     NetNs::open(&att.netns)?;
     let result = runtime.add(&list, &att)?;
@@ -175,7 +175,7 @@ mod tests {
         let (path, id) = resolve("/run/user/ns/x y").unwrap();
         assert_eq!(path, PathBuf::from("/run/user/ns/x y"));
         assert!(id.starts_with("x-y-"));
-        assert!(berth_cni::skel::validate_container_id(&id).is_ok());
+        assert!(berth_util::names::check_identifier(&id).is_ok());
         assert!(resolve("bad name!").is_err());
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// A file operation that failed: what was being done, on which path, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{what} {}: {source}", path.display())]
+#[error("{what} {}", path.display())]
 pub struct FileError {
     pub what: &'static str,
     pub path: PathBuf,
