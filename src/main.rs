@@ -1,6 +1,7 @@
 //! `berth`: a minimal engine over berth's plugins. It runs CNI plugins exactly as a runtime
 //! does (conflists, prevResult, cached results) and serves volumes.
 
+mod containers;
 mod demo;
 mod error;
 mod net;
@@ -47,7 +48,7 @@ enum Commands {
         #[command(subcommand)]
         command: net::NetCommand,
     },
-    /// Attach a container (netns path, netns name or PID) to a network.
+    /// Attach a container (netns path, netns name, PID, Docker or podman container) to a network.
     Attach {
         #[command(flatten)]
         options: NetworkOptions,

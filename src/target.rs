@@ -1,7 +1,8 @@
 //! `berth attach|detach|pipework`: run a network's chain for one container, named by its
-//! namespace path, a namespace name under /var/run/netns, or a PID.
+//! namespace path, a namespace name under /var/run/netns, a PID, or its Docker or podman
+//! name or ID.
 
-use crate::{net, Context};
+use crate::{containers, net, Context};
 use berth_netns::{NetNs, NETNS_RUN_DIR};
 use berth_cni::runtime::Attachment;
 use berth_cni::spec::ConfList;
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub struct AttachArgs {
     /// Network name.
     pub network: String,
-    /// A netns path, a netns name under /var/run/netns, or a PID.
+    /// A netns path, a netns name under /var/run/netns, a PID, or a Docker or podman container name or ID.
     pub target: String,
     /// The interface name inside the container.
     #[arg(long, short = 'i', default_value = "eth0")]
@@ -33,7 +34,7 @@ pub struct AttachArgs {
 pub struct PipeworkArgs {
     /// The host bridge, created when missing.
     pub bridge: String,
-    /// A netns path, a netns name under /var/run/netns, or a PID.
+    /// A netns path, a netns name under /var/run/netns, a PID, or a Docker or podman container name or ID.
     pub target: String,
     /// IP/PREFIX, optionally @GATEWAY for the container's default route.
     pub address: String,
@@ -45,19 +46,55 @@ pub struct PipeworkArgs {
     pub remove: bool,
 }
 
-/// Where a target's namespace is, and the container ID plugins see for it.
-pub fn resolve(target: &str) -> BerthResult<(PathBuf, String)> {
+/// A container as the plugins see it: its network namespace and its container ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub netns: PathBuf,
+    pub container_id: String,
+}
+
+/// Finds a target's namespace and the container ID plugins see for it. In order: a PID, a
+/// netns path, a netns name under /var/run/netns, a Docker container (name, ID or unique ID
+/// prefix), a podman container. A name nobody knows fails with what was tried.
+pub fn resolve(target: &str) -> BerthResult<Target> {
     if !target.is_empty() && target.chars().all(|c| c.is_ascii_digit()) {
-        return Ok((PathBuf::from(format!("/proc/{target}/ns/net")), format!("pid-{target}")));
+        return Ok(Target { netns: PathBuf::from(format!("/proc/{target}/ns/net")), container_id: format!("pid-{target}") });
     }
     if target.contains('/') {
         let path = PathBuf::from(target);
         let base = path.file_name().map(|n| sanitize(&n.to_string_lossy())).unwrap_or_default();
-        return Ok((path.clone(), format!("{base}-{:08x}", fnv1a32([target.as_bytes()]))));
+        return Ok(Target { netns: path.clone(), container_id: format!("{base}-{:08x}", fnv1a32([target.as_bytes()])) });
     }
     berth_util::names::check_identifier(target)
-        .map_err(|_| BerthError::InvalidArgument(format!("{target:?} is neither a PID, a path nor a netns name")))?;
-    Ok((Path::new(NETNS_RUN_DIR).join(target), target.to_string()))
+        .map_err(|_| BerthError::InvalidArgument(format!("{target:?} is neither a PID, a path nor a name")))?;
+    let named_netns = named_netns(target);
+    if named_netns.netns.exists() {
+        return Ok(named_netns);
+    }
+    let mut tried = vec![format!("no network namespace {}", named_netns.netns.display())];
+    for lookup in [containers::docker, containers::podman] {
+        match lookup(target) {
+            Ok(found) => return engine_target(target, found),
+            Err(why) => tried.push(why),
+        }
+    }
+    Err(BerthError::NotFound(format!("no container {target:?}: {}", tried.join("; "))))
+}
+
+/// A name under /var/run/netns, whether or not it exists (yet, or still).
+fn named_netns(name: &str) -> Target {
+    Target { netns: Path::new(NETNS_RUN_DIR).join(name), container_id: name.to_string() }
+}
+
+fn engine_target(name: &str, found: containers::EngineContainer) -> BerthResult<Target> {
+    match found.pid {
+        Some(pid) => Ok(Target { netns: PathBuf::from(format!("/proc/{pid}/ns/net")), container_id: found.id }),
+        None => Err(BerthError::NotFound(format!("container {name:?} ({}) is not running", short_id(&found.id)))),
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// A container-ID-safe version of a file name.
@@ -69,13 +106,26 @@ fn sanitize(s: &str) -> String {
 
 
 fn attachment(args: &AttachArgs) -> BerthResult<Attachment> {
-    let (netns, derived_id) = resolve(&args.target)?;
-    Ok(Attachment {
-        container_id: args.id.clone().unwrap_or(derived_id),
+    Ok(attachment_of(args, resolve(&args.target)?))
+}
+
+fn attachment_of(args: &AttachArgs, target: Target) -> Attachment {
+    Attachment {
+        container_id: args.id.clone().unwrap_or(target.container_id),
         ifname: args.ifname.clone(),
-        netns,
+        netns: target.netns,
         ..Default::default()
-    })
+    }
+}
+
+/// For DEL: a target whose container or namespace is gone is still detached by its name, as
+/// a netns name (what the cache holds it as when it was one).
+fn detach_attachment(args: &AttachArgs) -> BerthResult<Attachment> {
+    match resolve(&args.target) {
+        Ok(target) => Ok(attachment_of(args, target)),
+        Err(BerthError::NotFound(_)) => Ok(attachment_of(args, named_netns(&args.target))),
+        Err(e) => Err(e),
+    }
 }
 
 pub fn attach(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
@@ -89,7 +139,7 @@ pub fn attach(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
 }
 
 pub fn detach(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
-    let att = attachment(args)?;
+    let att = detach_attachment(args)?;
     let runtime = ctx.runtime();
     // The network's config may be gone by now; the cache remembers what it was.
     let list = match net::find(ctx, &args.network) {
@@ -151,11 +201,12 @@ pub fn pipework(ctx: &Context, args: &PipeworkArgs) -> BerthResult<()> {
     let (addr, gateway) = parse_pipework_address(&args.address)?;
     let list = pipework_network(&args.bridge, addr, gateway)?;
     let att_args = AttachArgs { network: list.name.clone(), target: args.target.clone(), ifname: args.ifname.clone(), id: None };
-    let att = attachment(&att_args)?;
     let runtime = ctx.runtime();
     if args.remove {
+        let att = detach_attachment(&att_args)?;
         return Ok(runtime.del(&list, &att)?);
     }
+    let att = attachment(&att_args)?;
     NetNs::open(&att.netns)?;
     let result = runtime.add(&list, &att)?;
     for ip in &result.ips {
@@ -170,13 +221,13 @@ mod tests {
 
     #[test]
     fn targets_resolve_to_namespaces_and_ids() {
-        assert_eq!(resolve("1234").unwrap(), (PathBuf::from("/proc/1234/ns/net"), "pid-1234".into()));
-        assert_eq!(resolve("web").unwrap(), (PathBuf::from("/var/run/netns/web"), "web".into()));
-        let (path, id) = resolve("/run/user/ns/x y").unwrap();
-        assert_eq!(path, PathBuf::from("/run/user/ns/x y"));
-        assert!(id.starts_with("x-y-"));
-        assert!(berth_util::names::check_identifier(&id).is_ok());
-        assert!(resolve("bad name!").is_err());
+        let pid = resolve("1234").unwrap();
+        assert_eq!((pid.netns, pid.container_id), (PathBuf::from("/proc/1234/ns/net"), "pid-1234".into()));
+        let path = resolve("/run/user/ns/x y").unwrap();
+        assert_eq!(path.netns, PathBuf::from("/run/user/ns/x y"));
+        assert!(path.container_id.starts_with("x-y-"));
+        assert!(berth_util::names::check_identifier(&path.container_id).is_ok());
+        assert!(matches!(resolve("bad name!"), Err(BerthError::InvalidArgument(_))));
     }
 
     #[test]
