@@ -600,10 +600,8 @@ fn remove_cgroup_tree(dir: &Path) {
 }
 
 fn require_tools() {
-    let path = std::env::var_os("PATH").unwrap_or_default();
     for tool in ["podman", "runc", "nsenter", "unshare", "tar", "iptables"] {
-        let found = std::env::split_paths(&path).any(|dir| dir.join(tool).is_file());
-        assert!(found, "the podman tests need {tool}: {INSTALL_HINT}");
+        assert!(berth_util::tool::find(tool).is_some(), "the podman tests need {tool}: {INSTALL_HINT}");
     }
     assert!(Path::new("/bin/busybox").is_file(), "the podman tests need /bin/busybox: {INSTALL_HINT}");
     assert!(Path::new(REFERENCE_DIR).join("portmap").is_file(), "the podman tests need the reference plugins: {INSTALL_HINT}");

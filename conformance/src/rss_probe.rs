@@ -4,7 +4,7 @@
 
 use crate::plugins::PluginSet;
 use crate::TestHost;
-use std::os::unix::fs::PermissionsExt;
+use berth_util::tool::is_executable;
 use std::path::PathBuf;
 
 pub struct RssProbe {
@@ -23,8 +23,7 @@ impl RssProbe {
         let dir = host.dir.path().join("rss-probe");
         std::fs::create_dir_all(&dir).expect("probe directory");
         for entry in std::fs::read_dir(&set.dir).expect("plugin directory").flatten() {
-            let executable = entry.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-            if executable {
+            if is_executable(&entry.path()) {
                 std::os::unix::fs::symlink(&probe, dir.join(entry.file_name())).expect("probe link");
             }
         }

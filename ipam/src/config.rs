@@ -27,6 +27,7 @@
 use crate::addr;
 use berth_cni::spec::{NetConf, Route};
 use berth_cni::{CniError, CniResult};
+use berth_util::names::check_file_name;
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -88,7 +89,7 @@ impl StoreConf {
     pub fn parse(conf: &NetConf) -> CniResult<StoreConf> {
         let ipam = ipam_section(conf)?;
         let network = conf.name.clone();
-        if network.is_empty() || network == "." || network == ".." || network.contains(['/', '\0']) {
+        if check_file_name(&network).is_err() {
             return Err(bad("name", format!("{network:?} cannot name a directory under dataDir")));
         }
         let data_dir = field::<String>(ipam, "dataDir", "ipam")?.filter(|d| !d.is_empty());
@@ -101,77 +102,74 @@ impl HostLocalConf {
     pub fn parse(conf: &NetConf, args: &[(String, String)]) -> CniResult<HostLocalConf> {
         let store = StoreConf::parse(conf)?;
         let ipam = ipam_section(conf)?;
-
-        // Range sets in the reference's order: ipRanges capability, legacy range, `ranges`.
-        let mut raw: Vec<RawSet> = Vec::new();
-        if let Some(sets) = field::<Vec<Vec<Map<String, Value>>>>(&conf.runtime_config, "ipRanges", "runtimeConfig")? {
-            raw.extend(
-                sets.into_iter().enumerate().map(|(i, members)| RawSet::new(format!("runtimeConfig.ipRanges[{i}]"), members)),
-            );
-        }
-        if ipam.get("subnet").is_some_and(|v| !v.is_null()) {
-            raw.push(RawSet { path: "ipam".into(), members: vec![ipam.clone()], legacy: true });
-        }
-        if let Some(sets) = field::<Vec<Vec<Map<String, Value>>>>(ipam, "ranges", "ipam")? {
-            raw.extend(sets.into_iter().enumerate().map(|(i, members)| RawSet::new(format!("ipam.ranges[{i}]"), members)));
-        }
-        if raw.is_empty() {
-            return Err(bad("ipam", "no ranges given (\"ranges\" or \"subnet\")"));
-        }
-
-        let mut range_sets = Vec::new();
-        let mut paths = Vec::new(); // parallel to the flattened ranges, for messages
-        for set in &raw {
-            if set.members.is_empty() {
-                return Err(bad(&set.path, "empty range set"));
-            }
-            let mut ranges: Vec<Range> = Vec::new();
-            for (j, obj) in set.members.iter().enumerate() {
-                let path = if set.legacy { set.path.clone() } else { format!("{}[{j}]", set.path) };
-                let range = Range::parse(obj, &path, set.legacy)?;
-                if ranges.first().is_some_and(|first| first.start.is_ipv4() != range.start.is_ipv4()) {
-                    return Err(bad(&set.path, "mixes IPv4 and IPv6 ranges"));
-                }
-                ranges.push(range);
-                paths.push(path);
-            }
-            range_sets.push(RangeSet { ranges, requested: None });
-        }
-
-        let all: Vec<&Range> = range_sets.iter().flat_map(|s| &s.ranges).collect();
-        for (a, ra) in all.iter().enumerate() {
-            for (b, rb) in all.iter().enumerate().skip(a + 1) {
-                if ra.overlaps(rb) {
-                    return Err(bad(&paths[b], format!("{rb} overlaps {} ({ra})", paths[a])));
-                }
-            }
-        }
-
+        let written = written_range_sets(conf, ipam)?;
+        let mut range_sets = written.iter().map(RawSet::parse).collect::<CniResult<Vec<_>>>()?;
+        check_no_overlap(&range_sets, &written)?;
         for (ip, source) in requested_addresses(conf, args)? {
-            let Some(i) = range_sets.iter().position(|s| s.contains(ip)) else {
-                let sets: Vec<String> = range_sets.iter().map(|s| format!("[{s}]")).collect();
-                return Err(CniError::invalid_config(format!(
-                    "requested address {ip} ({source}) is not in any range: {}",
-                    sets.join(" ")
-                )));
-            };
-            let set = &mut range_sets[i];
-            if let Some(reason) = set.refusal(ip) {
-                return Err(CniError::invalid_config(format!("requested address {ip} ({source}) is {reason}")));
-            }
-            match set.requested {
-                Some(other) if other != ip => {
-                    return Err(CniError::invalid_config(format!(
-                        "requested addresses {other} and {ip} are both in range set {i} ({set}); a container gets one address per range set"
-                    )))
-                }
-                _ => set.requested = Some(ip),
-            }
+            assign_requested(&mut range_sets, ip, source)?;
         }
-
         let routes = field::<Vec<Route>>(ipam, "routes", "ipam")?.unwrap_or_default();
         let resolv_conf = field::<String>(ipam, "resolvConf", "ipam")?.filter(|p| !p.is_empty()).map(PathBuf::from);
         Ok(HostLocalConf { store, range_sets, routes, resolv_conf })
+    }
+}
+
+/// The range sets as written, in the reference's order: the ipRanges capability, the legacy
+/// single range, `ranges`.
+fn written_range_sets(conf: &NetConf, ipam: &Map<String, Value>) -> CniResult<Vec<RawSet>> {
+    let mut raw: Vec<RawSet> = Vec::new();
+    if let Some(sets) = field::<Vec<Vec<Map<String, Value>>>>(&conf.runtime_config, "ipRanges", "runtimeConfig")? {
+        raw.extend(sets.into_iter().enumerate().map(|(i, members)| RawSet::new(format!("runtimeConfig.ipRanges[{i}]"), members)));
+    }
+    if ipam.get("subnet").is_some_and(|v| !v.is_null()) {
+        raw.push(RawSet { path: "ipam".into(), members: vec![ipam.clone()], legacy: true });
+    }
+    if let Some(sets) = field::<Vec<Vec<Map<String, Value>>>>(ipam, "ranges", "ipam")? {
+        raw.extend(sets.into_iter().enumerate().map(|(i, members)| RawSet::new(format!("ipam.ranges[{i}]"), members)));
+    }
+    if raw.is_empty() {
+        return Err(bad("ipam", "no ranges given (\"ranges\" or \"subnet\")"));
+    }
+    Ok(raw)
+}
+
+/// No address may lie in two ranges, of one set or of two; the later range is the one named.
+/// `written` are the sets as written, for where each range is in the configuration.
+fn check_no_overlap(range_sets: &[RangeSet], written: &[RawSet]) -> CniResult<()> {
+    let all: Vec<&Range> = range_sets.iter().flat_map(|s| &s.ranges).collect();
+    let paths: Vec<String> = written.iter().flat_map(RawSet::member_paths).collect();
+    for (a, ra) in all.iter().enumerate() {
+        for (b, rb) in all.iter().enumerate().skip(a + 1) {
+            if ra.overlaps(rb) {
+                return Err(bad(&paths[b], format!("{rb} overlaps {} ({ra})", paths[a])));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records `ip` (requested through `source`) as the address wanted from the set holding it,
+/// refusing one no set can hand out and a second one for the same set.
+fn assign_requested(range_sets: &mut [RangeSet], ip: IpAddr, source: &str) -> CniResult<()> {
+    let Some(i) = range_sets.iter().position(|s| s.contains(ip)) else {
+        let sets: Vec<String> = range_sets.iter().map(|s| format!("[{s}]")).collect();
+        return Err(CniError::invalid_config(format!(
+            "requested address {ip} ({source}) is not in any range: {}",
+            sets.join(" ")
+        )));
+    };
+    let set = &mut range_sets[i];
+    if let Some(reason) = set.refusal(ip) {
+        return Err(CniError::invalid_config(format!("requested address {ip} ({source}) is {reason}")));
+    }
+    match set.requested {
+        Some(other) if other != ip => Err(CniError::invalid_config(format!(
+            "requested addresses {other} and {ip} are both in range set {i} ({set}); a container gets one address per range set"
+        ))),
+        _ => {
+            set.requested = Some(ip);
+            Ok(())
+        }
     }
 }
 
@@ -186,6 +184,27 @@ struct RawSet {
 impl RawSet {
     fn new(path: String, members: Vec<Map<String, Value>>) -> RawSet {
         RawSet { path, members, legacy: false }
+    }
+
+    /// Where each of its ranges is in the configuration, for messages.
+    fn member_paths(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.members.len()).map(|j| if self.legacy { self.path.clone() } else { format!("{}[{j}]", self.path) })
+    }
+
+    /// Its ranges, all of one family.
+    fn parse(&self) -> CniResult<RangeSet> {
+        if self.members.is_empty() {
+            return Err(bad(&self.path, "empty range set"));
+        }
+        let mut ranges: Vec<Range> = Vec::with_capacity(self.members.len());
+        for (obj, path) in self.members.iter().zip(self.member_paths()) {
+            let range = Range::parse(obj, &path, self.legacy)?;
+            if ranges.first().is_some_and(|first| first.start.is_ipv4() != range.start.is_ipv4()) {
+                return Err(bad(&self.path, "mixes IPv4 and IPv6 ranges"));
+            }
+            ranges.push(range);
+        }
+        Ok(RangeSet { ranges, requested: None })
     }
 }
 

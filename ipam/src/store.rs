@@ -36,8 +36,8 @@
 use crate::config::StoreConf;
 use berth_cni::error::Context;
 use berth_cni::{CniError, CniResult};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use berth_util::fs::LockFile;
+use berth_util::hash::fnv1a64;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
@@ -127,7 +127,7 @@ pub struct Allocation {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    _lock: Flock<File>,
+    _lock: LockFile,
 }
 
 impl Store {
@@ -149,20 +149,9 @@ impl Store {
     }
 
     fn lock(dir: PathBuf) -> CniResult<Option<Store>> {
-        let path = dir.join(LOCK_FILE);
-        let mut file = match OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o644).open(&path) {
-            Ok(f) => f,
-            // No network directory: open_existing's "nothing here".
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(CniError::io(format!("cannot open the lock file {}", path.display()), e)),
-        };
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusive) {
-                Ok(lock) => return Ok(Some(Store { dir, _lock: lock })),
-                Err((f, Errno::EINTR)) => file = f,
-                Err((_, e)) => return Err(CniError::io(format!("cannot lock {}", path.display()), e)),
-            }
-        }
+        // No network directory: open_existing's "nothing here".
+        let Some(lock) = LockFile::acquire_in_existing_dir(&dir.join(LOCK_FILE))? else { return Ok(None) };
+        Ok(Some(Store { dir, _lock: lock }))
     }
 
     pub fn dir(&self) -> &Path {
@@ -318,8 +307,9 @@ impl Store {
     }
 
     fn index_path(&self, owner: &Owner) -> PathBuf {
-        // FNV-1a 64: stable across releases; collisions are caught by the owner line.
-        let hash = owner.encode().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+        // Stable across releases (index files on disk are named by it); collisions are caught
+        // by the owner line.
+        let hash = fnv1a64([owner.encode().as_bytes()]);
         self.dir.join(format!("{INDEX_PREFIX}{hash:016x}"))
     }
 
@@ -467,6 +457,14 @@ mod tests {
         );
         assert!(!s.dir().join(".tmp-99999").exists(), "leftover temporary file is swept");
         assert_eq!(s.last_reserved(0), None);
+    }
+
+    #[test]
+    fn index_file_names_stay_what_earlier_releases_wrote() {
+        let tmp = TempDir::new();
+        let s = store(&tmp);
+        // FNV-1a 64 of "c1\r\neth0": existing stores hold index files under this name.
+        assert_eq!(s.index_path(&Owner::new("c1", "eth0")), s.dir().join(".owner-44ee69187b69bb13"));
     }
 
     #[test]

@@ -53,9 +53,8 @@ pub fn ensure(cache: &Path) -> Result<Kernel, LabError> {
     // Built every time (a few milliseconds), so a changed init script is never stale.
     let initrd = initramfs::build(&kernel.modules.join(&version), &super::busybox()?)?;
     if std::fs::read(&kernel.initrd).ok().as_deref() != Some(initrd.as_slice()) {
-        let part = dir.join("initrd.cpio.part");
-        std::fs::write(&part, initrd).map_err(|err| LabError::Io { what: format!("write {}", part.display()), err })?;
-        rename(&part, &kernel.initrd)?;
+        // Replaced whole: a VM booting meanwhile (another process) reads the old or the new one.
+        berth_util::fs::write_durably(&kernel.initrd, &initrd)?;
     }
     Ok(kernel)
 }

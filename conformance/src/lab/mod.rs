@@ -25,6 +25,8 @@ mod kernel;
 
 pub use kernel::Kernel;
 
+use berth_util::fs::{FileError, LockFile};
+use berth_util::tool;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
@@ -81,6 +83,12 @@ impl fmt::Display for LabError {
 
 impl std::error::Error for LabError {}
 
+impl From<FileError> for LabError {
+    fn from(e: FileError) -> LabError {
+        LabError::Io { what: format!("{} {}", e.what, e.path.display()), err: e.source }
+    }
+}
+
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
@@ -128,19 +136,17 @@ impl Lab {
     /// under `target/kernel-lab/`, reused afterwards). `BERTH_LAB_DIR` moves the cache,
     /// `BERTH_LAB_KERNEL` picks a kernel version.
     pub fn ensure() -> Result<Lab, LabError> {
-        let qemu = which("qemu-system-x86_64").ok_or(LabError::Missing {
-            tool: "qemu-system-x86_64".into(),
-            package: "qemu-system-x86",
-        })?;
+        let qemu = tool::find("qemu-system-x86_64")
+            .ok_or(LabError::Missing { tool: "qemu-system-x86_64".into(), package: "qemu-system-x86" })?;
         busybox()?;
         for (tool, package) in [("depmod", "kmod"), ("dpkg", "dpkg"), ("apt-get", "apt")] {
-            if which(tool).is_none() {
+            if tool::find(tool).is_none() {
                 return Err(LabError::Missing { tool: tool.into(), package });
             }
         }
         let cache = cache_dir();
-        std::fs::create_dir_all(&cache).map_err(|err| LabError::Io { what: format!("mkdir {}", cache.display()), err })?;
-        let _lock = FileLock::exclusive(&cache.join("prepare.lock"))?;
+        // Creates the cache directory too.
+        let _lock = LockFile::acquire(&cache.join("prepare.lock"))?;
         let kernel = kernel::ensure(&cache)?;
         Ok(Lab { kernel, cache, qemu })
     }
@@ -204,31 +210,38 @@ impl LabCommand<'_> {
             return Err(LabError::Prepare("no command to run".into()));
         }
         let results = RunDir::new(&self.lab.cache.join("runs"))?;
-        let script = results.path.join("run.sh");
-        std::fs::write(&script, self.script())
-            .map_err(|err| LabError::Io { what: format!("write {}", script.display()), err })?;
-        for path in [&results.path, &self.lab.kernel.modules] {
+        results.write("run.sh", self.script().as_bytes())?;
+        let qemu = self.qemu_command(&results)?;
+        // One VM at a time on this machine: two would halve each other's emulated CPUs.
+        let _vm_lock = LockFile::acquire(&self.lab.cache.join("vm.lock"))?;
+        let started = Instant::now();
+        let mut vm = Vm::start(qemu)?;
+        if !vm.wait_until(started + self.timeout)? {
+            return Err(LabError::Timeout { after: self.timeout, console: results.read("console.log") });
+        }
+        results.output(started.elapsed())
+    }
+
+    /// qemu booting the lab's kernel with the three 9p shares (see the module's description),
+    /// its serial console and its own output logged in the results folder.
+    fn qemu_command(&self, results: &RunDir) -> Result<Command, LabError> {
+        let kernel = &self.lab.kernel;
+        for path in [&results.path, &kernel.modules] {
             if path.to_string_lossy().contains(',') {
                 return Err(LabError::Prepare(format!("{} contains a comma, which qemu's -virtfs cannot take", path.display())));
             }
         }
-        // One VM at a time on this machine: two would halve each other's emulated CPUs.
-        let _vm_lock = FileLock::exclusive(&self.lab.cache.join("vm.lock"))?;
-        let console = results.path.join("console.log");
-        let qemu_log = results.path.join("qemu.log");
         let mut cmd = Command::new(&self.lab.qemu);
         cmd.args(["-accel", "tcg", "-cpu", "max", "-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
         cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-nic", "none"]);
-        cmd.arg("-kernel").arg(&self.lab.kernel.vmlinuz).arg("-initrd").arg(&self.lab.kernel.initrd);
+        cmd.arg("-kernel").arg(&kernel.vmlinuz).arg("-initrd").arg(&kernel.initrd);
         cmd.args(["-append", "console=ttyS0 panic=-1 quiet"]);
-        cmd.arg("-serial").arg(format!("file:{}", console.display()));
+        cmd.arg("-serial").arg(format!("file:{}", results.path.join("console.log").display()));
         cmd.args(["-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"]);
-        cmd.arg("-virtfs").arg(format!(
-            "local,path={},mount_tag=modules,security_model=none,readonly=on",
-            self.lab.kernel.modules.display()
-        ));
+        cmd.arg("-virtfs")
+            .arg(format!("local,path={},mount_tag=modules,security_model=none,readonly=on", kernel.modules.display()));
         cmd.arg("-virtfs").arg(format!("local,path={},mount_tag=results,security_model=none", results.path.display()));
-        let log = File::create(&qemu_log).map_err(|err| LabError::Io { what: format!("create {}", qemu_log.display()), err })?;
+        let log = results.create("qemu.log")?;
         let log2 = log.try_clone().map_err(|err| LabError::Io { what: "dup qemu log".into(), err })?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         // SAFETY: prctl is async-signal-safe. qemu dies with this thread, even if the test
@@ -241,31 +254,7 @@ impl LabCommand<'_> {
                 Ok(())
             });
         }
-        let started = Instant::now();
-        let child = cmd.spawn().map_err(|err| missing_or_io("qemu-system-x86_64", err))?;
-        let mut vm = Vm(Some(child));
-        let exited = vm.wait_until(started + self.timeout)?;
-        let elapsed = started.elapsed();
-        let read = |name: &str| read_lossy(&results.path.join(name));
-        if !exited {
-            return Err(LabError::Timeout { after: self.timeout, console: read("console.log") });
-        }
-        let Some(status) = read("status").trim().parse::<i32>().ok() else {
-            return Err(LabError::NoStatus { console: read("console.log"), qemu: read("qemu.log").trim().to_string() });
-        };
-        let booted_after = read("boot-uptime")
-            .split_whitespace()
-            .next()
-            .and_then(|s| s.parse::<f64>().ok())
-            .map(Duration::from_secs_f64);
-        Ok(LabOutput {
-            status,
-            stdout: read("stdout"),
-            stderr: read("stderr"),
-            console: read("console.log"),
-            elapsed,
-            booted_after,
-        })
+        Ok(cmd)
     }
 
     /// `run.sh`: the environment, the directory, then the command, every word quoted.
@@ -334,14 +323,6 @@ fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kernel-lab")
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
 /// A statically linked busybox (package busybox-static): the initramfs has no libc.
 fn busybox() -> Result<PathBuf, LabError> {
     let missing = || LabError::Missing { tool: "a static /bin/busybox".into(), package: "busybox-static" };
@@ -381,6 +362,11 @@ fn missing_or_io(tool: &str, err: std::io::Error) -> LabError {
 struct Vm(Option<Child>);
 
 impl Vm {
+    fn start(mut qemu: Command) -> Result<Vm, LabError> {
+        let child = qemu.spawn().map_err(|err| missing_or_io("qemu-system-x86_64", err))?;
+        Ok(Vm(Some(child)))
+    }
+
     /// Waits for qemu to exit; `Ok(false)` when the deadline passed first.
     fn wait_until(&mut self, deadline: Instant) -> Result<bool, LabError> {
         let Some(child) = self.0.as_mut() else { return Ok(true) };
@@ -420,6 +406,38 @@ impl RunDir {
         std::fs::create_dir_all(&path).map_err(|err| LabError::Io { what: format!("mkdir {}", path.display()), err })?;
         Ok(RunDir { path })
     }
+
+    fn write(&self, name: &str, contents: &[u8]) -> Result<(), LabError> {
+        let path = self.path.join(name);
+        std::fs::write(&path, contents).map_err(|err| LabError::Io { what: format!("write {}", path.display()), err })
+    }
+
+    fn create(&self, name: &str) -> Result<File, LabError> {
+        let path = self.path.join(name);
+        File::create(&path).map_err(|err| LabError::Io { what: format!("create {}", path.display()), err })
+    }
+
+    /// A file the run left, empty when there is none.
+    fn read(&self, name: &str) -> String {
+        read_lossy(&self.path.join(name))
+    }
+
+    /// What the command did, from the files the VM's init wrote (`elapsed`: qemu's run time).
+    fn output(&self, elapsed: Duration) -> Result<LabOutput, LabError> {
+        let Some(status) = self.read("status").trim().parse::<i32>().ok() else {
+            return Err(LabError::NoStatus { console: self.read("console.log"), qemu: self.read("qemu.log").trim().to_string() });
+        };
+        let booted_after =
+            self.read("boot-uptime").split_whitespace().next().and_then(|s| s.parse::<f64>().ok()).map(Duration::from_secs_f64);
+        Ok(LabOutput {
+            status,
+            stdout: self.read("stdout"),
+            stderr: self.read("stderr"),
+            console: self.read("console.log"),
+            elapsed,
+            booted_after,
+        })
+    }
 }
 
 impl Drop for RunDir {
@@ -429,26 +447,6 @@ impl Drop for RunDir {
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }
-    }
-}
-
-/// An exclusive flock, held until dropped.
-struct FileLock(#[allow(dead_code)] File);
-
-impl FileLock {
-    fn exclusive(path: &Path) -> Result<FileLock, LabError> {
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|err| LabError::Io { what: format!("open {}", path.display()), err })?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on an fd this struct owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(LabError::Io { what: format!("lock {}", path.display()), err: std::io::Error::last_os_error() });
-        }
-        Ok(FileLock(file))
     }
 }
 
