@@ -49,7 +49,9 @@ pub struct PipeworkArgs {
 /// A container as the plugins see it: its network namespace and its container ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub netns: PathBuf,
+    /// `None` for an engine's container that is not running: it has no namespace, and its
+    /// old PID may belong to another process by now.
+    pub netns: Option<PathBuf>,
     pub container_id: String,
 }
 
@@ -58,23 +60,24 @@ pub struct Target {
 /// prefix), a podman container. A name nobody knows fails with what was tried.
 pub fn resolve(target: &str) -> BerthResult<Target> {
     if !target.is_empty() && target.chars().all(|c| c.is_ascii_digit()) {
-        return Ok(Target { netns: PathBuf::from(format!("/proc/{target}/ns/net")), container_id: format!("pid-{target}") });
+        return Ok(Target { netns: Some(format!("/proc/{target}/ns/net").into()), container_id: format!("pid-{target}") });
     }
     if target.contains('/') {
         let path = PathBuf::from(target);
         let base = path.file_name().map(|n| sanitize(&n.to_string_lossy())).unwrap_or_default();
-        return Ok(Target { netns: path.clone(), container_id: format!("{base}-{:08x}", fnv1a32([target.as_bytes()])) });
+        return Ok(Target { netns: Some(path), container_id: format!("{base}-{:08x}", fnv1a32([target.as_bytes()])) });
     }
     berth_util::names::check_identifier(target)
         .map_err(|_| BerthError::InvalidArgument(format!("{target:?} is neither a PID, a path nor a name")))?;
     let named_netns = named_netns(target);
-    if named_netns.netns.exists() {
+    let path = Path::new(NETNS_RUN_DIR).join(target);
+    if path.exists() {
         return Ok(named_netns);
     }
-    let mut tried = vec![format!("no network namespace {}", named_netns.netns.display())];
+    let mut tried = vec![format!("no network namespace {}", path.display())];
     for lookup in [containers::docker, containers::podman] {
         match lookup(target) {
-            Ok(found) => return engine_target(target, found),
+            Ok(found) => return Ok(engine_target(found)),
             Err(why) => tried.push(why),
         }
     }
@@ -83,18 +86,11 @@ pub fn resolve(target: &str) -> BerthResult<Target> {
 
 /// A name under /var/run/netns, whether or not it exists (yet, or still).
 fn named_netns(name: &str) -> Target {
-    Target { netns: Path::new(NETNS_RUN_DIR).join(name), container_id: name.to_string() }
+    Target { netns: Some(Path::new(NETNS_RUN_DIR).join(name)), container_id: name.to_string() }
 }
 
-fn engine_target(name: &str, found: containers::EngineContainer) -> BerthResult<Target> {
-    match found.pid {
-        Some(pid) => Ok(Target { netns: PathBuf::from(format!("/proc/{pid}/ns/net")), container_id: found.id }),
-        None => Err(BerthError::NotFound(format!("container {name:?} ({}) is not running", short_id(&found.id)))),
-    }
-}
-
-fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
+fn engine_target(found: containers::EngineContainer) -> Target {
+    Target { netns: found.pid.map(|pid| format!("/proc/{pid}/ns/net").into()), container_id: found.id }
 }
 
 /// A container-ID-safe version of a file name.
@@ -105,15 +101,22 @@ fn sanitize(s: &str) -> String {
 }
 
 
+/// For ADD and CHECK: the target must have a namespace now.
 fn attachment(args: &AttachArgs) -> BerthResult<Attachment> {
-    Ok(attachment_of(args, resolve(&args.target)?))
+    let target = resolve(&args.target)?;
+    if target.netns.is_none() {
+        return Err(BerthError::NotFound(format!("container {:?} is not running", args.target)));
+    }
+    Ok(attachment_of(args, target))
 }
 
+/// A target without a namespace gets an empty path: CNI_NETNS is then left out, as the
+/// spec allows for DEL.
 fn attachment_of(args: &AttachArgs, target: Target) -> Attachment {
     Attachment {
         container_id: args.id.clone().unwrap_or(target.container_id),
         ifname: args.ifname.clone(),
-        netns: target.netns,
+        netns: target.netns.unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -222,9 +225,9 @@ mod tests {
     #[test]
     fn targets_resolve_to_namespaces_and_ids() {
         let pid = resolve("1234").unwrap();
-        assert_eq!((pid.netns, pid.container_id), (PathBuf::from("/proc/1234/ns/net"), "pid-1234".into()));
+        assert_eq!((pid.netns, pid.container_id), (Some(PathBuf::from("/proc/1234/ns/net")), "pid-1234".into()));
         let path = resolve("/run/user/ns/x y").unwrap();
-        assert_eq!(path.netns, PathBuf::from("/run/user/ns/x y"));
+        assert_eq!(path.netns, Some(PathBuf::from("/run/user/ns/x y")));
         assert!(path.container_id.starts_with("x-y-"));
         assert!(berth_util::names::check_identifier(&path.container_id).is_ok());
         assert!(matches!(resolve("bad name!"), Err(BerthError::InvalidArgument(_))));

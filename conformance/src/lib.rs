@@ -4,11 +4,14 @@
 //! own interfaces: plugins run inside a throwaway "host" namespace ([`TestHost`]) and
 //! containers are further namespaces beside it, all removed when the fixture is dropped.
 
+pub mod docker;
 pub mod echo;
 mod fixture;
+pub mod image;
 pub mod lab;
 pub mod plugins;
 pub mod podman;
+pub mod process;
 pub mod rss_probe;
 
 pub use fixture::{require_root, Container, Outside, TestHost};

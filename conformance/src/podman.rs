@@ -24,12 +24,12 @@
 //! shared read-only image store (`vfs.imagestore`) that is removed when the process exits.
 
 use crate::plugins::{berth_dir, REFERENCE_DIR};
-use crate::{eventually, Outside, TestHost};
+use crate::process::{in_cgroup, processes, remove_cgroups, run_with_deadline, text};
+use crate::{eventually, image, Outside, TestHost};
 use berth_netlink::{Link, Netlink};
 use berth_netns::NetNs;
 use ipnet::IpNet;
 use serde_json::Value;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -37,13 +37,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The image every lab can run: busybox-static and the applets the tests use.
 pub const IMAGE: &str = "localhost/berth-bb:latest";
-/// busybox 1.35's `wget -T` crashes: time-limit it with the `timeout` applet instead.
-const APPLETS: &[&str] =
-    &["sh", "ls", "cat", "echo", "mkdir", "sleep", "true", "ip", "ping", "wget", "httpd", "timeout", "nc", "ifconfig"];
 /// The longest a podman command may take before the test fails instead of hanging CI.
 const PODMAN_DEADLINE: Duration = Duration::from_secs(120);
 const INSTALL_HINT: &str = "apt-get install -y $(cat conformance/TEST-PACKAGES scripts/test-packages.txt)";
@@ -352,41 +349,13 @@ network_config_dir = "{net}"
     /// the helper (podman, conmon, plugins), anything in its cgroups (containers).
     fn leftover_processes(&self) -> Vec<i32> {
         let helper = self.helper.as_ref().map(|h| h.id() as i32);
-        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| Some(*pid) != helper && *pid != std::process::id() as i32)
-            .filter(|pid| {
-                let in_ns = !self.mount_ns.is_empty()
-                    && std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
-                        .is_ok_and(|ns| ns.display().to_string() == self.mount_ns);
-                let in_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|groups| {
-                    groups.lines().any(|l| {
-                        let path = l.splitn(3, ':').nth(2).unwrap_or_default();
-                        path == self.cgroup_parent || path.starts_with(&format!("{}/", self.cgroup_parent))
-                    })
-                });
-                in_ns || in_cgroup
-            })
-            .collect()
+        processes(|pid| {
+            let in_ns = !self.mount_ns.is_empty()
+                && std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns.display().to_string() == self.mount_ns);
+            Some(pid) != helper && (in_ns || in_cgroup(pid, &self.cgroup_parent))
+        })
     }
 
-    /// Removes the lab's cgroup parent (and conmon's and the containers' below it) from every
-    /// hierarchy, once no process is left in them.
-    fn remove_cgroups(&self) {
-        let relative = self.cgroup_parent.trim_start_matches('/');
-        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
-        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-            roots.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
-        }
-        for root in roots {
-            let dir = root.join(relative);
-            if dir.is_dir() {
-                remove_cgroup_tree(&dir);
-            }
-        }
-    }
 }
 
 impl Default for PodmanLab {
@@ -421,7 +390,7 @@ impl Drop for PodmanLab {
             let _ = helper.kill();
             let _ = helper.wait();
         }
-        self.remove_cgroups();
+        remove_cgroups(&self.cgroup_parent);
         // Then `outside` and `host`: the namespaces, and the temp dir with the lab's folders.
     }
 }
@@ -492,22 +461,10 @@ extern "C" fn remove_image_store() {
 /// runs in a private mount namespace with tmpfs on /var/lib (podman's blob cache), /run and
 /// /dev/shm, so it leaves nothing outside `dir`.
 fn import_image(dir: &Path) -> Result<(), String> {
-    let bin = dir.join("rootfs/bin");
-    std::fs::create_dir_all(&bin).map_err(|e| format!("mkdir {}: {e}", bin.display()))?;
     for sub in ["tmp", "net.d"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| format!("mkdir {sub}: {e}"))?;
     }
-    std::fs::copy("/bin/busybox", bin.join("busybox")).map_err(|e| format!("copy /bin/busybox: {e}"))?;
-    for applet in APPLETS {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).map_err(|e| format!("link {applet}: {e}"))?;
-    }
-    let tarball = dir.join("rootfs.tar");
-    let mut tar = Command::new("tar");
-    tar.arg("-C").arg(dir.join("rootfs")).arg("-cf").arg(&tarball).arg(".");
-    let tarred = run_with_deadline(tar, &dir.join("tar"), PODMAN_DEADLINE)?;
-    if !tarred.status.success() {
-        return Err(format!("tar: {}", text(&tarred.stderr)));
-    }
+    let tarball = image::busybox_tarball(dir)?;
     // The network settings too: podman sets up its network backend even to import, and would
     // otherwise leave a cni.lock in /etc/cni/net.d.
     let conf = dir.join("containers.conf");
@@ -557,56 +514,10 @@ image_copy_tmp_dir = "{}"
     )
 }
 
-/// Runs `cmd` with stdout and stderr in files next to `stem`, killing it after `timeout`.
-fn run_with_deadline(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Output, String> {
-    let out_path = stem.with_extension("out");
-    let err_path = stem.with_extension("err");
-    let stdout = File::create(&out_path).map_err(|e| format!("create {}: {e}", out_path.display()))?;
-    let stderr = File::create(&err_path).map_err(|e| format!("create {}: {e}", err_path.display()))?;
-    let mut child: Child =
-        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr).spawn().map_err(|e| format!("cannot start: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("did not finish within {timeout:?}"));
-            }
-            Err(e) => return Err(format!("wait: {e}")),
-        }
-    };
-    let read = |path: &Path| std::fs::read(path).unwrap_or_default();
-    let output = Output { status, stdout: read(&out_path), stderr: read(&err_path) };
-    let _ = std::fs::remove_file(&out_path);
-    let _ = std::fs::remove_file(&err_path);
-    Ok(output)
-}
-
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&entry.path());
-            }
-        }
-    }
-    // A cgroup can be removed once its last process has been reaped, which may lag a little.
-    if !eventually(Duration::from_secs(5), || std::fs::remove_dir(dir).is_ok() || !dir.exists()) {
-        eprintln!("cleanup: cannot remove cgroup {}", dir.display());
-    }
-}
-
 fn require_tools() {
     for tool in ["podman", "runc", "nsenter", "unshare", "tar", "iptables"] {
         assert!(berth_util::tool::find(tool).is_some(), "the podman tests need {tool}: {INSTALL_HINT}");
     }
     assert!(Path::new("/bin/busybox").is_file(), "the podman tests need /bin/busybox: {INSTALL_HINT}");
     assert!(Path::new(REFERENCE_DIR).join("portmap").is_file(), "the podman tests need the reference plugins: {INSTALL_HINT}");
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }

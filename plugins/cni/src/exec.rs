@@ -51,7 +51,8 @@ pub fn exec_plugin(plugin: &Path, env: &CallEnv, stdin: &[u8], inside: Option<&N
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(netns) = env.netns {
+    // An empty path is a container without a namespace any more: DEL may leave it out.
+    if let Some(netns) = env.netns.filter(|p| !p.as_os_str().is_empty()) {
         cmd.env("CNI_NETNS", netns);
     }
     if let Some(ns) = inside {
