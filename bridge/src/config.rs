@@ -1,9 +1,10 @@
 //! berth-bridge's configuration: the reference bridge plugin's keys, same names and defaults.
 
-use berth_netlink::MacAddr;
 use berth_cni::skel::{Command, Request};
 use berth_cni::spec::decode_plugin_conf;
 use berth_cni::{CniError, CniResult};
+use berth_firewall::FirewallBackend;
+use berth_netlink::MacAddr;
 use serde::Deserialize;
 
 pub const DEFAULT_BRIDGE: &str = "cni0";
@@ -22,9 +23,13 @@ pub struct BridgeConf {
     #[serde(rename = "ipMasq", default)]
     pub ip_masq: bool,
     /// "auto" (nftables when `nft` is installed, else iptables), "nftables", "iptables",
-    /// "iptables-nft", "iptables-legacy" or "none" (no NAT, port mappings or isolation).
+    /// "iptables-nft", "iptables-legacy" or "none" (no NAT, port mappings or isolation), as
+    /// written; [`BridgeConf::firewall_backend`] is what it names.
     #[serde(rename = "firewallBackend", default = "auto")]
-    pub firewall_backend: String,
+    firewall_backend_name: String,
+    /// The firewall backend `firewallBackend` names, checked by `parse`.
+    #[serde(skip)]
+    pub firewall_backend: FirewallBackend,
     #[serde(default)]
     pub mtu: Option<u32>,
     #[serde(rename = "hairpinMode", default)]
@@ -75,6 +80,11 @@ impl BridgeConf {
         }
         berth_cni::skel::validate_ifname(&conf.bridge)
             .map_err(|e| CniError::invalid_config(format!("bridge: {}", e.msg)).with_details(&conf.bridge))?;
+        // Checked before anything is created, not when the firewall is first used.
+        conf.firewall_backend = conf.firewall_backend_name.parse()?;
+        if conf.firewall_backend != FirewallBackend::None {
+            berth_firewall::check_bridge_name(&conf.bridge)?;
+        }
         if let Some(mtu) = conf.mtu {
             if !(68..=65535).contains(&mtu) {
                 return Err(CniError::invalid_config(format!("mtu: {mtu} is outside 68..=65535")));
@@ -89,5 +99,37 @@ impl BridgeConf {
             conf.container_mac = berth_cni::iface::requested_mac(req, conf.mac.as_deref())?;
         }
         Ok(conf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_cni::spec::{NetConf, Version};
+
+    fn request(stdin: &str) -> Request {
+        Request {
+            command: Command::Add,
+            container_id: "c1".into(),
+            netns: None,
+            ifname: "eth0".into(),
+            args: Vec::new(),
+            cni_path: Vec::new(),
+            stdin: stdin.as_bytes().to_vec(),
+            conf: NetConf::default(),
+            version: Version(1, 1, 0),
+            options: Default::default(),
+        }
+    }
+
+    #[test]
+    fn firewall_backend_is_checked_with_the_configuration() {
+        let conf = |backend: &str| BridgeConf::parse(&request(&format!(r#"{{"name": "n", "type": "berth-bridge"{backend}}}"#)));
+        assert_eq!(conf("").unwrap().firewall_backend, FirewallBackend::Auto);
+        let iptables = conf(r#", "firewallBackend": "iptables-legacy""#).unwrap();
+        assert_eq!(iptables.firewall_backend, FirewallBackend::IptablesLegacy);
+        let err = conf(r#", "firewallBackend": "pf""#).unwrap_err();
+        assert_eq!(err.code, 7);
+        assert!(err.msg.contains("firewallBackend \"pf\""), "{err}");
     }
 }

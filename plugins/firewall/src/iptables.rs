@@ -38,13 +38,15 @@
 //! attachment's comment, then a per-network chain left empty and its jump.
 
 use super::{
-    enable_forwarding, find_tool, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, Owner, Plan,
+    enable_forwarding, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, FirewallError, FirewallResult,
+    Owner, Plan,
 };
-use berth_cni::error::{CniError, CniResult, Code};
+use berth_util::fs::LockFile;
+use berth_util::tool::find as find_tool;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Which iptables: the nf_tables-based one or the legacy x_tables one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +64,6 @@ impl IptablesVariant {
     }
 }
 
-const LOCK_DIR: &str = "/run/berth";
 const LOCK_FILE: &str = "/run/berth/iptables.lock";
 
 const POSTROUTING: &str = "BERTH-POSTROUTING";
@@ -110,7 +111,7 @@ struct Names {
 }
 
 fn names(network: &str) -> Names {
-    let h = super::fnv1a(network.as_bytes());
+    let h = berth_util::hash::fnv1a32([network.as_bytes()]);
     Names { post: format!("{POST_PREFIX}{h:08x}"), fwd: format!("{FWD_PREFIX}{h:08x}") }
 }
 
@@ -376,7 +377,7 @@ pub struct Iptables {
 
 impl Iptables {
     /// Errors when the variant's save/restore tools are not installed.
-    pub fn new(variant: IptablesVariant) -> CniResult<Iptables> {
+    pub fn new(variant: IptablesVariant) -> FirewallResult<Iptables> {
         let backend = format!("iptables-{}", variant.suffix());
         let tool = |cmd: &str, op: &str| require_tool(&format!("{cmd}-{}-{op}", variant.suffix()), &backend);
         Ok(Iptables {
@@ -387,7 +388,7 @@ impl Iptables {
     }
 
     /// The variant whose tables already hold rules in this namespace, else iptables-nft.
-    pub fn detect() -> CniResult<Iptables> {
+    pub fn detect() -> FirewallResult<Iptables> {
         let legacy_loaded = ["ip_tables_names", "ip6_tables_names"]
             .iter()
             .any(|f| std::fs::read_to_string(format!("/proc/thread-self/net/{f}")).is_ok_and(|s| !s.trim().is_empty()));
@@ -423,35 +424,27 @@ impl Iptables {
         }
     }
 
-    fn save(&self, family: Family) -> CniResult<Saved> {
+    fn save(&self, family: Family) -> FirewallResult<Saved> {
         let tools = self.tools(family);
         run_tool(&tools.save, &[], None)
             .map(|out| Saved::parse(&out))
-            .map_err(|e| CniError::kernel(format!("{}: cannot read the rules", self.name()), e))
+            .map_err(|e| FirewallError::kernel_because(format!("{}: cannot read the rules", self.name()), e))
     }
 
-    fn restore(&self, family: Family, batch: &Batch, what: impl FnOnce() -> String) -> CniResult<()> {
+    fn restore(&self, family: Family, batch: &Batch, what: impl FnOnce() -> String) -> FirewallResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let tools = self.tools(family);
-        run_tool(&tools.restore, &["--noflush", "-w"], Some(&batch.render()))
-            .map(drop)
-            .map_err(|e| CniError::kernel(format!("{}: {}", self.name(), what()), format!("{e}\ninput:\n{}", batch.render())))
+        run_tool(&tools.restore, &["--noflush", "-w"], Some(&batch.render())).map(drop).map_err(|e| {
+            FirewallError::kernel_because(format!("{}: {}", self.name(), what()), format!("{e}\ninput:\n{}", batch.render()))
+        })
     }
 
     /// Serialises read-modify-write cycles between plugins (iptables' own lock only covers
     /// the restore).
-    fn lock(&self) -> CniResult<nix::fcntl::Flock<std::fs::File>> {
-        std::fs::create_dir_all(LOCK_DIR).map_err(|e| CniError::io(format!("mkdir {LOCK_DIR}"), e))?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(LOCK_FILE)
-            .map_err(|e| CniError::io(format!("open {LOCK_FILE}"), e))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| CniError::io(format!("lock {LOCK_FILE}"), e))
+    fn lock(&self) -> FirewallResult<LockFile> {
+        Ok(LockFile::acquire(Path::new(LOCK_FILE))?)
     }
 
     fn families(a: &Attachment) -> Vec<Family> {
@@ -459,7 +452,7 @@ impl Iptables {
     }
 
     /// Host ports of `family` that another attachment's DNAT rule holds.
-    fn check_ports(saved: &Saved, plan: &Plan, family: Family, takeover: &mut Vec<Rule>) -> CniResult<()> {
+    fn check_ports(saved: &Saved, plan: &Plan, family: Family, takeover: &mut Vec<Rule>) -> FirewallResult<()> {
         for m in plan.mappings.iter().filter(|m| m.family == family) {
             for rule in saved.rules.iter().filter(|r| r.table == Table::Nat && r.chain == DNAT) {
                 let Some((host_ip, proto, port, to)) = dnat_of(rule) else { continue };
@@ -537,7 +530,7 @@ impl Iptables {
     }
 
     /// Deletes the rules of attachments `doomed` picks, in both families.
-    fn delete_where(&self, families: &[Family], doomed: impl Fn(&Owner) -> bool, what: &str) -> CniResult<()> {
+    fn delete_where(&self, families: &[Family], doomed: impl Fn(&Owner) -> bool, what: &str) -> FirewallResult<()> {
         let _lock = self.lock()?;
         for family in families {
             let saved = self.save(*family)?;
@@ -559,7 +552,7 @@ impl Firewall for Iptables {
         }
     }
 
-    fn add(&self, a: &Attachment) -> CniResult<()> {
+    fn add(&self, a: &Attachment) -> FirewallResult<()> {
         let plan = Plan::new(a)?;
         let _lock = self.lock()?;
         // Every family's host ports are checked before anything is written.
@@ -577,7 +570,7 @@ impl Firewall for Iptables {
         enable_forwarding(a, &plan)
     }
 
-    fn del(&self, a: &Attachment) -> CniResult<()> {
+    fn del(&self, a: &Attachment) -> FirewallResult<()> {
         let owner = Owner::new(a.network, a.container_id, a.ifname);
         let families = match Self::families(a) {
             f if f.is_empty() => vec![Family::V4, Family::V6], // addresses unknown: look everywhere
@@ -586,7 +579,7 @@ impl Firewall for Iptables {
         self.delete_where(&families, |o| o.same_attachment(&owner), &owner.to_string())
     }
 
-    fn check(&self, a: &Attachment) -> CniResult<()> {
+    fn check(&self, a: &Attachment) -> FirewallResult<()> {
         let plan = Plan::new(a)?;
         for family in Self::families(a) {
             let saved = self.save(family)?;
@@ -595,39 +588,33 @@ impl Firewall for Iptables {
             let own = attachment_rules(a, &plan, family);
             let wanted = jumps.into_iter().chain(net_jumps).chain(own.iter().cloned());
             if let Some(missing) = wanted.into_iter().find(|r| !saved.has_rule(r)) {
-                return Err(CniError::new(
-                    Code::Kernel,
-                    format!(
-                        "{}: rule of {} is missing in table {}: -A {} {}",
-                        self.name(),
-                        plan.owner,
-                        missing.table.name(),
-                        missing.chain,
-                        missing.spec
-                    ),
-                ));
+                return Err(FirewallError::kernel(format!(
+                    "{}: rule of {} is missing in table {}: -A {} {}",
+                    self.name(),
+                    plan.owner,
+                    missing.table.name(),
+                    missing.chain,
+                    missing.spec
+                )));
             }
             // A rule ADD would not write now (isolateNetworks or ipMasq changed since) is wrong
             // too: a stale isolation rule keeps an open container closed, and the reverse.
             let mine = |r: &&Rule| r.chain.starts_with("BERTH-") && owner_of(r).is_some_and(|o| o.same_attachment(&plan.owner));
             if let Some(extra) = saved.rules.iter().filter(mine).find(|r| !own.iter().any(|w| same_rule(w, r))) {
-                return Err(CniError::new(
-                    Code::Kernel,
-                    format!(
-                        "{}: table {} holds a rule of {} that its configuration does not ask for: -A {} {}",
-                        self.name(),
-                        extra.table.name(),
-                        plan.owner,
-                        extra.chain,
-                        extra.spec
-                    ),
-                ));
+                return Err(FirewallError::kernel(format!(
+                    "{}: table {} holds a rule of {} that its configuration does not ask for: -A {} {}",
+                    self.name(),
+                    extra.table.name(),
+                    plan.owner,
+                    extra.chain,
+                    extra.spec
+                )));
             }
         }
         Ok(())
     }
 
-    fn gc(&self, network: &str, keep: &[(String, String)]) -> CniResult<()> {
+    fn gc(&self, network: &str, keep: &[(String, String)]) -> FirewallResult<()> {
         let keep = super::keep_set(keep);
         self.delete_where(
             &[Family::V4, Family::V6],

@@ -32,20 +32,24 @@
 //! - IP forwarding on (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding) for the families the
 //!   container has, when `masquerade` is on, there are port mappings or it is open.
 
+mod error;
 mod iptables;
 mod nfnl;
 mod nft;
 
+pub use error::{Cause, FirewallError, FirewallResult};
 pub use iptables::{Iptables, IptablesVariant};
 pub use nft::Nftables;
 
-use berth_cni::error::{CniError, CniResult, Code};
 use berth_cni::spec::PortMapping;
+use berth_util::hash::fnv1a32;
+use berth_util::names::{check_identifier, check_interface_name};
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::str::FromStr;
 
 /// One container interface on one berth network. DEL and CHECK must be given the values ADD
 /// was given (prevResult's addresses, runtimeConfig.portMappings); a DEL without addresses
@@ -76,37 +80,66 @@ pub trait Firewall: Send + Sync {
     /// Sets up the attachment. Running it again with the same values is fine (to change the
     /// port mappings, DEL first); a port mapping whose host side another attachment holds is
     /// an error naming that container, and changes nothing.
-    fn add(&self, a: &Attachment) -> CniResult<()>;
+    fn add(&self, a: &Attachment) -> FirewallResult<()>;
     /// Removes exactly what `add` set up for this attachment; what is gone already is fine.
-    fn del(&self, a: &Attachment) -> CniResult<()>;
+    fn del(&self, a: &Attachment) -> FirewallResult<()>;
     /// Errors unless every element or rule `add` sets up for this attachment is present.
-    fn check(&self, a: &Attachment) -> CniResult<()>;
+    fn check(&self, a: &Attachment) -> FirewallResult<()>;
     /// CNI 1.1 GC: removes what berth set up for attachments of `network` that are not in
     /// `keep` (container ID, ifname).
-    fn gc(&self, network: &str, keep: &[(String, String)]) -> CniResult<()>;
+    fn gc(&self, network: &str, keep: &[(String, String)]) -> FirewallResult<()>;
 }
 
-/// The backend for the configuration value `firewallBackend`: `"nftables"`, `"iptables"`
-/// (the iptables variant whose tables hold rules, else iptables-nft), `"iptables-nft"`,
-/// `"iptables-legacy"`, `"none"`, or `"auto"`/absent (nftables if `nft` is installed, else
-/// iptables). Call it in the namespace the firewall is for: detection reads it.
-pub fn backend(name: &str) -> CniResult<Box<dyn Firewall>> {
-    Ok(match name {
-        "" | "auto" => match find_tool("nft") {
+/// The configuration value `firewallBackend`, parsed with the rest of a configuration so that
+/// an unknown value is refused before anything is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FirewallBackend {
+    /// `"auto"` or absent: nftables if `nft` is installed, else iptables.
+    #[default]
+    Auto,
+    Nftables,
+    /// The iptables variant whose tables hold rules, else iptables-nft.
+    Iptables,
+    IptablesNft,
+    IptablesLegacy,
+    /// No NAT, no port mappings, no isolation.
+    None,
+}
+
+impl FromStr for FirewallBackend {
+    type Err = FirewallError;
+
+    fn from_str(name: &str) -> FirewallResult<FirewallBackend> {
+        Ok(match name {
+            "" | "auto" => FirewallBackend::Auto,
+            "nftables" => FirewallBackend::Nftables,
+            "iptables" => FirewallBackend::Iptables,
+            "iptables-nft" => FirewallBackend::IptablesNft,
+            "iptables-legacy" => FirewallBackend::IptablesLegacy,
+            "none" => FirewallBackend::None,
+            other => {
+                return Err(FirewallError::invalid_config(format!(
+                    "firewallBackend {other:?} is not one of \"auto\", \"nftables\", \"iptables\", \"iptables-nft\", \
+                     \"iptables-legacy\", \"none\""
+                )))
+            }
+        })
+    }
+}
+
+/// The backend `choice` names. Call it in the namespace the firewall is for: detection
+/// reads it.
+pub fn backend(choice: FirewallBackend) -> FirewallResult<Box<dyn Firewall>> {
+    Ok(match choice {
+        FirewallBackend::Auto => match berth_util::tool::find("nft") {
             Some(nft) => Box::new(Nftables::with_binary(nft)),
             None => Box::new(Iptables::detect()?),
         },
-        "nftables" => Box::new(Nftables::new()?),
-        "iptables" => Box::new(Iptables::detect()?),
-        "iptables-nft" => Box::new(Iptables::new(IptablesVariant::Nft)?),
-        "iptables-legacy" => Box::new(Iptables::new(IptablesVariant::Legacy)?),
-        "none" => Box::new(NoFirewall),
-        other => {
-            return Err(CniError::invalid_config(format!(
-                "firewallBackend {other:?} is not one of \"auto\", \"nftables\", \"iptables\", \"iptables-nft\", \
-                 \"iptables-legacy\", \"none\""
-            )))
-        }
+        FirewallBackend::Nftables => Box::new(Nftables::new()?),
+        FirewallBackend::Iptables => Box::new(Iptables::detect()?),
+        FirewallBackend::IptablesNft => Box::new(Iptables::new(IptablesVariant::Nft)?),
+        FirewallBackend::IptablesLegacy => Box::new(Iptables::new(IptablesVariant::Legacy)?),
+        FirewallBackend::None => Box::new(NoFirewall),
     })
 }
 
@@ -118,19 +151,21 @@ impl Firewall for NoFirewall {
     fn name(&self) -> &'static str {
         "none"
     }
-    fn add(&self, a: &Attachment) -> CniResult<()> {
+    fn add(&self, a: &Attachment) -> FirewallResult<()> {
         if !a.port_mappings.is_empty() || a.masquerade {
-            return Err(CniError::invalid_config("ipMasq and portMappings need a firewall, but firewallBackend is \"none\""));
+            return Err(FirewallError::invalid_config(
+                "ipMasq and portMappings need a firewall, but firewallBackend is \"none\"",
+            ));
         }
         Ok(())
     }
-    fn del(&self, _: &Attachment) -> CniResult<()> {
+    fn del(&self, _: &Attachment) -> FirewallResult<()> {
         Ok(())
     }
-    fn check(&self, _: &Attachment) -> CniResult<()> {
+    fn check(&self, _: &Attachment) -> FirewallResult<()> {
         Ok(())
     }
-    fn gc(&self, _: &str, _: &[(String, String)]) -> CniResult<()> {
+    fn gc(&self, _: &str, _: &[(String, String)]) -> FirewallResult<()> {
         Ok(())
     }
 }
@@ -223,8 +258,9 @@ pub(crate) fn socket(ip: IpAddr, port: u16) -> String {
 }
 
 /// Who an element or rule belongs to, written into its comment:
-/// `berth net=NETWORK id=CONTAINERID if=IFNAME` (at most 128 bytes, nft's limit; a long
-/// network name or container ID is shortened to a prefix and a hash).
+/// `berth net=NETWORK id=CONTAINERID if=IFNAME` (at most 128 bytes, nft's limit). Each value
+/// is a [`label`]: a long name is shortened to a prefix and a hash, and an interface name with
+/// characters that nft or iptables input would need quoted is written with a hash too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Owner {
     pub net: String,
@@ -234,6 +270,7 @@ pub(crate) struct Owner {
 
 const NET_LABEL_MAX: usize = 30;
 const ID_LABEL_MAX: usize = 64;
+const IFNAME_LABEL_MAX: usize = berth_util::names::MAX_IFNAME_LEN;
 
 impl Owner {
     fn of(a: &Attachment) -> Owner {
@@ -241,7 +278,7 @@ impl Owner {
     }
 
     pub(crate) fn new(network: &str, container_id: &str, ifname: &str) -> Owner {
-        Owner { net: net_label(network), id: label(container_id, ID_LABEL_MAX), ifname: ifname.to_string() }
+        Owner { net: net_label(network), id: label(container_id, ID_LABEL_MAX), ifname: ifname_label(ifname) }
     }
 
     pub(crate) fn comment(&self) -> String {
@@ -273,7 +310,7 @@ impl Owner {
     /// A 32-bit tag identifying the attachment, stored as map data so that the kernel itself
     /// tells an element of this attachment from another one's with the same key.
     pub(crate) fn tag(&self) -> u32 {
-        fnv1a(format!("{}\0{}", self.id, self.ifname).as_bytes())
+        fnv1a32([self.id.as_bytes(), b"\0", self.ifname.as_bytes()])
     }
 
     /// For `gc`: is this owner of `network` and not one of `keep`?
@@ -292,22 +329,31 @@ pub(crate) fn net_label(network: &str) -> String {
     label(network, NET_LABEL_MAX)
 }
 
-/// `s`, or when longer than `max`, a prefix, `~` and a hash of the whole (still unique).
-fn label(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    // Validated names are ASCII, so any byte index is a char boundary.
-    format!("{}~{:08x}", &s[..max - 9], fnv1a(s.as_bytes()))
+fn ifname_label(ifname: &str) -> String {
+    label(ifname, IFNAME_LABEL_MAX)
 }
 
-pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+/// Characters a label keeps as they are: those of CNI's identifiers, which need no quoting in
+/// nft or iptables input, and `~`, which starts a label's hash.
+fn is_label_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
+/// `s` when it is at most `max` bytes of [`is_label_char`] characters; else a prefix of `s`
+/// (other characters written `_`), `~` and a hash of the whole, so labels stay unique, fit
+/// `max` (at least 10) and need no quoting.
+fn label(s: &str, max: usize) -> String {
+    if s.len() <= max && s.chars().all(is_label_char) {
+        return s.to_string();
+    }
+    // The prefix is ASCII: `max - 9` characters are `max - 9` bytes.
+    let prefix: String = s.chars().map(|c| if is_label_char(c) { c } else { '_' }).take(max - 9).collect();
+    format!("{prefix}~{:08x}", fnv1a32([s.as_bytes()]))
 }
 
 /// The `keep` list of `gc`, as label pairs comparable with parsed owners.
 fn keep_set(keep: &[(String, String)]) -> HashSet<(String, String)> {
-    keep.iter().map(|(id, ifname)| (label(id, ID_LABEL_MAX), ifname.clone())).collect()
+    keep.iter().map(|(id, ifname)| (label(id, ID_LABEL_MAX), ifname_label(ifname))).collect()
 }
 
 /// What an attachment turns into, checked once for both backends.
@@ -317,63 +363,51 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    pub(crate) fn new(a: &Attachment) -> CniResult<Plan> {
-        validate_name("network name", a.network)?;
-        validate_name("container ID", a.container_id)?;
-        validate_ifname("interface name", a.ifname)?;
-        validate_ifname("bridge", a.bridge)?;
+    pub(crate) fn new(a: &Attachment) -> FirewallResult<Plan> {
+        let invalid = |what: &str, name: &str, e: berth_util::names::InvalidName| {
+            FirewallError::invalid_config(format!("{what} {name:?} is not valid: {e}"))
+        };
+        check_identifier(a.network).map_err(|e| invalid("network name", a.network, e))?;
+        check_identifier(a.container_id).map_err(|e| invalid("container ID", a.container_id, e))?;
+        check_interface_name(a.ifname).map_err(|e| invalid("interface name", a.ifname, e))?;
+        check_bridge_name(a.bridge)?;
         Ok(Plan { owner: Owner::of(a), mappings: mappings(a)? })
     }
 }
 
-/// Names go into nft and iptables-restore input and into comments: only characters that
-/// need no quoting anywhere (the spec's alphabet for network names and container IDs).
-fn validate_name(what: &str, s: &str) -> CniResult<()> {
-    let ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(CniError::invalid_config(format!(
-            "{what} {s:?} is not usable in firewall rules: it must start with a letter or digit and hold only \
-             letters, digits, '_', '.' and '-'"
-        )))
+/// The bridge's name is written as it is into nft and iptables-restore input (the kernel
+/// compares it): besides being an interface name, it must not hold a quote, a backslash or a
+/// control character, which that input cannot carry. For configurations to check this before
+/// anything is created.
+pub fn check_bridge_name(bridge: &str) -> FirewallResult<()> {
+    check_interface_name(bridge).map_err(|e| FirewallError::invalid_config(format!("bridge {bridge:?} is not valid: {e}")))?;
+    if bridge.chars().any(|c| matches!(c, '"' | '\'' | '\\') || c.is_control()) {
+        return Err(FirewallError::invalid_config(format!(
+            "bridge {bridge:?} is not usable in firewall rules: it holds a quote, a backslash or a control character"
+        )));
     }
-}
-
-fn validate_ifname(what: &str, s: &str) -> CniResult<()> {
-    let ok = !s.is_empty()
-        && s.len() < 16
-        && s != "."
-        && s != ".."
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(CniError::invalid_config(format!(
-            "{what} {s:?} is not usable in firewall rules: at most 15 letters, digits, '_', '.' and '-'"
-        )))
-    }
+    Ok(())
 }
 
 /// The port mappings, one per family they apply to, aimed at the container's first address of
 /// that family. Without `hostIP` a mapping applies to each family the container has; with
 /// `0.0.0.0` or `::` to every local address of that family only.
-fn mappings(a: &Attachment) -> CniResult<Vec<Mapping>> {
+fn mappings(a: &Attachment) -> FirewallResult<Vec<Mapping>> {
     let first = |family: Family| a.addresses.iter().copied().find(|ip| Family::of(ip) == family);
     let mut out: Vec<Mapping> = Vec::new();
     for (i, pm) in a.port_mappings.iter().enumerate() {
         let field = format!("portMappings[{i}]");
-        let proto = Proto::parse(&pm.protocol)
-            .ok_or_else(|| CniError::invalid_config(format!("{field}.protocol {:?} is not tcp, udp or sctp", pm.protocol)))?;
+        let proto = Proto::parse(&pm.protocol).ok_or_else(|| {
+            FirewallError::invalid_config(format!("{field}.protocol {:?} is not tcp, udp or sctp", pm.protocol))
+        })?;
         if pm.host_port == 0 || pm.container_port == 0 {
-            return Err(CniError::invalid_config(format!("{field}: hostPort and containerPort must not be 0")));
+            return Err(FirewallError::invalid_config(format!("{field}: hostPort and containerPort must not be 0")));
         }
         let wanted: Vec<(Family, Option<IpAddr>)> = if pm.host_ip.is_empty() {
             vec![(Family::V4, None), (Family::V6, None)]
         } else {
             let ip: IpAddr = pm.host_ip.parse().map_err(|e| {
-                CniError::invalid_config(format!("{field}.hostIP {:?} is not an IP address", pm.host_ip)).with_details(e)
+                FirewallError::invalid_config_because(format!("{field}.hostIP {:?} is not an IP address", pm.host_ip), e)
             })?;
             vec![(Family::of(&ip), Some(ip).filter(|ip| !ip.is_unspecified()))]
         };
@@ -381,7 +415,7 @@ fn mappings(a: &Attachment) -> CniResult<Vec<Mapping>> {
         for (family, host_ip) in wanted {
             let Some(target) = first(family) else {
                 if explicit {
-                    return Err(CniError::invalid_config(format!(
+                    return Err(FirewallError::invalid_config(format!(
                         "{field}.hostIP {} is {family:?} but the container has no {family:?} address",
                         pm.host_ip
                     )));
@@ -393,7 +427,7 @@ fn mappings(a: &Attachment) -> CniResult<Vec<Mapping>> {
                 out.iter().find(|o| (o.family, o.host_ip, o.proto, o.host_port) == (family, host_ip, proto, pm.host_port))
             {
                 if *dup != m {
-                    return Err(CniError::invalid_config(format!("{field}: host port {} is mapped twice", m.host_side())));
+                    return Err(FirewallError::invalid_config(format!("{field}: host port {} is mapped twice", m.host_side())));
                 }
                 continue;
             }
@@ -405,7 +439,7 @@ fn mappings(a: &Attachment) -> CniResult<Vec<Mapping>> {
 
 /// Turns on forwarding for the families of a container that is masqueraded, publishes ports
 /// or is open to other networks.
-pub(crate) fn enable_forwarding(a: &Attachment, plan: &Plan) -> CniResult<()> {
+pub(crate) fn enable_forwarding(a: &Attachment, plan: &Plan) -> FirewallResult<()> {
     if !a.masquerade && plan.mappings.is_empty() && a.isolate {
         return Ok(());
     }
@@ -418,26 +452,12 @@ pub(crate) fn enable_forwarding(a: &Attachment, plan: &Plan) -> CniResult<()> {
     Ok(())
 }
 
-/// Looks a tool up in PATH, then in the usual sbin directories (a runtime's PATH may lack them).
-pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-pub(crate) fn require_tool(name: &str, backend: &str) -> CniResult<PathBuf> {
-    find_tool(name).ok_or_else(|| {
-        CniError::new(
-            Code::Kernel,
-            format!("firewall backend {backend} needs {name}, which is not installed (not in PATH or /usr/sbin)"),
-        )
+/// The tool a backend needs, in PATH or the usual sbin directories.
+pub(crate) fn require_tool(name: &str, backend: &str) -> FirewallResult<PathBuf> {
+    berth_util::tool::find(name).ok_or_else(|| {
+        FirewallError::kernel(format!(
+            "firewall backend {backend} needs {name}, which is not installed (not in PATH or /usr/sbin)"
+        ))
     })
 }
 
@@ -453,7 +473,7 @@ pub(crate) fn run_tool(tool: &Path, args: &[&str], input: Option<&str>) -> Resul
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
     if let Some(input) = input {
         // Written whole before reading: nft and iptables-restore read all input first.
-        let mut stdin = child.stdin.take().expect("piped stdin");
+        let mut stdin = child.stdin.take().ok_or_else(|| format!("no stdin for {}", tool.display()))?;
         stdin.write_all(input.as_bytes()).map_err(|e| format!("cannot write to {}: {e}", tool.display()))?;
     }
     let out = child.wait_with_output().map_err(|e| format!("waiting for {}: {e}", tool.display()))?;
@@ -466,13 +486,13 @@ pub(crate) fn run_tool(tool: &Path, args: &[&str], input: Option<&str>) -> Resul
 }
 
 /// A port mapping whose host side is held by another attachment.
-pub(crate) fn port_taken(m: &Mapping, holder: Option<&Owner>, holder_target: Option<String>) -> CniError {
+pub(crate) fn port_taken(m: &Mapping, holder: Option<&Owner>, holder_target: Option<String>) -> FirewallError {
     let who = match holder {
         Some(owner) => owner.to_string(),
         None => "a rule berth did not write".to_string(),
     };
     let to = holder_target.map(|t| format!(" (to {t})")).unwrap_or_default();
-    CniError::new(Code::Kernel, format!("host port {} is already mapped to {who}{to}", m.host_side()))
+    FirewallError::kernel(format!("host port {} is already mapped to {who}{to}", m.host_side()))
 }
 
 #[cfg(test)]
@@ -522,21 +542,44 @@ mod tests {
         let v4: Vec<IpAddr> = vec!["10.1.0.2".parse().unwrap()];
         assert_eq!(mappings(&attachment(&v4, &[pm(8080, 80, "tcp", "")])).unwrap().len(), 1);
         for bad in [pm(8080, 80, "icmp", ""), pm(0, 80, "tcp", ""), pm(8080, 80, "tcp", "::1"), pm(1, 2, "tcp", "x")] {
-            assert_eq!(mappings(&attachment(&v4, std::slice::from_ref(&bad))).unwrap_err().code, 7, "{bad:?}");
+            let err = mappings(&attachment(&v4, std::slice::from_ref(&bad))).unwrap_err();
+            assert!(matches!(err, FirewallError::InvalidConfig { .. }), "{bad:?}");
         }
         let twice = [pm(8080, 80, "tcp", ""), pm(8080, 81, "tcp", "")];
-        assert!(mappings(&attachment(&v4, &twice)).unwrap_err().msg.contains("0.0.0.0:8080/tcp"));
+        assert!(mappings(&attachment(&v4, &twice)).unwrap_err().to_string().contains("0.0.0.0:8080/tcp"));
     }
 
     #[test]
-    fn names_that_would_need_quoting_are_refused() {
+    fn names_are_checked_as_everywhere_else() {
         let addrs: Vec<IpAddr> = vec!["10.1.0.2".parse().unwrap()];
         let mut a = attachment(&addrs, &[]);
         assert!(Plan::new(&a).is_ok());
-        a.bridge = "br\"0";
-        assert_eq!(Plan::new(&a).err().unwrap().code, 7);
+        // Any interface name the kernel (and the skel) takes is usable: written as a label.
+        a.ifname = "eth@0";
+        let owner = Plan::new(&a).unwrap().owner;
+        assert!(owner.ifname.starts_with("eth_0~") && owner.ifname.len() <= 15, "{}", owner.ifname);
+        assert_eq!(Owner::parse(&owner.comment()), Some(owner.clone()));
+        assert_ne!(Owner::new("net1", "c0ffee", "eth#0").ifname, owner.ifname, "labels of different names differ");
+        a.ifname = "eth0";
+        a.bridge = "br@0";
+        assert!(Plan::new(&a).is_ok());
+        for bad in ["br\"0", "br 0", ""] {
+            a.bridge = bad;
+            assert!(matches!(Plan::new(&a), Err(FirewallError::InvalidConfig { .. })), "{bad:?}");
+        }
         a.bridge = "br0";
         a.network = "my net";
-        assert_eq!(Plan::new(&a).err().unwrap().code, 7);
+        assert_eq!(berth_cni::CniError::from(Plan::new(&a).err().unwrap()).code, 7);
+    }
+
+    #[test]
+    fn labels_of_multibyte_names_cut_on_characters() {
+        let id = "é".repeat(70);
+        let label = label(&id, ID_LABEL_MAX);
+        assert!(label.len() <= ID_LABEL_MAX && label.is_ascii(), "{label}");
+        // GC with such an ID in `keep` (the runtime's, unchecked) must not panic.
+        assert_eq!(keep_set(&[(id, "eth0".into())]).len(), 1);
+        let long = "a".repeat(100);
+        assert_eq!(super::label(&long, ID_LABEL_MAX), format!("{}~{:08x}", &long[..55], fnv1a32([long.as_bytes()])));
     }
 }

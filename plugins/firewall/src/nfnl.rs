@@ -1,7 +1,8 @@
 //! nftables over nfnetlink, without `nft`: the hot path of the nftables backend (ADD's element
 //! batch, DEL's add-then-delete batch) and the first ADD on a host (the whole table, created in
-//! one batch), sent from the plugin process over one NETLINK_NETFILTER socket. Everything else
-//! (repairs, upgrades, listings) stays with `nft`.
+//! one batch), sent from the plugin process over one NETLINK_NETFILTER socket of berth-netlink's
+//! transport ([`berth_netlink::socket::Transport`], which also reads the kernel's answers).
+//! Everything else (repairs, upgrades, listings) stays with `nft`.
 //!
 //! A batch is what `nft -f` sends for the same commands (compared byte for byte with
 //! `nft --debug=mnl`, see the tests here and in [`super::nft`]):
@@ -44,13 +45,10 @@ mod rules;
 
 pub(super) use rules::{Field, Rule, CT_STATE_ESTABLISHED, CT_STATE_RELATED, CT_STATUS_DNAT};
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-use std::io;
+use berth_netlink::socket::{messages, NlError, Protocol, Transport};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
@@ -119,9 +117,6 @@ const EXPR_CONCAT: u32 = 13;
 const BYTEORDER_INVALID: u32 = 0;
 const BYTEORDER_HOST_ENDIAN: u32 = 1;
 const BYTEORDER_BIG_ENDIAN: u32 = 2;
-
-/// Receive buffer: ACKs are small (NETLINK_CAP_ACK), errors carry an extended-ACK message.
-const RECV_BUF_LEN: usize = 32 * 1024;
 
 /// The value of a set element's key or data: concatenated components, each padded to the
 /// 4-byte registers nftables compares (`ipv4_addr` 4, `ipv6_addr` 16, `ifname` 16 zero-padded,
@@ -323,12 +318,12 @@ impl Batch {
         (self.buf, self.acks)
     }
 
-    /// Sends the batch and waits for the kernel's verdict: Ok when every message applied. The
-    /// error's kind is the first failing message's errno's (ENOENT: NotFound, EEXIST:
-    /// AlreadyExists).
-    pub(super) fn send(self, conn: &Conn) -> io::Result<()> {
+    /// Sends the batch and waits for the kernel's verdict: Ok when every message applied, else
+    /// the first failing message's errno (ENOENT: a table, set or map is missing; EEXIST: a
+    /// key is held with other data, or a created table exists).
+    pub(super) fn send(self, conn: &Conn) -> Result<(), NlError> {
         let (bytes, acks) = self.into_bytes();
-        conn.exchange(&bytes, acks).map_err(|e| io::Error::new(e.kind(), format!("nfnetlink batch: {e}")))
+        conn.exchange(&bytes, acks)
     }
 
     fn batch_marker(&mut self, ty: u16) {
@@ -455,7 +450,7 @@ fn udata_u32(ty: u8, v: u32) -> Vec<u8> {
 /// and kept until dropped (see the module docs); a thread in another namespace gets a socket
 /// of its own namespace.
 #[derive(Debug, Default)]
-pub(super) struct Conn(Mutex<Option<(NetNsId, Socket)>>);
+pub(super) struct Conn(Mutex<Option<(NetNsId, Transport)>>);
 
 /// A network namespace: device and inode of its nsfs file.
 type NetNsId = (u64, u64);
@@ -468,106 +463,42 @@ impl Clone for Conn {
 }
 
 impl Conn {
-    fn exchange(&self, bytes: &[u8], acks: usize) -> io::Result<()> {
+    fn exchange(&self, bytes: &[u8], acks: usize) -> Result<(), NlError> {
         let ns = std::fs::metadata("/proc/thread-self/ns/net").map(|m| (m.dev(), m.ino()))?;
         let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let socket = match guard.take() {
-            Some((have, socket)) if have == ns => socket,
-            _ => open()?,
+        let mut transport = match guard.take() {
+            Some((have, transport)) if have == ns => transport,
+            _ => Transport::open(Protocol::Netfilter)?,
         };
         // Kept after a success only: a failed exchange may have left answers unread (and
         // failures are the slow path anyway).
-        exchange(&socket, bytes, acks)?;
-        *guard = Some((ns, socket));
+        exchange(&mut transport, bytes, acks)?;
+        *guard = Some((ns, transport));
         Ok(())
     }
-}
-
-fn open() -> io::Result<Socket> {
-    let mut socket = Socket::new(NETLINK_NETFILTER)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    // Best effort: ACKs without a copy of the request; errors with the kernel's message.
-    let _ = socket.set_cap_ack(true);
-    let _ = socket.set_ext_ack(true);
-    Ok(socket)
 }
 
 /// Sends one batch and reads every answer. The kernel processes a batch synchronously in
 /// `send`, so all answers are queued by then: they are read without blocking, and the batch
 /// applied when there are `acks` ACKs and no error.
-fn exchange(socket: &Socket, bytes: &[u8], acks: usize) -> io::Result<()> {
-    let sent = socket.send(bytes, 0)?;
-    if sent != bytes.len() {
-        return Err(io::Error::other(format!("short send: {sent} of {} bytes", bytes.len())));
-    }
-    let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF_LEN);
+fn exchange(transport: &mut Transport, bytes: &[u8], acks: usize) -> Result<(), NlError> {
+    transport.send(bytes)?;
     let mut acked = 0;
     let mut error = None;
-    loop {
-        buf.clear();
-        match socket.recv(&mut buf, libc::MSG_DONTWAIT) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-        for (errno, msg) in errors(&buf) {
-            match errno {
-                0 => acked += 1,
-                errno if error.is_none() => error = Some((errno, msg)),
+    while let Some(datagram) = transport.try_recv()? {
+        for message in messages(datagram) {
+            match message?.ack() {
+                Some(Ok(())) => acked += 1,
+                Some(Err(e)) if error.is_none() => error = Some(e),
                 _ => {}
             }
         }
     }
     match error {
-        Some((errno, msg)) => {
-            let e = io::Error::from_raw_os_error(errno);
-            Err(match msg {
-                Some(msg) => io::Error::new(e.kind(), format!("{e}: {msg}")),
-                None => e,
-            })
-        }
-        None if acked < acks => Err(io::Error::other(format!("{acked} of {acks} messages acknowledged"))),
+        Some(e) => Err(e),
+        None if acked < acks => Err(NlError::Protocol(format!("{acked} of {acks} messages acknowledged"))),
         None => Ok(()),
     }
-}
-
-/// The NLMSG_ERROR messages of one datagram: (positive errno or 0 for an ACK, extended-ACK
-/// message).
-fn errors(datagram: &[u8]) -> Vec<(i32, Option<String>)> {
-    const NLMSGERR_ATTR_MSG: u16 = 1;
-    let mut out = Vec::new();
-    let mut rest = datagram;
-    while rest.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap_or_default()) as usize;
-        let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            break;
-        }
-        let msg = &rest[..len];
-        if ty == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 + NLMSG_HDRLEN {
-            let errno = -i32::from_ne_bytes(msg[16..20].try_into().unwrap_or_default());
-            // With NETLINK_CAP_ACK the request is echoed as its header only; extended-ACK
-            // attributes follow it.
-            let mut attrs = &msg[NLMSG_HDRLEN + 4 + NLMSG_HDRLEN..];
-            let mut text = None;
-            while attrs.len() >= 4 {
-                let alen = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-                let aty = u16::from_ne_bytes([attrs[2], attrs[3]]) & !NLA_F_NESTED;
-                if alen < 4 || alen > attrs.len() {
-                    break;
-                }
-                if aty == NLMSGERR_ATTR_MSG {
-                    let s = &attrs[4..alen];
-                    text = Some(String::from_utf8_lossy(s.split(|b| *b == 0).next().unwrap_or(s)).into_owned());
-                }
-                attrs = &attrs[alen.next_multiple_of(4).min(attrs.len())..];
-            }
-            out.push((errno, text));
-        }
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-    }
-    out
 }
 
 #[cfg(test)]
@@ -658,30 +589,5 @@ pub(super) mod tests {
         assert_eq!(msgs[0].1, NLM_F_REQUEST);
         assert_eq!(msgs[1].1, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE);
         assert_eq!(msgs[3].1, NLM_F_REQUEST | NLM_F_ACK);
-    }
-
-    #[test]
-    fn errors_reads_acks_and_errnos() {
-        // An ACK (error 0) and an ENOENT with an extended-ACK message, as NETLINK_CAP_ACK sends.
-        let mut d = Vec::new();
-        for (errno, msg) in [(0i32, None), (-libc::ENOENT, Some("no set"))] {
-            let start = d.len();
-            d.extend_from_slice(&0u32.to_ne_bytes());
-            d.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-            d.extend_from_slice(&[0; 10]);
-            d.extend_from_slice(&errno.to_ne_bytes());
-            d.extend_from_slice(&[0; 16]);
-            if let Some(m) = msg {
-                let mut s = m.as_bytes().to_vec();
-                s.push(0);
-                d.extend_from_slice(&((4 + s.len()) as u16).to_ne_bytes());
-                d.extend_from_slice(&1u16.to_ne_bytes());
-                d.extend_from_slice(&s);
-                d.resize(d.len().next_multiple_of(4), 0);
-            }
-            let len = (d.len() - start) as u32;
-            d[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-        }
-        assert_eq!(errors(&d), [(0, None), (libc::ENOENT, Some("no set".to_string()))]);
     }
 }

@@ -25,9 +25,9 @@
 //! `nft` process runs (its peak memory is over twice the plugin's). When that batch fails too,
 //! another ADD created the table meanwhile (the ADD batch is retried once) or the table is
 //! there but not as this version writes it: the slow path writes the table, maps and chains,
-//! flushes the chains and writes their rules with `nft -f`. The nfnetlink rules
-//! ([`rules_nfnl`]) mirror [`RULES`], which stays their definition; the tests check that `nft`
-//! lists both alike.
+//! flushes the chains and writes their rules with `nft -f`. Each rule is written once, as a
+//! [`nfnl::Rule`] ([`rules`]) that renders both its nft text and its nfnetlink expressions; the
+//! tests check that `nft` lists both alike.
 //!
 //! Only when a batch fails is the table listed and the batch rebuilt from what is there:
 //! that is where "host port .. is already mapped to container X" comes from, and where
@@ -48,13 +48,12 @@
 
 use super::nfnl;
 use super::{
-    enable_forwarding, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, Mapping, Owner, Plan, Proto,
+    enable_forwarding, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, FirewallError, FirewallResult,
+    Mapping, Owner, Plan, Proto,
 };
-use berth_cni::error::{CniError, CniResult, Code};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 
@@ -131,66 +130,22 @@ add chain inet berth postrouting { type nat hook postrouting priority srcnat; po
 add chain inet berth forward { type filter hook forward priority filter; policy accept; }
 ";
 
-/// The rules of each base chain. They only ever change with berth itself: every ADD flushes
-/// and rewrites them in its batch (a constant dozen), so the table repairs and upgrades itself.
-const RULES: &[(&str, &[&str])] = &[
-    (
-        "prerouting",
-        &[
-            "meta nfproto ipv4 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports4",
-            "meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @ports4",
-            "meta nfproto ipv6 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
-            "meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports6",
-        ],
-    ),
-    (
-        "output",
-        &[
-            "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports4",
-            "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @ports4",
-            "meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
-            "meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports6",
-        ],
-    ),
-    (
-        "postrouting",
-        &[
-            "meta nfproto ipv4 ct status dnat ip saddr . oifname @ctr4 masquerade comment \"hairpin\"",
-            "meta nfproto ipv4 ip saddr . oifname @ctr4 return comment \"stays on its own bridge\"",
-            "meta nfproto ipv4 ip saddr @masq4 ip daddr != 224.0.0.0/4 masquerade comment \"ipMasq\"",
-            "meta nfproto ipv6 ct status dnat ip6 saddr . oifname @ctr6 masquerade comment \"hairpin\"",
-            "meta nfproto ipv6 ip6 saddr . oifname @ctr6 return comment \"stays on its own bridge\"",
-            "meta nfproto ipv6 ip6 saddr @masq6 ip6 daddr != ff00::/8 masquerade comment \"ipMasq\"",
-        ],
-    ),
-    (
-        "forward",
-        &[
-            "ct state established,related accept",
-            "ct status dnat accept comment \"published ports\"",
-            "meta nfproto ipv4 ip saddr . oifname @ctr4 accept comment \"stays on its own bridge\"",
-            "meta nfproto ipv4 ip saddr . iifname @open4 accept comment \"from a network open to others\"",
-            "meta nfproto ipv4 ip daddr . oifname @open4 accept comment \"to a network open to others\"",
-            "meta nfproto ipv4 ip saddr . iifname @ctr4 ip daddr . oifname @ctr4 drop comment \"isolation between berth networks\"",
-            "meta nfproto ipv6 ip6 saddr . oifname @ctr6 accept comment \"stays on its own bridge\"",
-            "meta nfproto ipv6 ip6 saddr . iifname @open6 accept comment \"from a network open to others\"",
-            "meta nfproto ipv6 ip6 daddr . oifname @open6 accept comment \"to a network open to others\"",
-            "meta nfproto ipv6 ip6 saddr . iifname @ctr6 ip6 daddr . oifname @ctr6 drop comment \"isolation between berth networks\"",
-        ],
-    ),
-];
-
-/// The set whose presence says the chains hold this version's rules.
+/// The set whose presence says the chains hold this version's rules: named after a hash of
+/// the chains, the maps' types and the rules' text (computed once: every ADD names it).
 fn sentinel() -> String {
-    let mut text = String::from(CHAINS);
-    for m in MAPS {
-        text += m.decl;
-    }
-    for (chain, rules) in RULES {
-        text += chain;
-        rules.iter().for_each(|r| text += r);
-    }
-    format!("rules_{:08x}", super::fnv1a(text.as_bytes()))
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut text = String::from(CHAINS);
+        for m in MAPS {
+            text += m.decl;
+        }
+        for (chain, rules) in rules() {
+            text += chain;
+            rules.iter().for_each(|r| text += &r.text());
+        }
+        format!("rules_{:08x}", berth_util::hash::fnv1a32([text.as_bytes()]))
+    })
+    .clone()
 }
 
 /// The fast path's proof that the table is set up: fails when the sentinel set is missing.
@@ -211,10 +166,10 @@ fn setup(listing: &Listing) -> String {
         let _ = writeln!(s, "add map {TABLE} {} {{ type {}; }}", m.name, m.decl);
     }
     s += CHAINS;
-    for (chain, rules) in RULES {
+    for (chain, rules) in rules() {
         let _ = writeln!(s, "flush chain {TABLE} {chain}");
-        for rule in *rules {
-            let _ = writeln!(s, "add rule {TABLE} {chain} {rule}");
+        for rule in rules {
+            let _ = writeln!(s, "add rule {TABLE} {chain} {}", rule.text());
         }
     }
     let current = sentinel();
@@ -225,9 +180,11 @@ fn setup(listing: &Listing) -> String {
     s + &sentinel_ref()
 }
 
-/// [`RULES`] as nfnetlink rules, rule for rule, in the same order (the tests compare them).
-#[rustfmt::skip] // one rule a line, as in RULES
-fn rules_nfnl() -> [(&'static str, Vec<nfnl::Rule>); 4] {
+/// The rules of each base chain, written once: `nft -f` is given their text, nfnetlink their
+/// expressions. They only ever change with berth itself: the slow path flushes and rewrites
+/// them, so the table repairs and upgrades itself.
+#[rustfmt::skip] // one rule a line
+fn rules() -> [(&'static str, Vec<nfnl::Rule>); 4] {
     use nfnl::Field::{Daddr, Dport, Iifname, L4proto, Oifname, Saddr};
     use nfnl::{Rule, CT_STATE_ESTABLISHED, CT_STATE_RELATED, CT_STATUS_DNAT};
     use Family::{V4, V6};
@@ -318,7 +275,7 @@ fn create_batch(elems: &[Elem], comment: &str) -> Result<nfnl::Batch, String> {
         let (name, ty, hook, priority) = base_chain(line).ok_or_else(|| format!("cannot read chain {line:?}"))?;
         batch.add_base_chain(name, ty, hook, priority);
     }
-    for (chain, rules) in rules_nfnl() {
+    for (chain, rules) in rules() {
         rules.iter().for_each(|rule| batch.add_rule(chain, rule));
     }
     batch.add_set(&sentinel(), &[nfnl::Type::Mark], None, Some(SENTINEL_COMMENT));
@@ -618,7 +575,7 @@ pub struct Nftables {
 
 impl Nftables {
     /// Errors when `nft` is not installed.
-    pub fn new() -> CniResult<Nftables> {
+    pub fn new() -> FirewallResult<Nftables> {
         Ok(Nftables::with_binary(require_tool("nft", "nftables")?))
     }
 
@@ -631,19 +588,19 @@ impl Nftables {
     }
 
     /// The table now; a table that does not exist is an empty listing.
-    fn list(&self) -> CniResult<Listing> {
+    fn list(&self) -> FirewallResult<Listing> {
         let what = || format!("nftables: cannot list table {TABLE}");
         match run_tool(&self.nft, &["-j", "list", "table", "inet", "berth"], None) {
-            Ok(out) => parse_listing(&out).map_err(|e| CniError::kernel(what(), e)),
+            Ok(out) => parse_listing(&out).map_err(|e| FirewallError::kernel_because(what(), e)),
             Err(e) if e.contains("No such file or directory") => Ok(Listing::default()),
-            Err(e) => Err(CniError::kernel(what(), e)),
+            Err(e) => Err(FirewallError::kernel_because(what(), e)),
         }
     }
 
     /// ADD's slow path: the table set up anew and the elements written from the listing,
     /// taking over stale elements of the container's own addresses and refusing host ports
     /// another attachment holds.
-    fn add_from_listing(&self, a: &Attachment, plan: &Plan, elems: &[Elem]) -> CniResult<()> {
+    fn add_from_listing(&self, a: &Attachment, plan: &Plan, elems: &[Elem]) -> FirewallResult<()> {
         let listing = self.list()?;
         let comment = plan.owner.comment();
         let mut batch = setup(&listing);
@@ -667,12 +624,12 @@ impl Nftables {
             }
             batch += &e.add(&comment);
         }
-        self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot set up {}", plan.owner), e))
+        self.apply(&batch).map_err(|e| FirewallError::kernel_because(format!("nftables: cannot set up {}", plan.owner), e))
     }
 
     /// The first ADD on a host over nfnetlink ([`create_batch`]); fails when the table exists.
     fn create(&self, elems: &[Elem], comment: &str) -> Result<(), String> {
-        create_batch(elems, comment)?.send(&self.nfnl).map_err(|e| e.to_string())
+        create_batch(elems, comment)?.send(&self.nfnl).map_err(|e| format!("nfnetlink batch: {e}"))
     }
 
     /// What `nft -f` is given to set the table up on a host without it, which the first ADD
@@ -682,13 +639,13 @@ impl Nftables {
     }
 
     /// Deletes the elements a listing attributes to attachments `pick` chooses.
-    fn delete_owned(&self, pick: impl Fn(&Owner) -> bool, what: impl FnOnce() -> String) -> CniResult<()> {
+    fn delete_owned(&self, pick: impl Fn(&Owner) -> bool, what: impl FnOnce() -> String) -> FirewallResult<()> {
         let listing = self.list()?;
         let batch: String = listing.owned_by(pick).map(|l| delete_text(l.map, &l.key)).collect();
         if batch.is_empty() {
             return Ok(());
         }
-        self.apply(&batch).map_err(|e| CniError::kernel(format!("nftables: cannot remove {}", what()), e))
+        self.apply(&batch).map_err(|e| FirewallError::kernel_because(format!("nftables: cannot remove {}", what()), e))
     }
 }
 
@@ -697,7 +654,7 @@ impl Firewall for Nftables {
         "nftables"
     }
 
-    fn add(&self, a: &Attachment) -> CniResult<()> {
+    fn add(&self, a: &Attachment) -> FirewallResult<()> {
         let plan = Plan::new(a)?;
         let elems = elements(a, &plan);
         let comment = plan.owner.comment();
@@ -710,7 +667,7 @@ impl Firewall for Nftables {
         let done = match add() {
             Ok(()) => true,
             // No table, map or sentinel: create the table, unless another ADD just did.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.create(&elems, &comment).is_ok() || add().is_ok(),
+            Err(e) if e.errno() == Some(libc::ENOENT) => self.create(&elems, &comment).is_ok() || add().is_ok(),
             // A key another attachment holds (EEXIST), or anything else: the listing tells.
             Err(_) => false,
         };
@@ -720,7 +677,7 @@ impl Firewall for Nftables {
         enable_forwarding(a, &plan)
     }
 
-    fn del(&self, a: &Attachment) -> CniResult<()> {
+    fn del(&self, a: &Attachment) -> FirewallResult<()> {
         let owner = Owner::new(a.network, a.container_id, a.ifname);
         let by_owner = || self.delete_owned(|o| o.same_attachment(&owner), || format!("the elements of {owner}"));
         let plan = match Plan::new(a) {
@@ -746,18 +703,18 @@ impl Firewall for Nftables {
         }
     }
 
-    fn check(&self, a: &Attachment) -> CniResult<()> {
+    fn check(&self, a: &Attachment) -> FirewallResult<()> {
         let plan = Plan::new(a)?;
         let listing = self.list()?;
-        let fail = |msg: String| Err(CniError::new(Code::Kernel, format!("nftables: {msg}")));
+        let fail = |msg: String| Err(FirewallError::kernel(format!("nftables: {msg}")));
         if !listing.exists {
             return fail(format!("table {TABLE} does not exist"));
         }
         if !listing.sentinels.contains(&sentinel()) {
             return fail(format!("the chains of table {TABLE} do not hold this berth version's rules"));
         }
-        for (chain, rules) in RULES {
-            let have = listing.rules.get(*chain).copied().unwrap_or(0);
+        for (chain, rules) in rules() {
+            let have = listing.rules.get(chain).copied().unwrap_or(0);
             if have != rules.len() {
                 return fail(format!("chain {chain} of table {TABLE} has {have} rules, expected {}", rules.len()));
             }
@@ -787,7 +744,7 @@ impl Firewall for Nftables {
         Ok(())
     }
 
-    fn gc(&self, network: &str, keep: &[(String, String)]) -> CniResult<()> {
+    fn gc(&self, network: &str, keep: &[(String, String)]) -> FirewallResult<()> {
         let keep = super::keep_set(keep);
         self.delete_owned(|o| o.collectable(network, &keep), || format!("stale elements of network {network}"))
     }
@@ -831,13 +788,63 @@ mod tests {
         assert_eq!(l.owned_by(|o| o.same_attachment(&c1)).count(), 3, "ctr4, ports6 and the adopted ports4 element");
     }
 
+    /// The ruleset as text, as it was written before the rules were [`Rule`] values: rendering
+    /// them must give exactly this (the sentinel's hash, and `nft list`, depend on it).
+    const RULES_TEXT: &[(&str, &[&str])] = &[
+        (
+            "prerouting",
+            &[
+                "meta nfproto ipv4 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports4",
+                "meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @ports4",
+                "meta nfproto ipv6 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
+                "meta nfproto ipv6 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports6",
+            ],
+        ),
+        (
+            "output",
+            &[
+                "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports4",
+                "meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @ports4",
+                "meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @hostports6",
+                "meta nfproto ipv6 ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @ports6",
+            ],
+        ),
+        (
+            "postrouting",
+            &[
+                "meta nfproto ipv4 ct status dnat ip saddr . oifname @ctr4 masquerade comment \"hairpin\"",
+                "meta nfproto ipv4 ip saddr . oifname @ctr4 return comment \"stays on its own bridge\"",
+                "meta nfproto ipv4 ip saddr @masq4 ip daddr != 224.0.0.0/4 masquerade comment \"ipMasq\"",
+                "meta nfproto ipv6 ct status dnat ip6 saddr . oifname @ctr6 masquerade comment \"hairpin\"",
+                "meta nfproto ipv6 ip6 saddr . oifname @ctr6 return comment \"stays on its own bridge\"",
+                "meta nfproto ipv6 ip6 saddr @masq6 ip6 daddr != ff00::/8 masquerade comment \"ipMasq\"",
+            ],
+        ),
+        (
+            "forward",
+            &[
+                "ct state established,related accept",
+                "ct status dnat accept comment \"published ports\"",
+                "meta nfproto ipv4 ip saddr . oifname @ctr4 accept comment \"stays on its own bridge\"",
+                "meta nfproto ipv4 ip saddr . iifname @open4 accept comment \"from a network open to others\"",
+                "meta nfproto ipv4 ip daddr . oifname @open4 accept comment \"to a network open to others\"",
+                "meta nfproto ipv4 ip saddr . iifname @ctr4 ip daddr . oifname @ctr4 drop comment \"isolation between berth networks\"",
+                "meta nfproto ipv6 ip6 saddr . oifname @ctr6 accept comment \"stays on its own bridge\"",
+                "meta nfproto ipv6 ip6 saddr . iifname @open6 accept comment \"from a network open to others\"",
+                "meta nfproto ipv6 ip6 daddr . oifname @open6 accept comment \"to a network open to others\"",
+                "meta nfproto ipv6 ip6 saddr . iifname @ctr6 ip6 daddr . oifname @ctr6 drop comment \"isolation between berth networks\"",
+            ],
+        ),
+    ];
+
     #[test]
-    fn nfnetlink_rules_mirror_rules() {
-        let nfnl = rules_nfnl();
-        assert_eq!(RULES.len(), nfnl.len());
-        for ((chain, text), (nfnl_chain, rules)) in RULES.iter().zip(&nfnl) {
-            assert_eq!(chain, nfnl_chain);
-            assert_eq!(text.len(), rules.len(), "rules of chain {chain}");
+    fn rules_render_as_their_text() {
+        let rendered = rules();
+        assert_eq!(RULES_TEXT.len(), rendered.len());
+        for ((chain, text), (rendered_chain, rules)) in RULES_TEXT.iter().zip(&rendered) {
+            assert_eq!(chain, rendered_chain);
+            let rendered: Vec<String> = rules.iter().map(nfnl::Rule::text).collect();
+            assert_eq!(&rendered, text, "rules of chain {chain}");
         }
     }
 
@@ -926,13 +933,14 @@ mod tests {
         use super::nfnl::tests::{hex, messages, unhex};
         let (bytes, acks) = create_batch(&[], "").unwrap().into_bytes();
         let msgs = messages(&bytes);
-        let rules: usize = RULES.iter().map(|(_, rules)| rules.len()).sum();
+        let all = rules();
+        let rules: usize = all.iter().map(|(_, rules)| rules.len()).sum();
         // BEGIN, the table, the maps, 4 chains, the rules, the sentinel and its element, END.
         assert_eq!(msgs.len(), 2 + MAPS.len() + 4 + rules + 2 + 1);
         assert_eq!(acks, msgs.len() - 2);
         let first_rule = 2 + MAPS.len() + 4;
         let rule = |chain: &str, i: usize| {
-            first_rule + RULES.iter().take_while(|(c, _)| *c != chain).map(|(_, r)| r.len()).sum::<usize>() + i
+            first_rule + all.iter().take_while(|(c, _)| *c != chain).map(|(_, r)| r.len()).sum::<usize>() + i
         };
         let renamed = |captured: &str| hex(&unhex(captured)).replace(&hex(b"rules_00000000"), &hex(sentinel().as_bytes()));
         for (i, captured) in [

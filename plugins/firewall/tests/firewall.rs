@@ -19,7 +19,8 @@
 //! `cargo test -p berth-firewall --test firewall -- --ignored --nocapture bench` prints the
 //! cost of one ADD and one DEL with 10, 100 and 1000 attachments present, per backend.
 
-use berth_firewall::{self as firewall, Attachment, Firewall};
+use berth_cni::CniError;
+use berth_firewall::{self as firewall, Attachment, Firewall, FirewallError};
 use berth_netlink::{Netlink, RouteEntry, VethPeer};
 use berth_netns::NetNs;
 use berth_cni::spec::PortMapping;
@@ -33,6 +34,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// The backend a configuration's `firewallBackend` names, as berth-bridge gets it.
+fn backend_named(name: &str) -> Result<Box<dyn Firewall>, FirewallError> {
+    firewall::backend(name.parse()?)
+}
 
 static NEXT_NS: AtomicU32 = AtomicU32::new(0);
 
@@ -384,7 +390,7 @@ fn naming<'a>(snapshot: &'a [String], what: &str) -> Vec<&'a String> {
 fn end_to_end(backend: &str) {
     require_root();
     let lab = Lab::new();
-    let fw = lab.fw(|| firewall::backend(backend)).unwrap();
+    let fw = lab.fw(|| backend_named(backend)).unwrap();
     assert_eq!(fw.name(), backend);
 
     let red1 = [ip("10.1.0.2"), ip("fd01::2")];
@@ -510,7 +516,7 @@ fn end_to_end(backend: &str) {
     // A second mapping of a host port fails, naming the holder, and changes nothing.
     let taken = [pm(8080, 8081, "tcp")];
     let dup = Attachment { port_mappings: &taken, ..two };
-    let err = lab.fw(|| fw.add(&dup)).unwrap_err();
+    let err = CniError::from(lab.fw(|| fw.add(&dup)).unwrap_err());
     assert_eq!(err.code, 100, "{err}");
     assert!(err.msg.contains("host port 0.0.0.0:8080/tcp is already mapped to container ctr-one"), "{err}");
     assert!(err.msg.contains("network red") && err.msg.contains("10.1.0.2:80"), "{err}");
@@ -603,7 +609,7 @@ fn iptables_legacy_end_to_end() {
         isolate: true,
         port_mappings: &maps,
     };
-    let err = host.run(|| firewall::backend("iptables-legacy").and_then(|fw| fw.add(&a))).unwrap_err();
+    let err = CniError::from(host.run(|| backend_named("iptables-legacy").and_then(|fw| fw.add(&a))).unwrap_err());
     assert_eq!(err.code, 100, "{err}");
     assert!(err.msg.contains("iptables-legacy") && !err.details.is_empty(), "{err}");
 }
@@ -648,7 +654,7 @@ fn nfnetlink_elements_list_as_nft_writes_them() {
         port_mappings: &y_maps,
     };
     let (first, second) = (TestNs::new(), TestNs::new());
-    let fw = first.run(|| firewall::backend("nftables")).unwrap();
+    let fw = first.run(|| backend_named("nftables")).unwrap();
     let no_nft = firewall::Nftables::with_binary("/nonexistent/nft".into());
     for (ns, [slow, fast]) in [(&first, [&x, &y]), (&second, [&y, &x])] {
         ns.tool("nft", &["add", "table", "inet", "berth"]).unwrap();
@@ -726,7 +732,7 @@ fn first_add_over_nfnetlink_lists_as_nft_setup_writes_it() {
     ] {
         assert!(terse.contains(part), "{part:?} missing from\n{terse}");
     }
-    let fw = created.run(|| firewall::backend("nftables")).unwrap();
+    let fw = created.run(|| backend_named("nftables")).unwrap();
     created.run(|| fw.check(&x)).unwrap();
     created.run(|| no_nft.del(&x)).unwrap();
     assert!(naming(&nft_table(&created), "id=").is_empty());
@@ -761,7 +767,7 @@ fn concurrent_first_adds_create_the_table_once() {
             add.join().unwrap().unwrap_or_else(|e| panic!("ADD {}: {e}", a.container_id));
         }
     });
-    let fw = host.run(|| firewall::backend("nftables")).unwrap();
+    let fw = host.run(|| backend_named("nftables")).unwrap();
     for a in &attachments {
         host.run(|| fw.check(a)).unwrap_or_else(|e| panic!("CHECK {}: {e}", a.container_id));
     }
@@ -774,15 +780,15 @@ fn concurrent_first_adds_create_the_table_once() {
 fn backend_names() {
     require_root();
     let host = TestNs::new();
-    let auto = host.run(|| firewall::backend("auto")).unwrap();
+    let auto = host.run(|| backend_named("auto")).unwrap();
     assert_eq!(auto.name(), "nftables", "nft is installed here");
-    assert_eq!(host.run(|| firewall::backend("")).unwrap().name(), "nftables");
+    assert_eq!(host.run(|| backend_named("")).unwrap().name(), "nftables");
     // No legacy tables in a fresh namespace: "iptables" means iptables-nft.
-    assert_eq!(host.run(|| firewall::backend("iptables")).unwrap().name(), "iptables-nft");
-    let err = host.run(|| firewall::backend("pf")).err().unwrap();
+    assert_eq!(host.run(|| backend_named("iptables")).unwrap().name(), "iptables-nft");
+    let err = CniError::from(host.run(|| backend_named("pf")).err().unwrap());
     assert_eq!(err.code, 7);
     assert!(err.msg.contains("firewallBackend \"pf\""), "{err}");
-    let none = firewall::backend("none").unwrap();
+    let none = backend_named("none").unwrap();
     let maps = [pm(8080, 80, "tcp")];
     let addrs = [ip("10.1.0.2")];
     let a = Attachment {
@@ -795,7 +801,7 @@ fn backend_names() {
         isolate: true,
         port_mappings: &maps,
     };
-    assert_eq!(none.add(&a).unwrap_err().code, 7, "port mappings need a firewall");
+    assert_eq!(CniError::from(none.add(&a).unwrap_err()).code, 7, "port mappings need a firewall");
 }
 
 /// A name that would need quoting in nft or iptables input is refused before any tool runs.
@@ -803,7 +809,7 @@ fn backend_names() {
 fn invalid_names_are_refused() {
     require_root();
     let host = TestNs::new();
-    let fw = host.run(|| firewall::backend("nftables")).unwrap();
+    let fw = host.run(|| backend_named("nftables")).unwrap();
     let addrs = [ip("10.1.0.2")];
     let a = Attachment {
         network: "red",
@@ -815,8 +821,39 @@ fn invalid_names_are_refused() {
         isolate: true,
         port_mappings: &[],
     };
-    assert_eq!(host.run(|| fw.add(&a)).unwrap_err().code, 7);
+    assert_eq!(CniError::from(host.run(|| fw.add(&a)).unwrap_err()).code, 7);
     assert!(host.tool("nft", &["list", "table", "inet", "berth"]).is_err(), "nothing was written");
+}
+
+/// Any interface name the kernel takes (and so the skel) is usable: `eth@0` and a bridge
+/// `br@0` are set up, checked and removed, with DEL by comment (no addresses) too.
+#[test]
+fn interface_names_the_kernel_takes_are_usable() {
+    require_root();
+    for backend in ["nftables", "iptables-nft"] {
+        let host = TestNs::new();
+        let fw = host.run(|| backend_named(backend)).unwrap();
+        let addrs = [ip("10.1.0.2")];
+        let maps = [pm(8080, 80, "tcp")];
+        let a = Attachment {
+            network: "red",
+            container_id: "c1",
+            ifname: "eth@0",
+            bridge: "br@0",
+            addresses: &addrs,
+            masquerade: true,
+            isolate: true,
+            port_mappings: &maps,
+        };
+        host.run(|| fw.add(&a)).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        host.run(|| fw.check(&a)).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let without_addresses = Attachment { addresses: &[], port_mappings: &[], ..a };
+        host.run(|| fw.del(&without_addresses)).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        assert!(host.run(|| fw.check(&a)).is_err(), "{backend}: DEL removed it");
+        host.run(|| fw.add(&a)).unwrap();
+        host.run(|| fw.gc("red", &[])).unwrap();
+        assert!(host.run(|| fw.check(&a)).is_err(), "{backend}: GC removed it");
+    }
 }
 
 /// Not a test: prints what each backend writes for three attachments (one open) (`-- --ignored --nocapture show`).
@@ -859,7 +896,7 @@ fn show_ruleset() {
     };
     for backend in ["nftables", "iptables-nft"] {
         let host = TestNs::new();
-        let fw = host.run(|| firewall::backend(backend)).unwrap();
+        let fw = host.run(|| backend_named(backend)).unwrap();
         host.run(|| fw.add(&one)).unwrap();
         host.run(|| fw.add(&three)).unwrap();
         host.run(|| fw.add(&four)).unwrap();
@@ -881,7 +918,7 @@ fn bench_add_cost() {
     let sizes = [10usize, 100, 1000];
     for backend in ["nftables", "iptables-nft", "iptables-legacy"] {
         let host = TestNs::new();
-        let fw = host.run(|| firewall::backend(backend)).unwrap();
+        let fw = host.run(|| backend_named(backend)).unwrap();
         let mut present = 0usize;
         let fill_start = Instant::now();
         for &size in &sizes {

@@ -6,6 +6,7 @@
 
 mod links_extra;
 mod parse;
+pub mod socket;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -145,17 +146,13 @@ pub struct VethPeer<'a> {
 }
 
 pub struct Netlink {
-    socket: netlink_sys::Socket,
+    transport: socket::Transport,
     seq: u32,
-    /// Our netlink port id, to recognise the kernel's answers.
-    port: u32,
-    /// Receive buffer, kept between requests.
-    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Netlink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Netlink").field("port", &self.port).field("seq", &self.seq).finish()
+        f.debug_struct("Netlink").field("port", &self.transport.port()).field("seq", &self.seq).finish()
     }
 }
 

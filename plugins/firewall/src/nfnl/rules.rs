@@ -1,6 +1,6 @@
-//! Rules over nfnetlink: a rule is built statement by statement in the order of its nft text,
-//! as the expressions `nft` 1.0.6 generates for it (`nft --debug=netlink` prints them), and
-//! written as the NFT_MSG_NEWRULE message `nft` sends (`nft --debug=mnl`):
+//! berth's rules, written once as [`Rule`] values: rendered as the nft text `nft -f` is given,
+//! and as the expressions `nft` 1.0.6 generates for that text (`nft --debug=netlink` prints
+//! them), written as the NFT_MSG_NEWRULE message `nft` sends (`nft --debug=mnl`):
 //!
 //! ```text
 //! meta nfproto ipv4 ip saddr . oifname @ctr4 accept comment "c"
@@ -135,12 +135,53 @@ pub(crate) const CT_STATE_RELATED: u32 = 1 << 2;
 /// `ct status dnat` (IPS_DST_NAT).
 pub(crate) const CT_STATUS_DNAT: u32 = 1 << 5;
 
-/// A rule, built statement by statement in the order of its nft text, each starting from the
-/// first register as `nft` does (`meta nfproto ipv4 ip saddr . oifname @ctr4 accept` is
-/// `Rule::new().nfproto(V4).lookup(&[Saddr(V4), Oifname], "ctr4").accept()`).
+/// `ct state` bits (NF_CT_STATE_BIT), with nft's names, in the order nft lists them.
+const CT_STATE_NAMES: &[(u32, &str)] = &[(CT_STATE_ESTABLISHED, "established"), (CT_STATE_RELATED, "related")];
+/// `ct status` bits (IPS_*), with nft's names.
+const CT_STATUS_NAMES: &[(u32, &str)] = &[(CT_STATUS_DNAT, "dnat")];
+
+/// One statement of a rule, as its nft text says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stmt {
+    /// `meta nfproto ipv4|ipv6`.
+    Nfproto(Family),
+    /// `fib daddr type local`.
+    FibDaddrLocal,
+    /// `<address field> != <net>/<prefix>`.
+    NotIn {
+        field: Field,
+        net: IpAddr,
+        prefix: u32,
+    },
+    /// `ct state|status <bits>`: any of them.
+    Ct {
+        key: u32,
+        bits: u32,
+    },
+    /// `a . b . c @set`.
+    Lookup {
+        key: Vec<Field>,
+        set: &'static str,
+    },
+    /// `dnat ip|ip6 to a . b . c map @map`.
+    DnatMap {
+        family: Family,
+        key: Vec<Field>,
+        map: &'static str,
+    },
+    Masquerade,
+    /// `accept`, `drop` or `return`.
+    Verdict(i32),
+}
+
+/// A rule of berth's table, written once: [`Rule::text`] is what `nft -f` is given,
+/// [`Batch::add_rule`] what nfnetlink carries, the same expressions `nft` makes of that text.
+/// Built statement by statement in the order of its text (`meta nfproto ipv4 ip saddr .
+/// oifname @ctr4 accept` is `Rule::new().nfproto(V4).lookup(&[Saddr(V4), Oifname],
+/// "ctr4").accept()`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Rule {
-    exprs: Vec<Expr>,
+    stmts: Vec<Stmt>,
     comment: Option<&'static str>,
 }
 
@@ -149,106 +190,60 @@ impl Rule {
         Rule::default()
     }
 
-    /// `meta nfproto ipv4|ipv6`.
-    pub(crate) fn nfproto(mut self, family: Family) -> Rule {
-        let proto = match family {
-            Family::V4 => NFPROTO_IPV4,
-            Family::V6 => NFPROTO_IPV6,
-        };
-        self.exprs.push(Expr::Meta { key: NFT_META_NFPROTO, dreg: Reg(0) });
-        self.exprs.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_EQ, data: vec![proto] });
+    fn with(mut self, stmt: Stmt) -> Rule {
+        self.stmts.push(stmt);
         self
+    }
+
+    /// `meta nfproto ipv4|ipv6`.
+    pub(crate) fn nfproto(self, family: Family) -> Rule {
+        self.with(Stmt::Nfproto(family))
     }
 
     /// `fib daddr type local`.
-    pub(crate) fn fib_daddr_local(mut self) -> Rule {
-        self.exprs.push(Expr::Fib { flags: NFTA_FIB_F_DADDR, result: NFT_FIB_RESULT_ADDRTYPE, dreg: Reg(0) });
-        self.exprs.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_EQ, data: RTN_LOCAL.to_ne_bytes().to_vec() });
-        self
+    pub(crate) fn fib_daddr_local(self) -> Rule {
+        self.with(Stmt::FibDaddrLocal)
     }
 
-    /// `<address field> != <net>/<prefix>`: as nft, only the prefix's bytes when it ends on a
-    /// byte, else the whole address masked.
-    pub(crate) fn not_in(mut self, field: Field, net: impl Into<IpAddr>, prefix: u32) -> Rule {
-        let bytes = match net.into() {
-            IpAddr::V4(ip) => ip.octets().to_vec(),
-            IpAddr::V6(ip) => ip.octets().to_vec(),
-        };
-        match prefix % 8 {
-            0 => {
-                let len = (prefix / 8).min(field.len());
-                let data = bytes.iter().take(len as usize).copied().collect();
-                self.exprs.push(field.load(Reg(0), len));
-                self.exprs.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_NEQ, data });
-            }
-            _ => {
-                let mask: Vec<u8> = (0..bytes.len() as u32)
-                    .map(|i| match prefix.saturating_sub(i * 8) {
-                        0 => 0,
-                        bits if bits >= 8 => 0xff,
-                        bits => 0xffu8 << (8 - bits),
-                    })
-                    .collect();
-                let masked = bytes.iter().zip(&mask).map(|(b, m)| b & m).collect();
-                self.exprs.push(field.load(Reg(0), field.len()));
-                self.exprs.push(Expr::Bitwise { reg: Reg(0), mask });
-                self.exprs.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_NEQ, data: masked });
-            }
-        }
-        self
+    /// `<address field> != <net>/<prefix>`.
+    pub(crate) fn not_in(self, field: Field, net: impl Into<IpAddr>, prefix: u32) -> Rule {
+        self.with(Stmt::NotIn { field, net: net.into(), prefix })
     }
 
     /// `ct state <bits>`: any of them.
     pub(crate) fn ct_state(self, bits: u32) -> Rule {
-        self.ct_bits(NFT_CT_STATE, bits)
+        self.with(Stmt::Ct { key: NFT_CT_STATE, bits })
     }
 
     /// `ct status <bits>`: any of them.
     pub(crate) fn ct_status(self, bits: u32) -> Rule {
-        self.ct_bits(NFT_CT_STATUS, bits)
-    }
-
-    fn ct_bits(mut self, key: u32, bits: u32) -> Rule {
-        self.exprs.push(Expr::Ct { key, dreg: Reg(0) });
-        self.exprs.push(Expr::Bitwise { reg: Reg(0), mask: bits.to_ne_bytes().to_vec() });
-        self.exprs.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_NEQ, data: 0u32.to_ne_bytes().to_vec() });
-        self
+        self.with(Stmt::Ct { key: NFT_CT_STATUS, bits })
     }
 
     /// `a . b . c @set`.
-    pub(crate) fn lookup(mut self, key: &[Field], set: &'static str) -> Rule {
-        self.load_concat(key);
-        self.exprs.push(Expr::Lookup { set, sreg: Reg(0), dreg: None });
-        self
+    pub(crate) fn lookup(self, key: &[Field], set: &'static str) -> Rule {
+        self.with(Stmt::Lookup { key: key.to_vec(), set })
     }
 
     /// `dnat ip|ip6 to a . b . c map @map`, the map's data an address and a port.
-    pub(crate) fn dnat_map(mut self, family: Family, key: &[Field], map: &'static str) -> Rule {
-        self.load_concat(key);
-        self.exprs.push(Expr::Lookup { set: map, sreg: Reg(0), dreg: Some(Reg(0)) });
-        let (family, addr_len) = match family {
-            Family::V4 => (NFPROTO_IPV4, 4),
-            Family::V6 => (NFPROTO_IPV6, 16),
-        };
-        self.exprs.push(Expr::Dnat { family, addr: Reg(0), proto: Reg(addr_len / 4) });
-        self
+    pub(crate) fn dnat_map(self, family: Family, key: &[Field], map: &'static str) -> Rule {
+        self.with(Stmt::DnatMap { family, key: key.to_vec(), map })
     }
 
-    pub(crate) fn masquerade(mut self) -> Rule {
-        self.exprs.push(Expr::Masq);
-        self
+    pub(crate) fn masquerade(self) -> Rule {
+        self.with(Stmt::Masquerade)
     }
 
     pub(crate) fn accept(self) -> Rule {
-        self.verdict(NF_ACCEPT)
+        self.with(Stmt::Verdict(NF_ACCEPT))
     }
 
     pub(crate) fn drop(self) -> Rule {
-        self.verdict(NF_DROP)
+        self.with(Stmt::Verdict(NF_DROP))
     }
 
     pub(crate) fn ret(self) -> Rule {
-        self.verdict(NFT_RETURN)
+        self.with(Stmt::Verdict(NFT_RETURN))
     }
 
     pub(crate) fn comment(mut self, comment: &'static str) -> Rule {
@@ -256,17 +251,213 @@ impl Rule {
         self
     }
 
-    fn verdict(mut self, code: i32) -> Rule {
-        self.exprs.push(Expr::Verdict(code));
-        self
+    /// The rule as nft writes it (`nft -f` input, the ruleset's hash).
+    pub(crate) fn text(&self) -> String {
+        let mut words: Vec<String> = self.stmts.iter().map(Stmt::text).collect();
+        if let Some(comment) = self.comment {
+            words.push(format!("comment \"{comment}\""));
+        }
+        words.join(" ")
     }
 
-    /// Each field in the registers after the previous one's, as a concatenation is compared.
-    fn load_concat(&mut self, key: &[Field]) {
-        let mut reg = 0;
-        for field in key {
-            self.exprs.push(field.load(Reg(reg), field.len()));
-            reg += field.len().div_ceil(4);
+    /// The expressions `nft` makes of the rule, each statement starting from the first
+    /// register.
+    fn exprs(&self) -> Vec<Expr> {
+        let mut out = Vec::new();
+        for stmt in &self.stmts {
+            stmt.push_exprs(&mut out);
+        }
+        out
+    }
+}
+
+impl Field {
+    fn text(self) -> &'static str {
+        match self {
+            Field::Saddr(Family::V4) => "ip saddr",
+            Field::Daddr(Family::V4) => "ip daddr",
+            Field::Saddr(Family::V6) => "ip6 saddr",
+            Field::Daddr(Family::V6) => "ip6 daddr",
+            Field::Iifname => "iifname",
+            Field::Oifname => "oifname",
+            Field::L4proto => "meta l4proto",
+            Field::Dport => "th dport",
+        }
+    }
+}
+
+fn concat_text(key: &[Field]) -> String {
+    key.iter().map(|f| f.text()).collect::<Vec<_>>().join(" . ")
+}
+
+fn family_text(family: Family) -> (&'static str, &'static str) {
+    match family {
+        Family::V4 => ("ipv4", "ip"),
+        Family::V6 => ("ipv6", "ip6"),
+    }
+}
+
+/// `ct` bits by name (`established,related`), in nft's order; unnamed bits in hex.
+fn ct_bits_text(key: u32, bits: u32) -> String {
+    let names = if key == NFT_CT_STATE { CT_STATE_NAMES } else { CT_STATUS_NAMES };
+    let mut words: Vec<String> = names.iter().filter(|(bit, _)| bits & bit != 0).map(|(_, n)| n.to_string()).collect();
+    let unnamed = names.iter().fold(bits, |rest, (bit, _)| rest & !bit);
+    if unnamed != 0 {
+        words.push(format!("0x{unnamed:08x}"));
+    }
+    words.join(",")
+}
+
+impl Stmt {
+    fn text(&self) -> String {
+        match self {
+            Stmt::Nfproto(family) => format!("meta nfproto {}", family_text(*family).0),
+            Stmt::FibDaddrLocal => "fib daddr type local".to_string(),
+            Stmt::NotIn { field, net, prefix } => {
+                let full = if net.is_ipv4() { 32 } else { 128 };
+                match *prefix == full {
+                    true => format!("{} != {net}", field.text()),
+                    false => format!("{} != {net}/{prefix}", field.text()),
+                }
+            }
+            Stmt::Ct { key, bits } => {
+                let what = if *key == NFT_CT_STATE { "state" } else { "status" };
+                format!("ct {what} {}", ct_bits_text(*key, *bits))
+            }
+            Stmt::Lookup { key, set } => format!("{} @{set}", concat_text(key)),
+            Stmt::DnatMap { family, key, map } => {
+                format!("dnat {} to {} map @{map}", family_text(*family).1, concat_text(key))
+            }
+            Stmt::Masquerade => "masquerade".to_string(),
+            Stmt::Verdict(NF_ACCEPT) => "accept".to_string(),
+            Stmt::Verdict(NF_DROP) => "drop".to_string(),
+            Stmt::Verdict(_) => "return".to_string(),
+        }
+    }
+
+    fn push_exprs(&self, out: &mut Vec<Expr>) {
+        match self {
+            Stmt::Nfproto(family) => {
+                let proto = match family {
+                    Family::V4 => NFPROTO_IPV4,
+                    Family::V6 => NFPROTO_IPV6,
+                };
+                out.push(Expr::Meta { key: NFT_META_NFPROTO, dreg: Reg(0) });
+                out.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_EQ, data: vec![proto] });
+            }
+            Stmt::FibDaddrLocal => {
+                out.push(Expr::Fib { flags: NFTA_FIB_F_DADDR, result: NFT_FIB_RESULT_ADDRTYPE, dreg: Reg(0) });
+                out.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_EQ, data: RTN_LOCAL.to_ne_bytes().to_vec() });
+            }
+            Stmt::NotIn { field, net, prefix } => not_in_exprs(*field, *net, *prefix, out),
+            Stmt::Ct { key, bits } => {
+                out.push(Expr::Ct { key: *key, dreg: Reg(0) });
+                out.push(Expr::Bitwise { reg: Reg(0), mask: bits.to_ne_bytes().to_vec() });
+                out.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_NEQ, data: 0u32.to_ne_bytes().to_vec() });
+            }
+            Stmt::Lookup { key, set } => {
+                load_concat(key, out);
+                out.push(Expr::Lookup { set, sreg: Reg(0), dreg: None });
+            }
+            Stmt::DnatMap { family, key, map } => {
+                load_concat(key, out);
+                out.push(Expr::Lookup { set: map, sreg: Reg(0), dreg: Some(Reg(0)) });
+                let (family, addr_len) = match family {
+                    Family::V4 => (NFPROTO_IPV4, 4),
+                    Family::V6 => (NFPROTO_IPV6, 16),
+                };
+                out.push(Expr::Dnat { family, addr: Reg(0), proto: Reg(addr_len / 4) });
+            }
+            Stmt::Masquerade => out.push(Expr::Masq),
+            Stmt::Verdict(code) => out.push(Expr::Verdict(*code)),
+        }
+    }
+}
+
+/// `<address field> != <net>/<prefix>`: as nft, only the prefix's bytes when it ends on a
+/// byte, else the whole address masked.
+fn not_in_exprs(field: Field, net: IpAddr, prefix: u32, out: &mut Vec<Expr>) {
+    let bytes = match net {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    match prefix % 8 {
+        0 => {
+            let len = (prefix / 8).min(field.len());
+            let data = bytes.iter().take(len as usize).copied().collect();
+            out.push(field.load(Reg(0), len));
+            out.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_NEQ, data });
+        }
+        _ => {
+            let mask: Vec<u8> = (0..bytes.len() as u32)
+                .map(|i| match prefix.saturating_sub(i * 8) {
+                    0 => 0,
+                    bits if bits >= 8 => 0xff,
+                    bits => 0xffu8 << (8 - bits),
+                })
+                .collect();
+            let masked = bytes.iter().zip(&mask).map(|(b, m)| b & m).collect();
+            out.push(field.load(Reg(0), field.len()));
+            out.push(Expr::Bitwise { reg: Reg(0), mask });
+            out.push(Expr::Cmp { sreg: Reg(0), op: NFT_CMP_NEQ, data: masked });
+        }
+    }
+}
+
+/// Each field in the registers after the previous one's, as a concatenation is compared.
+fn load_concat(key: &[Field], out: &mut Vec<Expr>) {
+    let mut reg = 0;
+    for field in key {
+        out.push(field.load(Reg(reg), field.len()));
+        reg += field.len().div_ceil(4);
+    }
+}
+
+// Expression attributes (NFTA_<EXPR>_*).
+const NFTA_META_DREG: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFTA_PAYLOAD_DREG: u16 = 1;
+const NFTA_PAYLOAD_BASE: u16 = 2;
+const NFTA_PAYLOAD_OFFSET: u16 = 3;
+const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFTA_BITWISE_SREG: u16 = 1;
+const NFTA_BITWISE_DREG: u16 = 2;
+const NFTA_BITWISE_LEN: u16 = 3;
+const NFTA_BITWISE_MASK: u16 = 4;
+const NFTA_BITWISE_XOR: u16 = 5;
+const NFTA_FIB_DREG: u16 = 1;
+const NFTA_FIB_RESULT: u16 = 2;
+const NFTA_FIB_FLAGS: u16 = 3;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_LOOKUP_SET: u16 = 1;
+const NFTA_LOOKUP_SREG: u16 = 2;
+const NFTA_LOOKUP_DREG: u16 = 3;
+const NFTA_LOOKUP_SET_ID: u16 = 4;
+const NFTA_NAT_TYPE: u16 = 1;
+const NFTA_NAT_FAMILY: u16 = 2;
+const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+const NFTA_IMMEDIATE_DREG: u16 = 1;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
+
+impl Expr {
+    /// The expression's name in NFTA_EXPR_NAME.
+    fn name(&self) -> &'static str {
+        match self {
+            Expr::Meta { .. } => "meta",
+            Expr::Payload { .. } => "payload",
+            Expr::Cmp { .. } => "cmp",
+            Expr::Bitwise { .. } => "bitwise",
+            Expr::Fib { .. } => "fib",
+            Expr::Ct { .. } => "ct",
+            Expr::Lookup { .. } => "lookup",
+            Expr::Dnat { .. } => "nat",
+            Expr::Masq => "masq",
+            Expr::Verdict(_) => "immediate",
         }
     }
 }
@@ -279,7 +470,7 @@ impl Batch {
         self.attr_str(NFTA_RULE_TABLE, &table);
         self.attr_str(NFTA_RULE_CHAIN, chain);
         let exprs = self.nest(NFTA_RULE_EXPRESSIONS);
-        for expr in &rule.exprs {
+        for expr in &rule.exprs() {
             self.expr(expr);
         }
         self.end_nest(exprs);
@@ -291,51 +482,16 @@ impl Batch {
 
     /// One NFTA_LIST_ELEM of a rule's expressions: its name and its attributes.
     fn expr(&mut self, expr: &Expr) {
-        const NFTA_META_DREG: u16 = 1;
-        const NFTA_META_KEY: u16 = 2;
-        const NFTA_PAYLOAD_DREG: u16 = 1;
-        const NFTA_PAYLOAD_BASE: u16 = 2;
-        const NFTA_PAYLOAD_OFFSET: u16 = 3;
-        const NFTA_PAYLOAD_LEN: u16 = 4;
-        const NFTA_CMP_SREG: u16 = 1;
-        const NFTA_CMP_OP: u16 = 2;
-        const NFTA_CMP_DATA: u16 = 3;
-        const NFTA_BITWISE_SREG: u16 = 1;
-        const NFTA_BITWISE_DREG: u16 = 2;
-        const NFTA_BITWISE_LEN: u16 = 3;
-        const NFTA_BITWISE_MASK: u16 = 4;
-        const NFTA_BITWISE_XOR: u16 = 5;
-        const NFTA_FIB_DREG: u16 = 1;
-        const NFTA_FIB_RESULT: u16 = 2;
-        const NFTA_FIB_FLAGS: u16 = 3;
-        const NFTA_CT_DREG: u16 = 1;
-        const NFTA_CT_KEY: u16 = 2;
-        const NFTA_LOOKUP_SET: u16 = 1;
-        const NFTA_LOOKUP_SREG: u16 = 2;
-        const NFTA_LOOKUP_DREG: u16 = 3;
-        const NFTA_LOOKUP_SET_ID: u16 = 4;
-        const NFTA_NAT_TYPE: u16 = 1;
-        const NFTA_NAT_FAMILY: u16 = 2;
-        const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
-        const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
-        const NFTA_IMMEDIATE_DREG: u16 = 1;
-        const NFTA_IMMEDIATE_DATA: u16 = 2;
-
-        let name = match expr {
-            Expr::Meta { .. } => "meta",
-            Expr::Payload { .. } => "payload",
-            Expr::Cmp { .. } => "cmp",
-            Expr::Bitwise { .. } => "bitwise",
-            Expr::Fib { .. } => "fib",
-            Expr::Ct { .. } => "ct",
-            Expr::Lookup { .. } => "lookup",
-            Expr::Dnat { .. } => "nat",
-            Expr::Masq => "masq",
-            Expr::Verdict(_) => "immediate",
-        };
         let elem = self.nest(NFTA_LIST_ELEM);
-        self.attr_str(NFTA_EXPR_NAME, name);
+        self.attr_str(NFTA_EXPR_NAME, expr.name());
         let data = self.nest(NFTA_EXPR_DATA);
+        self.expr_attrs(expr);
+        self.end_nest(data);
+        self.end_nest(elem);
+    }
+
+    /// An expression's attributes, in libnftnl's order.
+    fn expr_attrs(&mut self, expr: &Expr) {
         match expr {
             Expr::Meta { key, dreg } => {
                 self.attr_u32(NFTA_META_KEY, *key);
@@ -368,16 +524,7 @@ impl Batch {
                 self.attr_u32(NFTA_CT_KEY, *key);
                 self.attr_u32(NFTA_CT_DREG, dreg.number());
             }
-            Expr::Lookup { set, sreg, dreg } => {
-                self.attr_u32(NFTA_LOOKUP_SREG, sreg.number());
-                if let Some(dreg) = dreg {
-                    self.attr_u32(NFTA_LOOKUP_DREG, dreg.number());
-                }
-                self.attr_str(NFTA_LOOKUP_SET, set);
-                if let Some(id) = self.set_id(set) {
-                    self.attr_u32(NFTA_LOOKUP_SET_ID, id);
-                }
-            }
+            Expr::Lookup { set, sreg, dreg } => self.lookup_attrs(set, *sreg, *dreg),
             Expr::Dnat { family, addr, proto } => {
                 self.attr_u32(NFTA_NAT_TYPE, NFT_NAT_DNAT);
                 self.attr_u32(NFTA_NAT_FAMILY, u32::from(*family));
@@ -394,8 +541,17 @@ impl Batch {
                 self.end_nest(d);
             }
         }
-        self.end_nest(data);
-        self.end_nest(elem);
+    }
+
+    fn lookup_attrs(&mut self, set: &str, sreg: Reg, dreg: Option<Reg>) {
+        self.attr_u32(NFTA_LOOKUP_SREG, sreg.number());
+        if let Some(dreg) = dreg {
+            self.attr_u32(NFTA_LOOKUP_DREG, dreg.number());
+        }
+        self.attr_str(NFTA_LOOKUP_SET, set);
+        if let Some(id) = self.set_id(set) {
+            self.attr_u32(NFTA_LOOKUP_SET_ID, id);
+        }
     }
 }
 
@@ -407,7 +563,7 @@ mod tests {
     fn registers_and_prefixes_as_nft_writes_them() {
         use Family::{V4, V6};
         use Field::{Daddr, Dport, L4proto};
-        let numbers = |r: Rule| r.exprs;
+        let numbers = |r: Rule| r.exprs();
         // `ip6 daddr . meta l4proto . th dport`: reg 1 (16 bytes), reg 2, reg 13 (NFT_REG32_05).
         let loads = numbers(Rule::new().lookup(&[Daddr(V6), L4proto, Dport], "m"));
         let regs: Vec<u32> = loads
