@@ -6,12 +6,13 @@ mod config;
 
 pub use config::BridgeConf;
 
-use berth_netlink::{Link, Netlink, PortFlag, VethPeer};
+use berth_netlink::{Link, Netlink, PortFlag};
 use berth_netns::NetNs;
 use berth_cni::skel::{Plugin, Request};
 use berth_cni::spec::{Interface, Route, RunResult};
-use berth_cni::iface;
+use berth_cni::iface::{self, VethSpec};
 use berth_cni::ipam::Ipam;
+use berth_cni::rollback::Rollback;
 use berth_firewall as firewall;
 use berth_cni::spec::PortMapping;
 use berth_netns::sysctl;
@@ -23,10 +24,6 @@ pub struct BridgePlugin;
 
 /// berth's own IPAM plugins run in-process; any other `ipam.type` is exec'd from CNI_PATH.
 const IPAM: Ipam = Ipam::new(berth_ipam::BUILTINS);
-
-pub fn run() -> ! {
-    berth_cni::skel::run_main(&BridgePlugin)
-}
 
 /// The host end's name (shared with berth-ovs, which names its OVS port after it).
 pub use berth_cni::iface::host_veth_name;
@@ -48,53 +45,45 @@ impl Plugin for BridgePlugin {
             // expire. Setting it (to what it is) pins it, as the reference plugin does.
             host.set_mac(bridge.index, mac)?;
         }
-        // Without IPAM the bridge is layer 2 only, as in the reference plugin.
-        let with_ipam = conf.ipam_configured(req);
-        let allocated = if with_ipam { IPAM.add(req)? } else { RunResult::default() };
-        match attach(req, &conf, &ns, &mut host, &mut container, &bridge, allocated) {
-            Ok(result) => Ok(result),
-            Err(e) => {
-                // Leave nothing half-made: the veth (if any) and the address go.
-                if let Ok(Some(veth)) = host.link_by_name(&host_veth_name(&req.container_id, &req.ifname)) {
-                    let _ = host.delete_link(veth.index);
-                }
-                if with_ipam {
-                    IPAM.release_after_failed_add(req);
-                }
-                Err(e)
-            }
-        }
+        // Leave nothing half-made: what `attach` made goes again, in reverse order, if a
+        // later step fails.
+        let mut undo = Rollback::new();
+        let result = attach(req, &conf, &ns, &mut host, &mut container, &bridge, &mut undo)?;
+        undo.commit();
+        Ok(result)
     }
 
     fn del(&self, req: &Request) -> CniResult<()> {
         let conf = BridgeConf::parse(req)?;
-        if conf.ipam_configured(req) {
-            IPAM.del(req)?;
-        }
+        // The reverse of ADD: the firewall entries, the veth, and only then the addresses,
+        // which the next ADD may hand out again. A step that fails leaves the steps after it
+        // for the runtime's retry, each of them a success when there is nothing left to undo.
         // Without prevResult the firewall finds the container's entries by their owner tag.
         let addresses: Vec<IpAddr> =
             req.conf.prev_result()?.map(|prev| prev.ips.iter().map(|ip| ip.address.addr()).collect()).unwrap_or_default();
         let port_mappings = port_mappings(req)?;
-        let fw = firewall::backend(&conf.firewall_backend)?;
+        let fw = firewall::backend(conf.firewall_backend)?;
         fw.del(&firewall_attachment(req, &conf, &addresses, &port_mappings))?;
         // With nftables, `fw` still holds its nfnetlink socket: the process that deletes the
         // link inherits it, so the grace period its release waits for is not ours either.
-        delete_interface(req)
+        iface::remove_veth(req)?;
+        if conf.ipam_configured(req) {
+            IPAM.del(req)?;
+        }
+        Ok(())
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
         let conf = BridgeConf::parse(req)?;
-        let prev = req
-            .conf
-            .prev_result()?
-            .ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
+        let prev = iface::prev_result(req)?;
         if conf.ipam_configured(req) {
             IPAM.check(req)?;
         }
         check_attachment(req, &conf, &prev)?;
         let addresses: Vec<IpAddr> = prev.ips.iter().map(|ip| ip.address.addr()).collect();
         let port_mappings = port_mappings(req)?;
-        firewall::backend(&conf.firewall_backend)?.check(&firewall_attachment(req, &conf, &addresses, &port_mappings))
+        let fw = firewall::backend(conf.firewall_backend)?;
+        Ok(fw.check(&firewall_attachment(req, &conf, &addresses, &port_mappings))?)
     }
 
     /// Ready for ADDs when the IPAM plugin is (e.g. its ranges are not exhausted).
@@ -114,7 +103,7 @@ impl Plugin for BridgePlugin {
         if conf.ipam_configured(req) {
             IPAM.forward(req)?;
         }
-        firewall::backend(&conf.firewall_backend)?.gc(&req.conf.name, &keep)?;
+        firewall::backend(conf.firewall_backend)?.gc(&req.conf.name, &keep)?;
         let mut host = Netlink::open()?;
         let Some(bridge) = host.link_by_name(&conf.bridge)? else { return Ok(()) };
         for port in host.links_detailed()? {
@@ -127,25 +116,6 @@ impl Plugin for BridgePlugin {
         }
         Ok(())
     }
-}
-
-/// Deletes the container's interface; either end of a veth takes the other with it. Uses the
-/// container's end when its namespace still exists, else looks for a host end left behind.
-/// Returns once both ends are gone, not once the kernel has freed them
-/// ([`Netlink::delete_link_detached`]).
-fn delete_interface(req: &Request) -> CniResult<()> {
-    if let Some(ns) = req.netns.as_ref().and_then(|p| NetNs::open(p).ok()) {
-        let mut nl = Netlink::open_in(&ns)?;
-        if let Some(link) = nl.link_by_name(&req.ifname)? {
-            nl.delete_link_detached(link.index)?;
-            return Ok(());
-        }
-    }
-    let mut host = Netlink::open()?;
-    if let Some(veth) = host.link_by_name(&host_veth_name(&req.container_id, &req.ifname))? {
-        host.delete_link_detached(veth.index)?;
-    }
-    Ok(())
 }
 
 /// The host end's alias names its owner, so GC can tell berth's veths and whose they are.
@@ -206,22 +176,44 @@ impl BridgeConf {
     }
 }
 
-fn attach(
-    req: &Request,
+/// IPAM, the veth, the container's end, the host's side, the firewall entries: each undone
+/// through `undo` if a later one fails.
+fn attach<'a>(
+    req: &'a Request,
     conf: &BridgeConf,
     ns: &NetNs,
     host: &mut Netlink,
     container: &mut Netlink,
     bridge: &Link,
-    allocated: RunResult,
+    undo: &mut Rollback<'a>,
 ) -> CniResult<RunResult> {
-    let veth_name = host_veth_name(&req.container_id, &req.ifname);
-    if let Some(stale) = host.link_by_name(&veth_name)? {
-        // The container has no such interface, so this is left by an ADD killed half-way.
-        host.delete_link(stale.index)?;
+    // Without IPAM the bridge is layer 2 only, as in the reference plugin.
+    let allocated = if conf.ipam_configured(req) { IPAM.add_undoable(req, undo)? } else { RunResult::default() };
+    let spec = VethSpec { container_mac: conf.container_mac, mtu: conf.mtu.or(Some(bridge.mtu)), master: Some(bridge.index) };
+    let pair = iface::create_veth(req, ns, host, container, &spec, undo)?;
+    let (veth, link) = (pair.host, pair.container);
+    configure_port(req, conf, host, &veth)?;
+    let configured = with_default_routes(conf, allocated);
+    iface::configure(ns, container, &link, &configured, conf.enable_dad)?;
+
+    if conf.is_gateway {
+        set_gateway_addresses(host, conf, bridge, &configured)?;
     }
-    let peer = VethPeer { name: &req.ifname, netns: Some(ns), mac: conf.container_mac };
-    let veth = host.create_veth(&veth_name, &peer, conf.mtu.or(Some(bridge.mtu)), Some(bridge.index))?;
+    let addresses: Vec<IpAddr> = configured.ips.iter().map(|ip| ip.address.addr()).collect();
+    if !addresses.is_empty() {
+        let port_mappings = port_mappings(req)?;
+        firewall::backend(conf.firewall_backend)?.add(&firewall_attachment(req, conf, &addresses, &port_mappings))?;
+    }
+
+    let host_side = vec![
+        Interface { name: bridge.name.clone(), mac: iface::mac_string(bridge.mac), ..Default::default() },
+        Interface { name: veth.name.clone(), mac: iface::mac_string(veth.mac), ..Default::default() },
+    ];
+    Ok(iface::add_result(req, ns, &link, host_side, configured))
+}
+
+/// The host end as a port of the bridge: hairpin, isolation, its owner in its alias, up.
+fn configure_port(req: &Request, conf: &BridgeConf, host: &mut Netlink, veth: &Link) -> CniResult<()> {
     if conf.hairpin_mode {
         host.set_hairpin(veth.index, true)?;
     }
@@ -235,10 +227,12 @@ fn attach(
     // Best effort: a kernel without IPv6 has nothing to switch off.
     let _ = sysctl::set(&format!("net/ipv6/conf/{}/disable_ipv6", veth.name), "1");
     host.set_up(veth.index)?;
+    Ok(())
+}
 
-    let link = container
-        .link_by_name(&req.ifname)?
-        .ok_or_else(|| CniError::kernel(format!("{} did not appear in the container", req.ifname), "missing after create"))?;
+/// With `isDefaultGateway`, a default route through each subnet's gateway, unless IPAM gave
+/// one of that family already.
+fn with_default_routes(conf: &BridgeConf, allocated: RunResult) -> RunResult {
     let mut configured = allocated;
     if conf.is_default_gateway {
         for ip in configured.ips.clone().iter().filter(|ip| ip.gateway.is_some()) {
@@ -249,22 +243,7 @@ fn attach(
             }
         }
     }
-    iface::configure(ns, container, &link, &configured, conf.enable_dad)?;
-
-    if conf.is_gateway {
-        set_gateway_addresses(host, conf, bridge, &configured)?;
-    }
-    let addresses: Vec<IpAddr> = configured.ips.iter().map(|ip| ip.address.addr()).collect();
-    if !addresses.is_empty() {
-        let port_mappings = port_mappings(req)?;
-        firewall::backend(&conf.firewall_backend)?.add(&firewall_attachment(req, conf, &addresses, &port_mappings))?;
-    }
-
-    let host_side = vec![
-        Interface { name: bridge.name.clone(), mac: iface::mac_string(bridge.mac), ..Default::default() },
-        Interface { name: veth.name.clone(), mac: iface::mac_string(veth.mac), ..Default::default() },
-    ];
-    Ok(iface::add_result(req, ns, &link, host_side, configured))
+    configured
 }
 
 /// Puts each subnet's gateway address on the bridge and turns on forwarding.
@@ -305,20 +284,7 @@ fn set_gateway_addresses(host: &mut Netlink, conf: &BridgeConf, bridge: &Link, a
 /// port of the configured bridge.
 fn check_attachment(req: &Request, conf: &BridgeConf, prev: &RunResult) -> CniResult<()> {
     let mismatch = |what: String| CniError::new(Code::Kernel, what);
-    let ns = NetNs::open(req.netns_path()?)?;
-    let mut container = Netlink::open_in(&ns)?;
-    let link = container
-        .link_by_name(&req.ifname)?
-        .ok_or_else(|| mismatch(format!("{} is missing from the container", req.ifname)))?;
-    if link.kind.as_deref() != Some("veth") {
-        return Err(mismatch(format!("{} is a {:?} link, not a veth", req.ifname, link.kind)));
-    }
-    let expected = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == req.ifname && !i.sandbox.is_empty())
-        .ok_or_else(|| mismatch(format!("prevResult has no container interface {}", req.ifname)))?;
-    iface::check(&mut container, &link, prev, expected)?;
+    let link = iface::check_container_interface(req, prev, "veth")?.link;
     let mut host = Netlink::open()?;
     let bridge = host
         .link_by_name(&conf.bridge)?
@@ -333,4 +299,85 @@ fn check_attachment(req: &Request, conf: &BridgeConf, prev: &RunResult) -> CniRe
         return Err(mismatch(format!("{} is not a port of bridge {}", peer.name, conf.bridge)));
     }
     Ok(())
+}
+
+/// The plugin called in-process, as a library caller does (default options: nothing forks),
+/// in throwaway namespaces. Needs root.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_cni::skel::{Command, Options};
+    use berth_cni::spec::{NetConf, Version};
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    /// An IPAM plugin whose ADD works and whose DEL fails ("try again later").
+    const FAILING_DEL_IPAM: &str = r#"#!/bin/sh
+cat >/dev/null
+case "$CNI_COMMAND" in
+ADD) echo '{"cniVersion":"1.0.0","ips":[{"address":"10.99.0.2/24","gateway":"10.99.0.1"}]}' ;;
+DEL) echo '{"cniVersion":"1.0.0","code":11,"msg":"the address store is busy"}'; exit 1 ;;
+esac
+"#;
+
+    /// Named namespaces and a directory, removed on drop, panics included.
+    struct Scratch {
+        namespaces: Vec<String>,
+        dir: PathBuf,
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            for name in &self.namespaces {
+                let _ = NetNs::delete_named(name);
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn request(command: Command, container: &NetNs, cni_path: &std::path::Path) -> Request {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "undo-order", "type": "berth-bridge", "bridge": "brundo0",
+            "ipam": {"type": "failing-del-ipam"},
+        });
+        let stdin = conf.to_string().into_bytes();
+        Request {
+            command,
+            container_id: "c1".into(),
+            netns: Some(container.path().to_path_buf()),
+            ifname: "eth0".into(),
+            args: vec![],
+            cni_path: vec![cni_path.to_path_buf()],
+            conf: NetConf::from_slice(&stdin).expect("a valid configuration"),
+            stdin,
+            version: Version::V1_0_0,
+            options: Options::default(),
+        }
+    }
+
+    #[test]
+    fn del_removes_the_veth_before_a_failing_address_release() {
+        let tag = std::process::id();
+        let scratch = Scratch {
+            namespaces: vec![format!("berth-bridge-test-host-{tag}"), format!("berth-bridge-test-ctr-{tag}")],
+            dir: std::env::temp_dir().join(format!("berth-bridge-test-{tag}")),
+        };
+        let host = NetNs::create_named(&scratch.namespaces[0]).expect("needs root: creates network namespaces");
+        let container = NetNs::create_named(&scratch.namespaces[1]).expect("create the container's namespace");
+        std::fs::create_dir_all(&scratch.dir).expect("scratch directory");
+        let ipam = scratch.dir.join("failing-del-ipam");
+        std::fs::write(&ipam, FAILING_DEL_IPAM).expect("write the IPAM plugin");
+        std::fs::set_permissions(&ipam, std::fs::Permissions::from_mode(0o755)).expect("chmod the IPAM plugin");
+        // This thread is the plugin's "host" from here on.
+        let _inside = host.enter().expect("enter the host namespace");
+
+        BridgePlugin.add(&request(Command::Add, &container, &scratch.dir)).expect("ADD");
+        let veth = host_veth_name("c1", "eth0");
+        assert!(Netlink::open().unwrap().link_by_name(&veth).unwrap().is_some(), "ADD made {veth}");
+
+        let err = BridgePlugin.del(&request(Command::Del, &container, &scratch.dir)).expect_err("IPAM's DEL fails");
+        assert_eq!(err.code, 11, "the IPAM plugin's error reaches the runtime: {err}");
+        assert!(Netlink::open().unwrap().link_by_name(&veth).unwrap().is_none(), "the veth went before the addresses");
+        assert!(Netlink::open_in(&container).unwrap().link_by_name("eth0").unwrap().is_none());
+    }
 }

@@ -2,9 +2,10 @@
 //! defaults, plus `vlan` (pipework's `eth0.100` trunk mode).
 
 use berth_netlink::{MacAddr, MacvlanMode};
-use berth_cni::skel::{validate_ifname, Request};
+use berth_cni::skel::Request;
 use berth_cni::spec::decode_plugin_conf;
 use berth_cni::{CniError, CniResult};
+use berth_util::names::check_interface_name;
 use serde::Deserialize;
 
 /// As the JSON says it; [`MacvlanConf::parse`] checks it.
@@ -45,8 +46,7 @@ impl MacvlanConf {
     pub fn parse(req: &Request) -> CniResult<MacvlanConf> {
         let raw: RawConf = decode_plugin_conf(&req.stdin)?;
         if let Some(master) = &raw.master {
-            validate_ifname(master)
-                .map_err(|e| CniError::invalid_config(format!("master: {}", e.msg)).with_details(master))?;
+            check_interface_name(master).map_err(|e| CniError::invalid_config(format!("master: {e}")).with_details(master))?;
         }
         let mode = match raw.mode.as_deref() {
             None | Some("") => MacvlanMode::Bridge,
@@ -103,6 +103,7 @@ mod tests {
             conf: NetConf::from_slice(&stdin).unwrap(),
             stdin,
             version: Version::V1_0_0,
+            options: Default::default(),
         }
     }
 

@@ -9,22 +9,20 @@ pub mod trunk;
 
 pub use config::MacvlanConf;
 
-use berth_netlink::{Link, MacAddr, MacvlanSpec, Netlink};
-use berth_netns::NetNs;
+use berth_cni::iface;
+use berth_cni::ipam::Ipam;
+use berth_cni::rollback::Rollback;
 use berth_cni::skel::{Plugin, Request};
 use berth_cni::spec::RunResult;
-use berth_cni::ipam::Ipam;
-use berth_netns::sysctl;
 use berth_cni::{CniError, CniResult, Code};
+use berth_netlink::{Link, MacAddr, MacvlanSpec, Netlink};
+use berth_netns::sysctl;
+use berth_netns::NetNs;
 
 pub struct MacvlanPlugin;
 
 /// berth's own IPAM plugins run in-process; any other `ipam.type` is exec'd from CNI_PATH.
 const IPAM: Ipam = Ipam::new(berth_ipam::BUILTINS);
-
-pub fn run() -> ! {
-    berth_cni::skel::run_main(&MacvlanPlugin)
-}
 
 impl Plugin for MacvlanPlugin {
     fn add(&self, req: &Request) -> CniResult<RunResult> {
@@ -34,91 +32,88 @@ impl Plugin for MacvlanPlugin {
         // Held to the end of the ADD, so no DEL removes the sub-interface under us.
         let _trunk_lock = conf.vlan.map(|_| trunk::lock()).transpose()?;
         let mut parent = Parent::find(&conf, &ns, true)?;
-        match add_on_parent(req, &conf, &ns, &mut parent, mac) {
-            Ok(result) => Ok(result),
-            Err(e) => {
-                if conf.vlan.is_some() {
-                    if let Err(e) = trunk::release_if_unused(&mut parent.nl, &parent.ns, &parent.link.name) {
-                        eprintln!("removing {} after a failed ADD: {e}", parent.link.name);
-                    }
-                }
-                Err(e)
-            }
+        // Leave nothing half-made: the sub-interface (unless another container uses it), the
+        // addresses and the macvlan go again, in reverse order, if a later step fails.
+        let mut undo = Rollback::new();
+        if conf.vlan.is_some() {
+            let (parent_ns, sub) = (&parent.ns, parent.link.name.clone());
+            undo.push("removing the VLAN sub-interface", move || {
+                trunk::release_if_unused(&mut Netlink::open_in(parent_ns)?, parent_ns, &sub).map(drop)
+            });
         }
+        let result = add_on_parent(req, &conf, &ns, (&mut parent.nl, &parent.link), mac, &mut undo)?;
+        undo.commit();
+        Ok(result)
     }
 
+    /// The reverse of ADD: the macvlan, the addresses (which the next ADD may hand out again),
+    /// the sub-interface when no macvlan is left on it.
     fn del(&self, req: &Request) -> CniResult<()> {
         let conf = MacvlanConf::parse(req)?;
-        if conf.with_ipam {
-            IPAM.del(req)?;
-        }
         let container = req.netns.as_ref().and_then(|p| NetNs::open(p).ok());
         let _trunk_lock = conf.vlan.map(|_| trunk::lock()).transpose()?;
         if let Some(ns) = &container {
             let mut nl = Netlink::open_in(ns)?;
             if let Some(link) = nl.link_by_name(&req.ifname)? {
                 // Gone from every list when this returns, so the sub-interface's users below
-                // no longer count it. The process left waiting for the kernel to free it also
-                // keeps the trunk lock until then, as a synchronous delete did.
-                nl.delete_link_detached(link.index)?;
+                // no longer count it. When main chose not to wait for the kernel to free it,
+                // the process left waiting keeps the trunk lock until then, as a synchronous
+                // delete does.
+                iface::delete_link(req, nl, link.index)?;
             }
         }
-        let Some(vid) = conf.vlan else { return Ok(()) };
-        // The namespace holding the sub-interface; with linkInContainer it went with the
-        // container's namespace, if that is gone.
-        let (parent_ns, mut nl) = if conf.link_in_container {
-            let Some(ns) = container else { return Ok(()) };
-            let nl = Netlink::open_in(&ns)?;
-            (ns, nl)
-        } else {
-            (NetNs::current()?, Netlink::open()?)
-        };
-        let master = match &conf.master {
-            Some(m) => m.clone(),
-            None => match default_route_link(&mut nl)? {
-                Some(link) => link.name,
-                None => return Ok(()),
-            },
-        };
-        trunk::release_if_unused(&mut nl, &parent_ns, &trunk::sub_name(&master, vid)?)?;
-        Ok(())
+        if conf.with_ipam {
+            IPAM.del(req)?;
+        }
+        release_trunk(&conf, container)
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
         let conf = MacvlanConf::parse(req)?;
-        let prev = req.conf.prev_result()?.ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
+        let prev = iface::prev_result(req)?;
         if conf.with_ipam {
             IPAM.check(req)?;
         }
+        let mut found = iface::check_container_interface(req, &prev, "macvlan")?;
+        let parent = Parent::find(&conf, &found.ns, false)?;
         let mismatch = |what: String| CniError::new(Code::Kernel, what);
-        let ns = NetNs::open(req.netns_path()?)?;
-        let sandbox = ns.path().display().to_string();
-        let index = prev
-            .interfaces
-            .iter()
-            .position(|i| i.name == req.ifname && i.sandbox == sandbox)
-            .ok_or_else(|| mismatch(format!("prevResult has no interface {} in {sandbox}", req.ifname)))?;
-        let parent = Parent::find(&conf, &ns, false)?;
-        let mut container = Netlink::open_in(&ns)?;
-        let link = container
-            .link_by_name(&req.ifname)?
+        let detail = found
+            .nl
+            .link_detail(found.link.index)?
             .ok_or_else(|| mismatch(format!("{} is missing from the container", req.ifname)))?;
-        let detail = container
-            .link_detail(link.index)?
-            .ok_or_else(|| mismatch(format!("{} is missing from the container", req.ifname)))?;
-        if link.kind.as_deref() != Some("macvlan") {
-            return Err(mismatch(format!("{} is a {:?} link, not a macvlan", req.ifname, link.kind)));
-        }
         if detail.macvlan_mode != Some(conf.mode) {
             let found = detail.macvlan_mode.map_or("unknown", |m| m.as_str());
             return Err(mismatch(format!("{} is in macvlan mode {found}, the configuration says {}", req.ifname, conf.mode)));
         }
-        let expected_nsid = if conf.link_in_container { None } else { container.nsid_of(&parent.ns)? };
+        let expected_nsid = if conf.link_in_container { None } else { found.nl.nsid_of(&parent.ns)? };
         if detail.parent != Some(parent.link.index) || detail.parent_netnsid != expected_nsid {
             return Err(mismatch(format!("{} is not a macvlan of {}", req.ifname, parent.link.name)));
         }
-        berth_cni::iface::check(&mut container, &link, &prev, index)
+        Ok(())
     }
+}
+
+/// DEL in trunk mode: removes the `MASTER.VID` sub-interface when berth made it and no
+/// macvlan is left on it. Its namespace is the host's, or with linkInContainer the
+/// container's (`container`), and then it went with that namespace, if that is gone.
+fn release_trunk(conf: &MacvlanConf, container: Option<NetNs>) -> CniResult<()> {
+    let Some(vid) = conf.vlan else { return Ok(()) };
+    let (parent_ns, mut nl) = if conf.link_in_container {
+        let Some(ns) = container else { return Ok(()) };
+        let nl = Netlink::open_in(&ns)?;
+        (ns, nl)
+    } else {
+        (NetNs::current()?, Netlink::open()?)
+    };
+    let master = match &conf.master {
+        Some(m) => m.clone(),
+        None => match default_route_link(&mut nl)? {
+            Some(link) => link.name,
+            None => return Ok(()),
+        },
+    };
+    trunk::release_if_unused(&mut nl, &parent_ns, &trunk::sub_name(&master, vid)?)?;
+    Ok(())
 }
 
 /// The link macvlans are made on, and its namespace: the host's, or with linkInContainer
@@ -171,50 +166,42 @@ fn default_route_link(nl: &mut Netlink) -> CniResult<Option<Link>> {
     }
 }
 
-/// IPAM, then the link; what an error leaves is cleaned up here.
-fn add_on_parent(
-    req: &Request,
+/// IPAM, then the macvlan on `parent` (its namespace's socket, and the link); each undone
+/// through `undo` if a later step fails.
+fn add_on_parent<'a>(
+    req: &'a Request,
     conf: &MacvlanConf,
-    ns: &NetNs,
-    parent: &mut Parent,
+    ns: &'a NetNs,
+    (parent_nl, parent): (&mut Netlink, &Link),
     mac: Option<MacAddr>,
+    undo: &mut Rollback<'a>,
 ) -> CniResult<RunResult> {
     if let Some(mtu) = conf.mtu {
-        if mtu > parent.link.mtu {
-            return Err(CniError::invalid_config(format!(
-                "mtu: {mtu} is larger than the MTU of {} ({})",
-                parent.link.name, parent.link.mtu
-            )));
+        if mtu > parent.mtu {
+            return Err(CniError::invalid_config(format!("mtu: {mtu} is larger than the MTU of {} ({})", parent.name, parent.mtu)));
         }
     }
     let mut container = Netlink::open_in(ns)?;
-    berth_cni::iface::require_unused_name(&mut container, req)?;
-    let allocated = if conf.with_ipam { IPAM.add(req)? } else { RunResult::default() };
+    iface::require_unused_name(&mut container, req)?;
+    let allocated = if conf.with_ipam { IPAM.add_undoable(req, undo)? } else { RunResult::default() };
     // Made under a temporary name directly in the container (the final name may exist on
     // the host), then renamed there.
     let tmp_name = format!("berthmv{}", std::process::id());
     let spec = MacvlanSpec {
         name: &tmp_name,
-        parent: parent.link.index,
+        parent: parent.index,
         mode: conf.mode,
         mtu: conf.mtu,
         mac,
         netns: if conf.link_in_container { None } else { Some(ns) },
     };
-    let made = parent.nl.create_macvlan(&spec).map_err(CniError::from).and_then(|()| {
-        container
-            .link_by_name(&tmp_name)?
-            .ok_or_else(|| CniError::kernel(format!("macvlan {tmp_name} did not appear in the container"), "missing after create"))
-    });
-    let result = made.and_then(|link| {
-        configure(req, ns, &mut container, &link, &allocated).inspect_err(|_| {
-            let _ = container.delete_link(link.index);
-        })
-    });
-    if result.is_err() && conf.with_ipam {
-        IPAM.release_after_failed_add(req);
-    }
-    result
+    parent_nl.create_macvlan(&spec)?;
+    let link = container
+        .link_by_name(&tmp_name)?
+        .ok_or_else(|| CniError::kernel(format!("macvlan {tmp_name} did not appear in the container"), "missing after create"))?;
+    let index = link.index;
+    undo.push("deleting the macvlan", move || Netlink::open_in(ns)?.delete_link(index).map(drop).map_err(CniError::from));
+    configure(req, ns, &mut container, &link, &allocated)
 }
 
 /// Names the new link, gives it the IPAM result, and builds the ADD result.
@@ -229,7 +216,7 @@ fn configure(req: &Request, ns: &NetNs, container: &mut Netlink, link: &Link, al
     let link = container
         .link_by_index(link.index)?
         .ok_or_else(|| CniError::kernel(format!("{} vanished from the container", req.ifname), "missing after rename"))?;
-    berth_cni::iface::configure(ns, container, &link, allocated, false)?;
+    iface::configure(ns, container, &link, allocated, false)?;
 
-    Ok(berth_cni::iface::add_result(req, ns, &link, vec![], allocated.clone()))
+    Ok(iface::add_result(req, ns, &link, vec![], allocated.clone()))
 }

@@ -6,12 +6,11 @@
 //! namespaces, where the parent's namespace cannot list them, so "still in use" is asked of
 //! every network namespace the system shows (named ones and those of processes).
 
+use berth_cni::{CniError, CniResult, Code};
 use berth_netlink::{Link, Netlink};
 use berth_netns::NetNs;
-use berth_cni::{CniError, CniResult, Code};
-use nix::fcntl::{Flock, FlockArg};
+use berth_util::fs::LockFile;
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// IFLA_IFALIAS of the sub-interfaces berth-macvlan created (`ip -d link` shows it).
@@ -21,22 +20,9 @@ pub const ALIAS: &str = "berth-macvlan trunk";
 /// it a DEL could remove the sub-interface an ADD has just found.
 const LOCK_PATH: &str = "/run/berth/macvlan-trunk.lock";
 
-pub struct TrunkLock(#[allow(dead_code)] Flock<File>);
-
-pub fn lock() -> CniResult<TrunkLock> {
-    let path = Path::new(LOCK_PATH);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| CniError::io(format!("mkdir {}", dir.display()), e))?;
-    }
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| CniError::io(format!("open {}", path.display()), e))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map(TrunkLock)
-        .map_err(|(_, e)| CniError::io(format!("lock {}", path.display()), e))
+/// Waits for the trunk lock; held until the result is dropped.
+pub fn lock() -> CniResult<LockFile> {
+    Ok(LockFile::acquire(Path::new(LOCK_PATH))?)
 }
 
 /// `MASTER.VID`, which must fit in an interface name.

@@ -166,6 +166,7 @@ mod tests {
             conf: NetConf::from_slice(&stdin).unwrap(),
             stdin,
             version: Version::V1_0_0,
+            options: Default::default(),
         }
     }
 

@@ -7,18 +7,22 @@
 //! (`cur_cfg` caught up with the transaction's `next_cfg`), so the port is in the datapath.
 
 mod config;
+pub mod error;
 pub mod ovsdb;
 pub mod vswitch;
 
 pub use config::{OvsConf, DEFAULT_OVSDB_SOCKET};
+pub use error::OvsError;
 
-use berth_cni::iface::{self, host_veth_name};
+use berth_cni::iface::{self, host_veth_name, VethSpec};
 use berth_cni::ipam::Ipam;
-use berth_netlink::{Link, MacAddr, Netlink, VethPeer};
-use berth_netns::NetNs;
+use berth_cni::rollback::Rollback;
 use berth_cni::skel::{Plugin, Request};
 use berth_cni::spec::{Interface, RunResult};
 use berth_cni::{CniError, CniResult, Code};
+use berth_netlink::Netlink;
+use berth_netns::NetNs;
+use error::doing;
 use ovsdb::OvsdbError;
 use vswitch::{NewPort, Vswitch, APPLY_TIMEOUT, OWNER};
 
@@ -27,18 +31,8 @@ pub struct OvsPlugin;
 /// berth's own IPAM plugins run in-process; any other `ipam.type` is exec'd from CNI_PATH.
 const IPAM: Ipam = Ipam::new(berth_ipam::BUILTINS);
 
-pub fn run() -> ! {
-    berth_cni::skel::run_main(&OvsPlugin)
-}
-
-/// An OVSDB failure as the runtime sees it: what was being done, and why.
-fn ovs_error(what: impl std::fmt::Display, conf: &OvsConf) -> impl FnOnce(OvsdbError) -> CniError + '_ {
-    let what = what.to_string();
-    move |e| CniError::kernel(format!("{what} (ovsdb {})", conf.ovsdb_socket), e)
-}
-
 fn connect(conf: &OvsConf) -> CniResult<Vswitch> {
-    Vswitch::connect(&conf.ovsdb_socket).map_err(ovs_error("connect to Open vSwitch", conf))
+    Ok(Vswitch::connect(&conf.ovsdb_socket).map_err(doing("connect to Open vSwitch", &conf.ovsdb_socket))?)
 }
 
 impl Plugin for OvsPlugin {
@@ -50,43 +44,41 @@ impl Plugin for OvsPlugin {
         iface::require_unused_name(&mut container, req)?;
         let mut ovs = connect(&conf)?;
         ensure_bridge(&mut ovs, &conf)?;
-        let allocated = if conf.with_ipam { IPAM.add(req)? } else { RunResult::default() };
         let mut host = Netlink::open()?;
-        match attach(req, &conf, &ns, &mut ovs, &mut host, &mut container, mac, allocated) {
-            Ok(result) => Ok(result),
-            Err(e) => {
-                // Leave nothing half-made: the port, the veth, the address.
-                let name = host_veth_name(&req.container_id, &req.ifname);
-                if let Err(e) = remove_port(&mut ovs, &name, false) {
-                    eprintln!("removing port {name} after a failed ADD: {e}");
-                }
-                if let Ok(Some(veth)) = host.link_by_name(&name) {
-                    let _ = host.delete_link(veth.index);
-                }
-                if conf.with_ipam {
-                    IPAM.release_after_failed_add(req);
-                }
-                Err(e)
-            }
-        }
+        // Leave nothing half-made: the addresses, the veth and the port go again, in reverse
+        // order, if a later step fails.
+        let mut undo = Rollback::new();
+        let allocated = if conf.with_ipam { IPAM.add_undoable(req, &mut undo)? } else { RunResult::default() };
+        let spec = VethSpec { container_mac: mac, mtu: conf.mtu, master: None };
+        let veth = iface::create_veth(req, &ns, &mut host, &mut container, &spec, &mut undo)?;
+        host.set_up(veth.host.index)?;
+        add_port(req, &conf, &mut ovs, &veth.host.name, &mut undo)?;
+        iface::configure(&ns, &mut container, &veth.container, &allocated, false)?;
+        let result = result(req, &ns, &veth, allocated);
+        undo.commit();
+        Ok(result)
     }
 
+    /// The reverse of ADD: the port, the veth, and only then the addresses, which the next
+    /// ADD may hand out again.
     fn del(&self, req: &Request) -> CniResult<()> {
         let conf = OvsConf::parse(req)?;
+        let name = host_veth_name(&req.container_id, &req.ifname);
+        // Both are tried whatever the other did; the port's error is the one reported.
+        let port = connect(&conf).and_then(|mut ovs| {
+            Ok(remove_port(&mut ovs, &name, true).map_err(doing(format!("remove port {name}"), &conf.ovsdb_socket))?)
+        });
+        let veth = iface::remove_veth(req);
+        port.and(veth)?;
         if conf.with_ipam {
             IPAM.del(req)?;
         }
-        let name = host_veth_name(&req.container_id, &req.ifname);
-        // Both are tried whatever the other did; the port's error is the one reported.
-        let port = connect(&conf)
-            .and_then(|mut ovs| remove_port(&mut ovs, &name, true).map_err(ovs_error(format!("remove port {name}"), &conf)));
-        let veth = remove_veth(req, &name);
-        port.and(veth)
+        Ok(())
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
         let conf = OvsConf::parse(req)?;
-        let prev = req.conf.prev_result()?.ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))?;
+        let prev = iface::prev_result(req)?;
         if conf.with_ipam {
             IPAM.check(req)?;
         }
@@ -96,7 +88,7 @@ impl Plugin for OvsPlugin {
 
 /// The bridge exists, or is created when the configuration asks for it.
 fn ensure_bridge(ovs: &mut Vswitch, conf: &OvsConf) -> CniResult<()> {
-    if ovs.bridge_exists(&conf.bridge).map_err(ovs_error(format!("look up bridge {}", conf.bridge), conf))? {
+    if ovs.bridge_exists(&conf.bridge).map_err(doing(format!("look up bridge {}", conf.bridge), &conf.ovsdb_socket))? {
         return Ok(());
     }
     if !conf.create_bridge {
@@ -106,56 +98,39 @@ fn ensure_bridge(ovs: &mut Vswitch, conf: &OvsConf) -> CniResult<()> {
         )));
     }
     // No wait of its own: the port's, later, covers this change too.
-    ovs.create_bridge(&conf.bridge).map_err(ovs_error(format!("create bridge {}", conf.bridge), conf))?;
+    ovs.create_bridge(&conf.bridge).map_err(doing(format!("create bridge {}", conf.bridge), &conf.ovsdb_socket))?;
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attach(
-    req: &Request,
-    conf: &OvsConf,
-    ns: &NetNs,
-    ovs: &mut Vswitch,
-    host: &mut Netlink,
-    container: &mut Netlink,
-    mac: Option<MacAddr>,
-    allocated: RunResult,
-) -> CniResult<RunResult> {
-    let veth_name = host_veth_name(&req.container_id, &req.ifname);
-    if let Some(stale) = host.link_by_name(&veth_name)? {
-        // The container has no such interface, so this is left by an ADD killed half-way.
-        host.delete_link(stale.index)?;
-    }
-    let peer = VethPeer { name: &req.ifname, netns: Some(ns), mac };
-    let veth = host.create_veth(&veth_name, &peer, conf.mtu, None)?;
-    host.set_up(veth.index)?;
-    add_port(req, conf, ovs, &veth_name)?;
-
-    let link = container
-        .link_by_name(&req.ifname)?
-        .ok_or_else(|| CniError::kernel(format!("{} did not appear in the container", req.ifname), "missing after create"))?;
-    iface::configure(ns, container, &link, &allocated, false)?;
-    Ok(result(req, ns, &veth, &link, allocated))
-}
-
-/// The port for the host end, once ovs-vswitchd has it in the datapath.
-fn add_port(req: &Request, conf: &OvsConf, ovs: &mut Vswitch, name: &str) -> CniResult<()> {
+/// The port for the host end, once ovs-vswitchd has it in the datapath. Its removal is pushed
+/// on `undo`.
+fn add_port<'a>(req: &Request, conf: &'a OvsConf, ovs: &mut Vswitch, name: &str, undo: &mut Rollback<'a>) -> CniResult<()> {
     let external_ids = [("owner", OWNER), ("container-id", req.container_id.as_str()), ("ifname", req.ifname.as_str())];
     let port = NewPort { bridge: &conf.bridge, name, vlans: &conf.vlans, external_ids: &external_ids };
     let what = || format!("add port {name} to Open vSwitch bridge {}", conf.bridge);
+    let socket = &conf.ovsdb_socket;
+    // Pushed first: a port whose transaction committed but that vswitchd did not apply must
+    // go too. On a connection of its own, as the ADD's may be what failed.
+    let owned_name = name.to_string();
+    undo.push("removing the Open vSwitch port", move || {
+        let mut ovs = connect(conf)?;
+        remove_port(&mut ovs, &owned_name, false).map_err(doing(format!("remove port {owned_name}"), &conf.ovsdb_socket))?;
+        Ok(())
+    });
     let cfg = match ovs.add_port(&port) {
         Ok(cfg) => cfg,
         // A port of that name left by an ADD killed half-way: replace it, once.
         Err(e) if e.ovsdb_error() == Some("constraint violation") => {
-            remove_port(ovs, name, false).map_err(ovs_error(what(), conf))?;
-            ovs.add_port(&port).map_err(ovs_error(what(), conf))?
+            remove_port(ovs, name, false).map_err(doing(what(), socket))?;
+            ovs.add_port(&port).map_err(doing(what(), socket))?
         }
-        Err(OvsdbError::NoBridge { bridge }) => {
-            return Err(CniError::new(Code::Kernel, format!("Open vSwitch bridge {bridge} disappeared during ADD")))
+        // ensure_bridge saw it: say so, rather than only that there is no such bridge.
+        Err(e @ OvsdbError::NoBridge { .. }) => {
+            return Err(doing(format!("{}: it disappeared during ADD", what()), socket)(e).into())
         }
-        Err(e) => return Err(ovs_error(what(), conf)(e)),
+        Err(e) => return Err(doing(what(), socket)(e).into()),
     };
-    let state = ovs.wait_applied(cfg, APPLY_TIMEOUT, Some(name)).map_err(ovs_error(what(), conf))?;
+    let state = ovs.wait_applied(cfg, APPLY_TIMEOUT, Some(name)).map_err(doing(what(), socket))?;
     match state {
         Some(s) if s.error.is_none() && s.ofport.is_some_and(|p| p > 0) => Ok(()),
         Some(s) => Err(CniError::new(Code::Kernel, what()).with_details(format!(
@@ -187,49 +162,18 @@ fn remove_port(ovs: &mut Vswitch, name: &str, wait: bool) -> Result<(), OvsdbErr
     Ok(())
 }
 
-/// Deleting either end of a veth removes both: the container's end when its namespace
-/// still exists, else the host end, if left behind.
-fn remove_veth(req: &Request, host_name: &str) -> CniResult<()> {
-    if let Some(ns) = req.netns.as_ref().and_then(|p| NetNs::open(p).ok()) {
-        let mut nl = Netlink::open_in(&ns)?;
-        if let Some(link) = nl.link_by_name(&req.ifname)? {
-            if link.kind.as_deref() == Some("veth") {
-                nl.delete_link(link.index)?;
-                return Ok(());
-            }
-        }
-    }
-    let mut host = Netlink::open()?;
-    if let Some(veth) = host.link_by_name(host_name)? {
-        host.delete_link(veth.index)?;
-    }
-    Ok(())
-}
-
 /// As ovs-cni reports it: the host end, then the container's interface with the addresses.
-fn result(req: &Request, ns: &NetNs, veth: &Link, link: &Link, configured: RunResult) -> RunResult {
-    let host_side = vec![Interface { name: veth.name.clone(), mac: iface::mac_string(veth.mac), ..Default::default() }];
-    iface::add_result(req, ns, &link, host_side, configured)
+fn result(req: &Request, ns: &NetNs, veth: &iface::Veth, configured: RunResult) -> RunResult {
+    let host = &veth.host;
+    let host_side = vec![Interface { name: host.name.clone(), mac: iface::mac_string(host.mac), ..Default::default() }];
+    iface::add_result(req, ns, &veth.container, host_side, configured)
 }
 
 /// CHECK: what prevResult says is in the container must be there, on a veth whose host end
 /// is a port of the configured bridge with the configured VLANs, in the datapath.
 fn check_attachment(req: &Request, conf: &OvsConf, prev: &RunResult) -> CniResult<()> {
     let mismatch = |what: String| CniError::new(Code::Kernel, what);
-    let ns = NetNs::open(req.netns_path()?)?;
-    let mut container = Netlink::open_in(&ns)?;
-    let link =
-        container.link_by_name(&req.ifname)?.ok_or_else(|| mismatch(format!("{} is missing from the container", req.ifname)))?;
-    if link.kind.as_deref() != Some("veth") {
-        return Err(mismatch(format!("{} is a {:?} link, not a veth", req.ifname, link.kind)));
-    }
-    let sandbox = ns.path().display().to_string();
-    let expected = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == req.ifname && i.sandbox == sandbox)
-        .ok_or_else(|| mismatch(format!("prevResult has no interface {} in {sandbox}", req.ifname)))?;
-    iface::check(&mut container, &link, prev, expected)?;
+    let link = iface::check_container_interface(req, prev, "veth")?.link;
 
     let name = host_veth_name(&req.container_id, &req.ifname);
     let mut host = Netlink::open()?;
@@ -238,7 +182,7 @@ fn check_attachment(req: &Request, conf: &OvsConf, prev: &RunResult) -> CniResul
         return Err(mismatch(format!("the host end {name} of {} is missing", req.ifname)));
     }
     let mut ovs = connect(conf)?;
-    let view = ovs.view(&name, &conf.bridge).map_err(ovs_error(format!("look up port {name}"), conf))?;
+    let view = ovs.view(&name, &conf.bridge).map_err(doing(format!("look up port {name}"), &conf.ovsdb_socket))?;
     let port = view.port.ok_or_else(|| mismatch(format!("Open vSwitch has no port {name}")))?;
     let ports = view.bridge_ports.ok_or_else(|| mismatch(format!("there is no Open vSwitch bridge {}", conf.bridge)))?;
     if !ports.contains(&port.uuid) {

@@ -17,14 +17,19 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// What went wrong talking to ovsdb-server; the system's or the decoder's error, if any, is
+/// the `source`, not part of the message, so the chain of causes shows each once.
 #[derive(Debug, thiserror::Error)]
 pub enum OvsdbError {
     #[error("{endpoint}: only unix sockets are supported (\"unix:/path\" or a plain path)")]
     Endpoint { endpoint: String },
-    #[error("cannot connect to ovsdb-server at {path}: {source} (is Open vSwitch running?)")]
+    #[error("cannot connect to ovsdb-server at {path} (is Open vSwitch running?)")]
     Connect { path: String, source: std::io::Error },
-    #[error("talking to ovsdb-server: {0}")]
+    #[error("talking to ovsdb-server")]
     Io(#[from] std::io::Error),
+    /// Not JSON, or JSON that does not encode or decode as a message.
+    #[error("malformed JSON to or from ovsdb-server")]
+    Json(#[source] serde_json::Error),
     #[error("ovsdb-server did not answer {method} within {after:?}")]
     Timeout { method: String, after: Duration },
     #[error("ovsdb-server closed the connection")]
@@ -129,7 +134,7 @@ impl Client {
     }
 
     fn send(&mut self, msg: &Value) -> OvsdbResult<()> {
-        let bytes = serde_json::to_vec(msg).map_err(|e| OvsdbError::Protocol(e.to_string()))?;
+        let bytes = serde_json::to_vec(msg).map_err(OvsdbError::Json)?;
         self.stream.write_all(&bytes)?;
         Ok(())
     }
@@ -212,7 +217,7 @@ fn take_message(buf: &mut Vec<u8>) -> OvsdbResult<Option<Value>> {
             Ok(Some(msg))
         }
         Some(Err(e)) if e.is_eof() => Ok(None),
-        Some(Err(e)) => Err(OvsdbError::Protocol(e.to_string())),
+        Some(Err(e)) => Err(OvsdbError::Json(e)),
         None => Ok(None),
     }
 }

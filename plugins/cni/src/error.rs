@@ -61,6 +61,13 @@ impl CniError {
         Self::new(Code::Kernel, what.to_string()).with_details(err)
     }
 
+    /// Another crate's error as a `CniError` of `code`: its message, and its causes as the
+    /// details. For a plugin's own error type (berth-ovs's OVSDB errors, say), in the one
+    /// `From` impl that gives it its code.
+    pub fn caused_by(code: Code, err: &dyn std::error::Error) -> CniError {
+        CniError::new(code, err.to_string()).with_details(causes(err))
+    }
+
     /// Prefixes the message with what was being done, keeping code and details.
     pub fn context(mut self, what: impl fmt::Display) -> Self {
         self.msg = format!("{what}: {}", self.msg);
@@ -105,10 +112,6 @@ fn causes(err: &dyn std::error::Error) -> String {
     out.join(": ")
 }
 
-fn from_error(code: Code, err: &dyn std::error::Error) -> CniError {
-    CniError::new(code, err.to_string()).with_details(causes(err))
-}
-
 impl From<berth_netns::NetnsError> for CniError {
     fn from(e: berth_netns::NetnsError) -> CniError {
         use berth_netns::NetnsError::*;
@@ -117,13 +120,13 @@ impl From<berth_netns::NetnsError> for CniError {
             InvalidName { .. } => Code::InvalidConfig,
             System { .. } => Code::Io,
         };
-        from_error(code, &e)
+        CniError::caused_by(code, &e)
     }
 }
 
 impl From<berth_netns::sysctl::SysctlError> for CniError {
     fn from(e: berth_netns::sysctl::SysctlError) -> CniError {
-        from_error(Code::Kernel, &e)
+        CniError::caused_by(Code::Kernel, &e)
     }
 }
 
@@ -131,15 +134,15 @@ impl From<berth_netlink::NetlinkError> for CniError {
     fn from(e: berth_netlink::NetlinkError) -> CniError {
         match e {
             berth_netlink::NetlinkError::Netns(e) => e.into(),
-            berth_netlink::NetlinkError::Invalid(_) => from_error(Code::InvalidConfig, &e),
-            berth_netlink::NetlinkError::Kernel { .. } => from_error(Code::Kernel, &e),
+            berth_netlink::NetlinkError::Invalid(_) => CniError::caused_by(Code::InvalidConfig, &e),
+            berth_netlink::NetlinkError::Kernel { .. } => CniError::caused_by(Code::Kernel, &e),
         }
     }
 }
 
 impl From<berth_util::fs::FileError> for CniError {
     fn from(e: berth_util::fs::FileError) -> CniError {
-        from_error(Code::Io, &e)
+        CniError::caused_by(Code::Io, &e)
     }
 }
 

@@ -1,13 +1,17 @@
 //! The container end of an attachment, whatever made the link (veth, macvlan, ...): its MAC
 //! from the configuration, addresses and routes from the IPAM result, and the CHECK of all
-//! that against a prevResult (the reference plugins' `ipam.ConfigureIface`).
+//! that against a prevResult (the reference plugins' `ipam.ConfigureIface`). Also the veth
+//! pair of the plugins that make one (berth-bridge, berth-ovs): its name, its creation and
+//! its teardown; and how DEL deletes a link ([`delete_link`]).
 
 use crate::error::{CniError, CniResult, Code};
-use berth_netlink::{Link, MacAddr, Netlink, RouteEntry};
-use berth_netns::NetNs;
+use crate::rollback::Rollback;
 use crate::skel::Request;
 use crate::spec::RunResult;
+use berth_netlink::{Link, MacAddr, Netlink, RouteEntry, VethPeer};
 use berth_netns::sysctl;
+use berth_netns::NetNs;
+use berth_util::hash::fnv1a32;
 use std::net::IpAddr;
 
 /// Puts the result's addresses on `link` (in `ns`), brings it up, adds the result's routes
@@ -68,6 +72,43 @@ pub fn mac_string(mac: Option<MacAddr>) -> String {
     mac.map(|m| m.to_string()).unwrap_or_default()
 }
 
+/// CHECK's prevResult, without which it has nothing to compare.
+pub fn prev_result(req: &Request) -> CniResult<RunResult> {
+    req.conf.prev_result()?.ok_or_else(|| CniError::invalid_config("CHECK needs prevResult"))
+}
+
+/// The container interface CHECK found, for the plugin's own checks after the shared ones.
+pub struct CheckedInterface {
+    pub ns: NetNs,
+    /// A socket in `ns`.
+    pub nl: Netlink,
+    pub link: Link,
+    /// The interface's position in prevResult's `interfaces`.
+    pub index: usize,
+}
+
+/// CHECK's opening, the same in every plugin: the container has CNI_IFNAME, a link of `kind`
+/// (a "veth", a "macvlan"), and it is as prevResult's interface whose `sandbox` is CNI_NETNS
+/// and whose `name` is CNI_IFNAME (the spec's rule) says: MAC, addresses, routes ([`check`]).
+pub fn check_container_interface(req: &Request, prev: &RunResult, kind: &str) -> CniResult<CheckedInterface> {
+    let mismatch = |what: String| CniError::new(Code::Kernel, what);
+    let netns = req.netns_path()?;
+    let ns = NetNs::open(netns)?;
+    let mut nl = Netlink::open_in(&ns)?;
+    let link = nl.link_by_name(&req.ifname)?.ok_or_else(|| mismatch(format!("{} is missing from the container", req.ifname)))?;
+    if link.kind.as_deref() != Some(kind) {
+        return Err(mismatch(format!("{} is a {:?} link, not a {kind}", req.ifname, link.kind)));
+    }
+    let sandbox = netns.display().to_string();
+    let index = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == req.ifname && i.sandbox == sandbox)
+        .ok_or_else(|| mismatch(format!("prevResult has no interface {} in {sandbox}", req.ifname)))?;
+    check(&mut nl, &link, prev, index)?;
+    Ok(CheckedInterface { ns, nl, link, index })
+}
+
 /// CHECK of what prevResult says about the container interface `link`: its MAC, its
 /// addresses, the routes. `index` is the interface's position in `prev.interfaces`.
 pub fn check(nl: &mut Netlink, link: &Link, prev: &RunResult, index: usize) -> CniResult<()> {
@@ -96,13 +137,97 @@ pub fn check(nl: &mut Netlink, link: &Link, prev: &RunResult, index: usize) -> C
 
 /// The host end's name of a container's veth pair: stable for a container and interface, so
 /// a retried ADD or a DEL can find it without the container's namespace.
+///
+/// Host veths already made carry these names: the hash must never change.
 pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    // FNV-1a: tiny, stable across Rust releases (DefaultHasher is not promised to be).
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in container_id.bytes().chain([0]).chain(ifname.bytes()) {
-        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
-    }
+    // The NUL keeps ("ab", "c") and ("a", "bc") apart.
+    let hash = fnv1a32([container_id.as_bytes(), &[0], ifname.as_bytes()]);
     format!("veth{hash:08x}")
+}
+
+/// How a container's veth pair is made.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VethSpec {
+    /// The container end's MAC; the kernel picks one when `None`.
+    pub container_mac: Option<MacAddr>,
+    /// Of both ends.
+    pub mtu: Option<u32>,
+    /// The (Linux) bridge the host end is made a port of.
+    pub master: Option<u32>,
+}
+
+/// Both ends of a container's veth pair.
+#[derive(Debug, Clone)]
+pub struct Veth {
+    /// [`host_veth_name`], in the host namespace.
+    pub host: Link,
+    /// CNI_IFNAME, in the container's namespace.
+    pub container: Link,
+}
+
+/// Creates the container's veth pair: the host end through `host`, the container's end
+/// directly in `ns` (read back through `container`). Its removal is pushed on `undo`.
+pub fn create_veth<'a>(
+    req: &'a Request,
+    ns: &NetNs,
+    host: &mut Netlink,
+    container: &mut Netlink,
+    spec: &VethSpec,
+    undo: &mut Rollback<'a>,
+) -> CniResult<Veth> {
+    let name = host_veth_name(&req.container_id, &req.ifname);
+    if let Some(stale) = host.link_by_name(&name)? {
+        // The container has no such interface (`require_unused_name`), so this is left by an
+        // ADD killed half-way.
+        host.delete_link(stale.index)?;
+    }
+    // Pushed before the request: one that fails half-way may still leave the pair behind.
+    undo.push("deleting the veth", || remove_host_veth(&req.container_id, &req.ifname));
+    let peer = VethPeer { name: &req.ifname, netns: Some(ns), mac: spec.container_mac };
+    let host_end = host.create_veth(&name, &peer, spec.mtu, spec.master)?;
+    let container_end = container
+        .link_by_name(&req.ifname)?
+        .ok_or_else(|| CniError::kernel(format!("{} did not appear in the container", req.ifname), "missing after create"))?;
+    Ok(Veth { host: host_end, container: container_end })
+}
+
+/// DEL of a container's veth pair; deleting either end removes both. Through the container's
+/// end when its namespace still exists and has it, else through the host end, if the
+/// namespace's removal or an earlier DEL left it. Succeeds when both are gone already.
+pub fn remove_veth(req: &Request) -> CniResult<()> {
+    if let Some(ns) = req.netns.as_ref().and_then(|p| NetNs::open(p).ok()) {
+        let mut nl = Netlink::open_in(&ns)?;
+        if let Some(link) = nl.link_by_name(&req.ifname)? {
+            if link.kind.as_deref() == Some("veth") {
+                delete_link(req, nl, link.index)?;
+                return Ok(());
+            }
+        }
+    }
+    let mut host = Netlink::open()?;
+    if let Some(veth) = host.link_by_name(&host_veth_name(&req.container_id, &req.ifname))? {
+        delete_link(req, host, veth.index)?;
+    }
+    Ok(())
+}
+
+/// The host end of a failed ADD's veth, if there is one (the container's end goes with it).
+fn remove_host_veth(container_id: &str, ifname: &str) -> CniResult<()> {
+    let mut host = Netlink::open()?;
+    if let Some(veth) = host.link_by_name(&host_veth_name(container_id, ifname))? {
+        host.delete_link(veth.index)?;
+    }
+    Ok(())
+}
+
+/// Deletes link `index` through `nl` for a DEL; `Ok(false)` when it was gone already. Returns
+/// before the kernel has freed the link only when the plugin's `main` chose that
+/// ([`crate::skel::Options::return_before_kernel_frees_links`]); then `nl`, and every file the
+/// process has open, stay open in a detached process until the kernel is done.
+pub fn delete_link(req: &Request, mut nl: Netlink, index: u32) -> CniResult<bool> {
+    let deleted =
+        if req.options.return_before_kernel_frees_links { nl.delete_link_detached(index)? } else { nl.delete_link(index)? };
+    Ok(deleted)
 }
 
 /// The MAC asked for the container interface, by precedence: CNI_ARGS `MAC=`, the `mac`
@@ -156,5 +281,12 @@ mod tests {
         assert_ne!(a, host_veth_name("c1", "eth1"));
         assert_ne!(a, host_veth_name("c2", "eth0"));
         assert!(a.len() <= 15);
+    }
+
+    #[test]
+    fn host_veth_names_never_change() {
+        // Computed by the hand-written FNV-1a this replaced: veths on running hosts have them.
+        assert_eq!(host_veth_name("c1", "eth0"), "veth61fd7022");
+        assert_eq!(host_veth_name("5f3c2a9e1b7d", "net1"), "veth212e2743");
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::error::{CniError, CniResult};
 use crate::exec::{exec_plugin, find_plugin, CallEnv};
+use crate::rollback::Rollback;
 use crate::skel::{Command, Plugin, Request};
 use crate::spec::RunResult;
 
@@ -47,12 +48,13 @@ impl Ipam {
         self.run(req, req.command)
     }
 
-    /// Releases the allocation after a failed ADD; the ADD's own error is what the runtime
-    /// needs to see, so a failure here is only logged.
-    pub fn release_after_failed_add(&self, req: &Request) {
-        if let Err(e) = self.del(req) {
-            eprintln!("releasing the address after a failed ADD: {e}");
-        }
+    /// [`Ipam::add`] in an ADD: the allocation's release is pushed on `undo`, for when a
+    /// later step fails.
+    pub fn add_undoable<'a>(&self, req: &'a Request, undo: &mut Rollback<'a>) -> CniResult<RunResult> {
+        let result = self.add(req)?;
+        let ipam = *self;
+        undo.push("releasing the addresses", move || ipam.del(req));
+        Ok(result)
     }
 
     fn run(&self, req: &Request, command: Command) -> CniResult<()> {

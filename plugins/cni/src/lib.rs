@@ -7,12 +7,14 @@
 //!   (`berth_netns`, `berth_netlink`) become one here, and nowhere else;
 //! - [`exec`], [`runtime`]: runs plugin binaries as a runtime does (conflist chains);
 //! - [`ipam`]: delegation to an IPAM plugin, in-process for berth's own;
-//! - [`iface`]: what the plugins that create a container interface share.
+//! - [`iface`]: what the plugins that create a container interface share;
+//! - [`rollback`]: undoing a failed ADD, in reverse order.
 
 pub mod error;
 pub mod exec;
 pub mod iface;
 pub mod ipam;
+pub mod rollback;
 pub mod runtime;
 pub mod skel;
 pub mod spec;

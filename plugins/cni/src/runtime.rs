@@ -4,12 +4,13 @@
 
 use crate::error::{CniError, CniResult};
 use crate::exec::{exec_plugin, find_plugin, CallEnv};
-use berth_netns::NetNs;
 use crate::skel::Command;
 use crate::spec::{ConfList, RunResult, SUPPORTED};
+use berth_netns::NetNs;
+use berth_util::fs::write_durably;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// One container interface on one network.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -165,7 +166,9 @@ impl Runtime {
 
     fn write_cache(&self, cached: &CachedAttachment) -> CniResult<()> {
         let path = self.cache_path(&cached.network, &cached.attachment.container_id, &cached.attachment.ifname);
-        write_atomically(&path, &serde_json::to_vec_pretty(cached).expect("JSON values serialize"))
+        // Durably: a DEL after a crash or power loss must find what ADD made.
+        write_durably(&path, &serde_json::to_vec_pretty(cached).expect("JSON values serialize"))?;
+        Ok(())
     }
 }
 
@@ -199,13 +202,4 @@ pub fn plugin_config(
         conf.insert("runtimeConfig".into(), Value::Object(runtime_config));
     }
     Ok(conf)
-}
-
-/// Writes through a temporary file and a rename, so readers never see half a file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> CniResult<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| CniError::io(format!("mkdir {}", dir.display()), e))?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| CniError::io(format!("write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| CniError::io(format!("rename to {}", path.display()), e))
 }

@@ -62,7 +62,7 @@ impl HostPlugin {
         for link in links {
             let index = result.push_interface(Interface {
                 name: link.name.clone(),
-                mac: link.mac.map(|m| m.to_string()).unwrap_or_default(),
+                mac: berth_cni::iface::mac_string(link.mac),
                 sandbox: ns.path().display().to_string(),
                 ..Default::default()
             });
