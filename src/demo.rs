@@ -92,7 +92,8 @@ pub fn run(ctx: &Context) -> BerthResult<()> {
 /// Volumes: a named directory shared by two holders, and a 16 MiB loopback ext4 image that
 /// refuses a write past its size; both removed at the end.
 fn volumes(state: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    use berth_volumes::spec::{driver_config, MountId, VolumeName};
+    use berth_volumes::driver::DriverConfig;
+    use berth_volumes::spec::{MountId, VolumeName};
     use berth_volumes::VolumeStore;
     use std::collections::BTreeMap;
     use std::io::Write;
@@ -102,9 +103,9 @@ fn volumes(state: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let disk = VolumeName::parse("demo-disk")?;
     let (a, b) = (MountId::parse("sandbox-a")?, MountId::parse("sandbox-b")?);
     step("volume demo-data (named) and demo-disk (loop, 16M) (berth volume create demo-disk -o type=loop -o size=16M)");
-    store.create(&named, driver_config(&named, None, &BTreeMap::new())?)?;
+    store.create(&named, DriverConfig::from_options(&named, None, &BTreeMap::new())?)?;
     let loop_opts = BTreeMap::from([("type".to_string(), "loop".to_string()), ("size".to_string(), "16M".to_string())]);
-    store.create(&disk, driver_config(&disk, None, &loop_opts)?)?;
+    store.create(&disk, DriverConfig::from_options(&disk, None, &loop_opts)?)?;
 
     let shared_a = store.mount(&named, &a)?;
     let shared_b = store.mount(&named, &b)?;

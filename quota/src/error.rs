@@ -28,6 +28,10 @@ pub enum QuotaError {
         #[source]
         source: io::Error,
     },
+
+    /// The records file or its lock (berth_util::fs) that could not be written or taken.
+    #[error(transparent)]
+    File(#[from] berth_util::fs::FileError),
 }
 
 pub type QuotaResult<T> = Result<T, QuotaError>;
@@ -44,6 +48,7 @@ impl QuotaError {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             QuotaError::Io { source, .. } => source.raw_os_error(),
+            QuotaError::File(err) => err.source.raw_os_error(),
             _ => None,
         }
     }

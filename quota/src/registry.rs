@@ -7,12 +7,9 @@
 //! only inherited an ID from its parent gets one of its own.
 
 use crate::error::{QuotaError, QuotaResult};
-use nix::fcntl::{Flock, FlockArg};
+use berth_util::fs::{write_durably, LockFile};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const RECORDS_FILE: &str = ".berth-projects";
@@ -52,43 +49,22 @@ impl Records {
 pub struct LockedRecords {
     path: PathBuf,
     pub records: Records,
-    _lock: Flock<File>,
+    _lock: LockFile,
 }
 
 impl LockedRecords {
-    /// Writes the records: a sibling file, fsynced, renamed over, directory fsynced.
+    /// Writes the records durably: staged, fsynced, renamed over, directory fsynced.
     pub fn save(&self) -> QuotaResult<()> {
         let json = serde_json::to_vec_pretty(&self.records)
             .map_err(|err| QuotaError::CorruptState { path: self.path.display().to_string(), detail: err.to_string() })?;
-        let temporary = self.path.with_extension("tmp");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(QuotaError::io("creating", temporary.display()))?;
-        file.write_all(&json).map_err(QuotaError::io("writing", temporary.display()))?;
-        file.sync_all().map_err(QuotaError::io("syncing", temporary.display()))?;
-        std::fs::rename(&temporary, &self.path).map_err(QuotaError::io("renaming into place", self.path.display()))?;
-        let parent = self.path.parent().unwrap_or(Path::new("/"));
-        File::open(parent).and_then(|dir| dir.sync_all()).map_err(QuotaError::io("syncing directory", parent.display()))
+        Ok(write_durably(&self.path, &json)?)
     }
 }
 
 /// Locks and reads the records kept at `root`.
 pub fn lock(root: &Path) -> QuotaResult<LockedRecords> {
-    let lock_path = root.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(QuotaError::io("opening lock", lock_path.display()))?;
-    let held =
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| QuotaError::io("locking", lock_path.display())(errno))?;
-    Ok(LockedRecords { path: root.join(RECORDS_FILE), records: read(root)?, _lock: held })
+    let lock = LockFile::acquire(&root.join(LOCK_FILE))?;
+    Ok(LockedRecords { path: root.join(RECORDS_FILE), records: read(root)?, _lock: lock })
 }
 
 /// Reads the records kept at `root` (none yet: empty). They are replaced by rename, so

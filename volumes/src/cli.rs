@@ -2,12 +2,12 @@
 //! (the per-volume locks make the two safe to use at the same time). The state directory
 //! comes from the caller: the `berth` front-end has a global `--state-dir`.
 
+use crate::driver::DriverConfig;
 use crate::error::{VolumeError, VolumeResult};
 use crate::plugin::{self, RequestLog, ServerOptions, DEFAULT_SOCKET};
-use crate::spec::{self, MountId, VolumeName};
+use crate::spec::{self, MountId, OptionMap, VolumeName};
 use crate::store::{UnmountOutcome, VolumeStore};
 use clap::Subcommand;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -79,69 +79,82 @@ pub fn run_and_report(command: VolumeCommand, state_dir: &Path) -> ExitCode {
 /// Runs one `berth volume` command on the volumes of `state_dir`, printing its result on stdout.
 pub fn run(command: VolumeCommand, state_dir: &Path) -> VolumeResult<()> {
     match command {
-        VolumeCommand::Create { name, driver, options } => {
-            let name = VolumeName::parse(&name)?;
-            let options: BTreeMap<String, String> = options.iter().map(|o| spec::parse_option(o)).collect();
-            let config = spec::driver_config(&name, driver.as_deref(), &options)?;
-            VolumeStore::open(state_dir)?.create(&name, config)?;
-            println!("{name}");
-        }
-        VolumeCommand::Ls { quiet } => {
-            let volumes = VolumeStore::open(state_dir)?.list()?;
-            if !quiet {
-                println!("{:<8}  {:<24}  MOUNTS", "DRIVER", "VOLUME NAME");
-            }
-            for volume in volumes {
-                if quiet {
-                    println!("{}", volume.name);
-                } else {
-                    println!("{:<8}  {:<24}  {}", volume.kind(), volume.name, volume.mounts.len());
-                }
-            }
-        }
-        VolumeCommand::Inspect { names } => {
-            let store = VolumeStore::open(state_dir)?;
-            let statuses = names.iter().map(|name| store.inspect(&VolumeName::parse(name)?)).collect::<VolumeResult<Vec<_>>>()?;
-            let json = serde_json::to_string_pretty(&statuses)
-                .map_err(|err| VolumeError::BadRequest(format!("cannot print volume status: {err}")))?;
-            println!("{json}");
-        }
-        VolumeCommand::Rm { names } => {
-            let store = VolumeStore::open(state_dir)?;
-            for name in names {
-                store.remove(&VolumeName::parse(&name)?)?;
-                println!("{name}");
-            }
-        }
-        VolumeCommand::Mount { name, id } => {
-            let (name, id) = (VolumeName::parse(&name)?, MountId::parse(&id)?);
-            let mountpoint = VolumeStore::open(state_dir)?.mount(&name, &id)?;
-            println!("{}", mountpoint.display());
-        }
-        VolumeCommand::Unmount { name, id } => {
-            let (name, id) = (VolumeName::parse(&name)?, MountId::parse(&id)?);
-            let store = VolumeStore::open(state_dir)?;
-            match store.unmount(&name, &id)? {
-                UnmountOutcome::Released => {}
-                UnmountOutcome::StillMounted { holders } => {
-                    eprintln!("volume {name} stays mounted for {holders} other holder(s)")
-                }
-                UnmountOutcome::NotMounted => {
-                    let holders: Vec<String> = store.get(&name)?.mounts.iter().map(ToString::to_string).collect();
-                    return Err(VolumeError::BadRequest(format!(
-                        "volume {name} is not mounted for ID {id} (holders: [{}])",
-                        holders.join(", ")
-                    )));
-                }
-            }
-        }
+        VolumeCommand::Create { name, driver, options } => create(state_dir, &name, driver.as_deref(), &options),
+        VolumeCommand::Ls { quiet } => list(state_dir, quiet),
+        VolumeCommand::Inspect { names } => inspect(state_dir, &names),
+        VolumeCommand::Rm { names } => remove(state_dir, &names),
+        VolumeCommand::Mount { name, id } => mount(state_dir, &name, &id),
+        VolumeCommand::Unmount { name, id } => unmount(state_dir, &name, &id),
         VolumeCommand::Serve { socket, quiet } => {
             let request_log = if quiet { RequestLog::Failures } else { RequestLog::All };
-            let options = ServerOptions { request_log, ..ServerOptions::new(socket) };
-            plugin::serve(state_dir, options)?;
+            plugin::serve(state_dir, ServerOptions { request_log, ..ServerOptions::new(socket) })
+        }
+    }
+}
+
+fn create(state_dir: &Path, name: &str, driver: Option<&str>, options: &[String]) -> VolumeResult<()> {
+    let name = VolumeName::parse(name)?;
+    let options: OptionMap = options.iter().map(|o| spec::parse_option(o)).collect();
+    let config = DriverConfig::from_options(&name, driver, &options)?;
+    VolumeStore::open(state_dir)?.create(&name, config)?;
+    println!("{name}");
+    Ok(())
+}
+
+fn list(state_dir: &Path, quiet: bool) -> VolumeResult<()> {
+    let volumes = VolumeStore::open(state_dir)?.list()?;
+    if !quiet {
+        println!("{:<8}  {:<24}  MOUNTS", "DRIVER", "VOLUME NAME");
+    }
+    for volume in volumes {
+        if quiet {
+            println!("{}", volume.name);
+        } else {
+            println!("{:<8}  {:<24}  {}", volume.kind(), volume.name, volume.mounts.len());
         }
     }
     Ok(())
+}
+
+fn inspect(state_dir: &Path, names: &[String]) -> VolumeResult<()> {
+    let store = VolumeStore::open(state_dir)?;
+    let statuses = names.iter().map(|name| store.inspect(&VolumeName::parse(name)?)).collect::<VolumeResult<Vec<_>>>()?;
+    let json = serde_json::to_string_pretty(&statuses)
+        .map_err(|err| VolumeError::BadRequest(format!("cannot print volume status: {err}")))?;
+    println!("{json}");
+    Ok(())
+}
+
+fn remove(state_dir: &Path, names: &[String]) -> VolumeResult<()> {
+    let store = VolumeStore::open(state_dir)?;
+    for name in names {
+        store.remove(&VolumeName::parse(name)?)?;
+        println!("{name}");
+    }
+    Ok(())
+}
+
+fn mount(state_dir: &Path, name: &str, id: &str) -> VolumeResult<()> {
+    let (name, id) = (VolumeName::parse(name)?, MountId::parse(id)?);
+    let mountpoint = VolumeStore::open(state_dir)?.mount(&name, &id)?;
+    println!("{}", mountpoint.display());
+    Ok(())
+}
+
+fn unmount(state_dir: &Path, name: &str, id: &str) -> VolumeResult<()> {
+    let (name, id) = (VolumeName::parse(name)?, MountId::parse(id)?);
+    let store = VolumeStore::open(state_dir)?;
+    match store.unmount(&name, &id)? {
+        UnmountOutcome::Released => Ok(()),
+        UnmountOutcome::StillMounted { holders } => {
+            eprintln!("volume {name} stays mounted for {holders} other holder(s)");
+            Ok(())
+        }
+        UnmountOutcome::NotMounted => {
+            let holders: Vec<String> = store.get(&name)?.mounts.iter().map(ToString::to_string).collect();
+            Err(VolumeError::BadRequest(format!("volume {name} is not mounted for ID {id} (holders: [{}])", holders.join(", "))))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -62,6 +62,10 @@ pub enum VolumeError {
     #[error("thin pool {pool} is full: {detail}")]
     PoolFull { pool: String, detail: String },
 
+    /// A state file or lock file (berth_util::fs) that could not be written or taken.
+    #[error(transparent)]
+    File(#[from] berth_util::fs::FileError),
+
     #[error(transparent)]
     Quota(#[from] berth_quota::QuotaError),
 }

@@ -8,7 +8,7 @@
 //! - [`store`]: the volumes of a state directory, mounts counted by mount ID, reconciliation;
 //! - [`plugin`]: the HTTP endpoint on a unix socket;
 //! - [`cli`]: `berth volume create|ls|inspect|rm|mount|unmount|serve`;
-//! - [`sys`]: mounts, loop devices, durable files.
+//! - [`sys`]: mounts, loop devices, mkfs, disk usage.
 
 pub mod cli;
 pub mod driver;
@@ -18,6 +18,7 @@ pub mod plugin;
 pub mod spec;
 pub mod store;
 pub mod sys;
+mod timestamp;
 
 pub use error::{VolumeError, VolumeResult};
 pub use store::{Volume, VolumeStore};

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::SystemTime;
 
 pub fn log(message: std::fmt::Arguments<'_>) {
-    let stamp = crate::store::rfc3339(SystemTime::now());
+    let stamp = crate::timestamp::rfc3339(SystemTime::now());
     // One write per line keeps lines from concurrent connections whole.
     let line = format!("{stamp} berth-volume: {message}\n");
     let _ = std::io::stderr().lock().write_all(line.as_bytes());

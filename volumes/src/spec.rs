@@ -1,9 +1,10 @@
-//! What a user may ask for: volume names, mount IDs, sizes, drivers and their options,
-//! each checked once here with messages that name the offending value.
+//! What a user may ask for, in the terms every driver shares: volume names, mount IDs,
+//! sizes, the driver's kind and its options as a map, each checked once here with
+//! messages that name the offending value. What a driver makes of its options is the
+//! driver's own (see [`crate::driver`]): drivers import this module, never the reverse.
 
-use crate::driver::thin::pool::{check_pool_name, PoolSetup, DEFAULT_POOL};
-use crate::driver::{BindDriver, DriverConfig, LoopDriver, NamedDriver, ThinDriver, ThinFs, XfsQuotaDriver};
 use crate::error::{VolumeError, VolumeResult};
+use berth_util::names::check_identifier;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,8 +14,9 @@ use std::path::PathBuf;
 const MAX_NAME_LEN: usize = 240;
 const MAX_MOUNT_ID_LEN: usize = 256;
 
-/// A volume name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, so it is always one safe path component
-/// (never empty, `.`, `..`, hidden, or containing `/`).
+/// A volume name: an identifier (berth_util's, as for CNI container IDs:
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`), so it is always one safe path component (never empty,
+/// `.`, `..`, hidden, or containing `/`), of at most 240 characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct VolumeName(String);
@@ -22,15 +24,7 @@ pub struct VolumeName(String);
 impl VolumeName {
     pub fn parse(name: &str) -> VolumeResult<Self> {
         let invalid = |reason| VolumeError::InvalidName { name: name.to_string(), reason };
-        let mut chars = name.chars();
-        match chars.next() {
-            None => return Err(invalid("it is empty")),
-            Some(first) if !first.is_ascii_alphanumeric() => return Err(invalid("it must start with a letter or a digit")),
-            Some(_) => {}
-        }
-        if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-            return Err(invalid("only letters, digits, '_', '.' and '-' are allowed"));
-        }
+        check_identifier(name).map_err(|err| invalid(err.reason))?;
         if name.len() > MAX_NAME_LEN {
             return Err(invalid("it is longer than 240 characters"));
         }
@@ -129,161 +123,108 @@ impl fmt::Display for DriverKind {
     }
 }
 
-/// Smallest loop volume: below this mkfs.ext4 leaves almost no room for data.
-pub const MIN_LOOP_SIZE: Bytes = Bytes(8 * Bytes::MIB);
-/// Smallest xfsquota volume: a limit below what one file takes on disk is no use.
-pub const MIN_QUOTA_SIZE: Bytes = Bytes(Bytes::MIB);
-/// Smallest thin pool: its metadata and data devices.
-pub const MIN_POOL_METADATA: Bytes = Bytes(2 * Bytes::MIB);
-pub const MIN_POOL_DATA: Bytes = Bytes(16 * Bytes::MIB);
+/// The options a user gave a volume: `-o key=value` on the command line, `Opts` in a
+/// Create request.
+pub type OptionMap = BTreeMap<String, String>;
 
-/// Turns the options a user gave (`-o key=value`, with `type=` choosing the driver unless
-/// `driver` is given) into a checked driver configuration. Every key must be known to
-/// the chosen driver; `type` is accepted by all.
-pub fn driver_config(
-    volume: &VolumeName,
-    driver: Option<&str>,
-    options: &BTreeMap<String, String>,
-) -> VolumeResult<DriverConfig> {
-    let name = volume.as_str();
-    let kind = match (driver, options.get("type")) {
-        (Some(given), Some(typed)) if given != typed => {
-            return Err(VolumeError::InvalidOption {
-                volume: name.to_string(),
-                option: "type".into(),
-                value: typed.clone(),
-                reason: format!("it contradicts the driver {given:?}"),
-            })
+/// The one option every driver takes: which driver, when none is given otherwise.
+pub const TYPE_OPTION: &str = "type";
+
+/// A volume's options as a driver reads them, with the checks that drivers share; each
+/// error names the volume, the option and its value. Every driver parses its own options
+/// (`from_options` in [`crate::driver`]'s modules).
+pub struct DriverOptions<'a> {
+    volume: &'a VolumeName,
+    options: &'a OptionMap,
+}
+
+impl<'a> DriverOptions<'a> {
+    pub fn new(volume: &'a VolumeName, options: &'a OptionMap) -> Self {
+        DriverOptions { volume, options }
+    }
+
+    pub fn volume(&self) -> &'a VolumeName {
+        self.volume
+    }
+
+    /// The driver `driver` names (a command line's `--driver`), else the `type` option,
+    /// else `named`; the two must agree when both are given.
+    pub fn kind(&self, driver: Option<&str>) -> VolumeResult<DriverKind> {
+        let name = self.volume.as_str();
+        match (driver, self.get(TYPE_OPTION)) {
+            (Some(given), Some(typed)) if given != typed => {
+                Err(self.invalid(TYPE_OPTION, typed, format!("it contradicts the driver {given:?}")))
+            }
+            (Some(given), _) => DriverKind::parse(name, given),
+            (None, Some(typed)) => DriverKind::parse(name, typed),
+            (None, None) => Ok(DriverKind::Named),
         }
-        (Some(given), _) => DriverKind::parse(name, given)?,
-        (None, Some(typed)) => DriverKind::parse(name, typed)?,
-        (None, None) => DriverKind::Named,
-    };
-    let accepted: &[&str] = match kind {
-        DriverKind::Bind => &["type", "source", "ro"],
-        DriverKind::Named => &["type"],
-        DriverKind::Loop => &["type", "size", "usrquota", "grpquota"],
-        DriverKind::XfsQuota => &["type", "base", "size", "inodes"],
-        DriverKind::Thin => {
-            &["type", "size", "fs", "pool", "from", "datadev", "metadatadev", "loopdatasize", "loopmetadatasize", "basesize"]
+    }
+
+    /// Refuses every key but `type` and the driver's `accepted` ones, listing them all.
+    pub fn check_known(&self, kind: DriverKind, accepted: &[&str]) -> VolumeResult<()> {
+        let known = |key: &str| key == TYPE_OPTION || accepted.contains(&key);
+        let unknown: Vec<&str> = self.options.keys().map(String::as_str).filter(|key| !known(key)).collect();
+        if unknown.is_empty() {
+            return Ok(());
         }
-    };
-    let unknown: Vec<&str> = options.keys().map(String::as_str).filter(|key| !accepted.contains(key)).collect();
-    if !unknown.is_empty() {
-        return Err(VolumeError::UnknownOptions {
-            volume: name.to_string(),
+        let all: Vec<&str> = std::iter::once(TYPE_OPTION).chain(accepted.iter().copied()).collect();
+        Err(VolumeError::UnknownOptions {
+            volume: self.volume.to_string(),
             driver: kind.as_str(),
             options: unknown.join(", "),
-            accepted: accepted.join(", "),
-        });
+            accepted: all.join(", "),
+        })
     }
-    let invalid = |option: &str, value: &str, reason: String| VolumeError::InvalidOption {
-        volume: name.to_string(),
-        option: option.to_string(),
-        value: value.to_string(),
-        reason,
-    };
-    let flag = |option: &str| -> VolumeResult<bool> {
-        match options.get(option).map(String::as_str) {
+
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.options.get(key).map(String::as_str)
+    }
+
+    /// The error for an option the driver cannot do without.
+    pub fn missing(&self, kind: DriverKind, key: &'static str) -> VolumeError {
+        VolumeError::MissingOption { volume: self.volume.to_string(), driver: kind.as_str(), option: key }
+    }
+
+    /// The error for a value the driver refuses, and why.
+    pub fn invalid(&self, key: &str, value: &str, reason: impl Into<String>) -> VolumeError {
+        VolumeError::InvalidOption {
+            volume: self.volume.to_string(),
+            option: key.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A yes/no option: absent or `false`, or `true` or given bare (`-o ro`, which arrives
+    /// as an empty value).
+    pub fn flag(&self, key: &str) -> VolumeResult<bool> {
+        match self.get(key) {
             None | Some("false") => Ok(false),
-            // `-o ro` without a value arrives as an empty string.
             Some("" | "true") => Ok(true),
-            Some(other) => Err(invalid(option, other, "expected true or false".into())),
+            Some(other) => Err(self.invalid(key, other, "expected true or false")),
         }
-    };
-    Ok(match kind {
-        DriverKind::Named => DriverConfig::Named(NamedDriver {}),
-        DriverKind::Bind => {
-            let source = options.get("source").ok_or(VolumeError::MissingOption {
-                volume: name.to_string(),
-                driver: "bind",
-                option: "source",
-            })?;
-            let path = PathBuf::from(source);
-            if !path.is_absolute() {
-                return Err(invalid("source", source, "it must be an absolute path".into()));
-            }
-            DriverConfig::Bind(BindDriver { source: path, read_only: flag("ro")? })
+    }
+
+    /// A size (`64M`, `1G`), if given; one below `minimum` is refused with the reason
+    /// `too_small` gives.
+    pub fn size(&self, key: &str, minimum: Bytes, too_small: impl FnOnce(Bytes) -> String) -> VolumeResult<Option<Bytes>> {
+        let Some(text) = self.get(key) else { return Ok(None) };
+        let size = Bytes::parse(text).map_err(|reason| self.invalid(key, text, reason))?;
+        if size < minimum {
+            return Err(self.invalid(key, text, too_small(minimum)));
         }
-        DriverKind::Loop => {
-            let text = options.get("size").ok_or(VolumeError::MissingOption {
-                volume: name.to_string(),
-                driver: "loop",
-                option: "size",
-            })?;
-            let size = Bytes::parse(text).map_err(|reason| invalid("size", text, reason))?;
-            if size < MIN_LOOP_SIZE {
-                return Err(invalid("size", text, format!("the smallest loop volume is {MIN_LOOP_SIZE}")));
-            }
-            DriverConfig::Loop(LoopDriver { size, usrquota: flag("usrquota")?, grpquota: flag("grpquota")? })
+        Ok(Some(size))
+    }
+
+    /// An absolute path, if given; a relative one is refused with `reason`.
+    pub fn absolute_path(&self, key: &str, reason: &str) -> VolumeResult<Option<PathBuf>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(path) if path.starts_with('/') => Ok(Some(PathBuf::from(path))),
+            Some(path) => Err(self.invalid(key, path, reason)),
         }
-        DriverKind::XfsQuota => {
-            let base = options.get("base").ok_or(VolumeError::MissingOption {
-                volume: name.to_string(),
-                driver: "xfsquota",
-                option: "base",
-            })?;
-            if !base.starts_with('/') {
-                return Err(invalid("base", base, "it must be an absolute path".into()));
-            }
-            let text = options.get("size").ok_or(VolumeError::MissingOption {
-                volume: name.to_string(),
-                driver: "xfsquota",
-                option: "size",
-            })?;
-            let size = Bytes::parse(text).map_err(|reason| invalid("size", text, reason))?;
-            if size < MIN_QUOTA_SIZE {
-                return Err(invalid("size", text, format!("the smallest xfsquota volume is {MIN_QUOTA_SIZE}")));
-            }
-            let inodes = match options.get("inodes") {
-                None => None,
-                Some(text) => match text.parse::<u64>() {
-                    Ok(n) if n > 0 => Some(n),
-                    _ => return Err(invalid("inodes", text, "expected a positive number of files".into())),
-                },
-            };
-            DriverConfig::XfsQuota(XfsQuotaDriver { base: PathBuf::from(base), size, inodes })
-        }
-        DriverKind::Thin => {
-            let size_option = |option: &str, minimum: Bytes| -> VolumeResult<Option<Bytes>> {
-                let Some(text) = options.get(option) else { return Ok(None) };
-                let size = Bytes::parse(text).map_err(|reason| invalid(option, text, reason))?;
-                if size < minimum {
-                    return Err(invalid(option, text, format!("the smallest is {minimum}")));
-                }
-                Ok(Some(size))
-            };
-            let device_option = |option: &str| -> VolumeResult<Option<PathBuf>> {
-                match options.get(option) {
-                    None => Ok(None),
-                    Some(path) if path.starts_with('/') => Ok(Some(PathBuf::from(path))),
-                    Some(path) => Err(invalid(option, path, "it must be an absolute path to a block device".into())),
-                }
-            };
-            let pool = options.get("pool").map_or(DEFAULT_POOL, String::as_str);
-            check_pool_name(pool).map_err(|reason| invalid("pool", pool, reason))?;
-            let fs = match options.get("fs") {
-                None => None,
-                Some(text) => Some(ThinFs::parse(text).ok_or_else(|| invalid("fs", text, "expected ext4 or xfs".into()))?),
-            };
-            let from = match options.get("from") {
-                None => None,
-                Some(origin) => Some(VolumeName::parse(origin).map_err(|err| invalid("from", origin, err.to_string()))?),
-            };
-            if from.as_ref() == Some(volume) {
-                return Err(invalid("from", volume.as_str(), "a volume cannot be a snapshot of itself".into()));
-            }
-            let size = size_option("size", fs.unwrap_or_default().min_size())?;
-            let setup = PoolSetup {
-                datadev: device_option("datadev")?,
-                metadatadev: device_option("metadatadev")?,
-                loopdatasize: size_option("loopdatasize", MIN_POOL_DATA)?,
-                loopmetadatasize: size_option("loopmetadatasize", MIN_POOL_METADATA)?,
-                basesize: size_option("basesize", fs.unwrap_or_default().min_size())?,
-            };
-            DriverConfig::Thin(ThinDriver { pool: pool.to_string(), size, fs, from, setup, device: None })
-        }
-    })
+    }
 }
 
 /// Splits `key=value` as given on a command line; a bare `key` means an empty value.
@@ -297,10 +238,6 @@ pub fn parse_option(text: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
 
     #[test]
     fn names_are_single_safe_path_components() {
@@ -334,97 +271,6 @@ mod tests {
         }
         assert_eq!(Bytes(64 << 20).to_string(), "64M");
         assert_eq!(Bytes(1000).to_string(), "1000");
-    }
-
-    #[test]
-    fn options_choose_and_configure_a_driver() {
-        let v = VolumeName::parse("v").unwrap();
-        assert_eq!(driver_config(&v, None, &options(&[])).unwrap(), DriverConfig::Named(NamedDriver {}));
-        assert_eq!(
-            driver_config(&v, None, &options(&[("type", "loop"), ("size", "64M"), ("usrquota", "")])).unwrap(),
-            DriverConfig::Loop(LoopDriver { size: Bytes(64 << 20), usrquota: true, grpquota: false })
-        );
-        assert_eq!(
-            driver_config(&v, Some("bind"), &options(&[("source", "/srv/x"), ("ro", "true")])).unwrap(),
-            DriverConfig::Bind(BindDriver { source: "/srv/x".into(), read_only: true })
-        );
-    }
-
-    #[test]
-    fn bad_options_are_named_in_the_error() {
-        let v = VolumeName::parse("v").unwrap();
-        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
-        let cases: &[Case] = &[
-            (None, &[("type", "zfs")], "\"zfs\""),
-            (Some("nfs"), &[], "\"nfs\""),
-            (None, &[("type", "named"), ("size", "1G")], "size"),
-            (None, &[("type", "loop"), ("size", "1G"), ("color", "red"), ("mode", "1")], "color, mode"),
-            (None, &[("type", "loop")], "\"size\""),
-            (None, &[("type", "loop"), ("size", "lots")], "\"lots\""),
-            (None, &[("type", "loop"), ("size", "1M")], "smallest"),
-            (None, &[("type", "bind")], "\"source\""),
-            (None, &[("type", "bind"), ("source", "rel/dir")], "absolute"),
-            (None, &[("type", "bind"), ("source", "/x"), ("ro", "maybe")], "\"maybe\""),
-            (Some("named"), &[("type", "loop")], "contradicts"),
-        ];
-        for (driver, pairs, expected) in cases {
-            let err = driver_config(&v, *driver, &options(pairs)).expect_err(expected).to_string();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
-        }
-    }
-
-    #[test]
-    fn xfsquota_and_thin_options_are_parsed() {
-        let v = VolumeName::parse("v").unwrap();
-        assert_eq!(
-            driver_config(&v, Some("xfsquota"), &options(&[("base", "/srv/xfs"), ("size", "10M"), ("inodes", "500")])).unwrap(),
-            DriverConfig::XfsQuota(XfsQuotaDriver { base: "/srv/xfs".into(), size: Bytes(10 << 20), inodes: Some(500) })
-        );
-        let DriverConfig::Thin(plain) = driver_config(&v, None, &options(&[("type", "thin")])).unwrap() else { panic!("thin") };
-        assert_eq!((plain.pool.as_str(), plain.size, plain.fs, plain.device), ("berth", None, None, None));
-        assert!(plain.setup.is_empty());
-        let given = options(&[
-            ("type", "thin"),
-            ("size", "1G"),
-            ("fs", "xfs"),
-            ("pool", "fast"),
-            ("loopdatasize", "256M"),
-            ("loopmetadatasize", "16M"),
-            ("basesize", "2G"),
-        ]);
-        let DriverConfig::Thin(thin) = driver_config(&v, None, &given).unwrap() else { panic!("thin") };
-        assert_eq!((thin.pool.as_str(), thin.size, thin.fs), ("fast", Some(Bytes(1 << 30)), Some(ThinFs::Xfs)));
-        assert_eq!((thin.setup.loopdatasize, thin.setup.basesize), (Some(Bytes(256 << 20)), Some(Bytes(2 << 30))));
-        let DriverConfig::Thin(snapshot) = driver_config(&v, None, &options(&[("type", "thin"), ("from", "origin")])).unwrap()
-        else {
-            panic!("thin")
-        };
-        assert_eq!(snapshot.from, Some(VolumeName::parse("origin").unwrap()));
-    }
-
-    #[test]
-    fn bad_xfsquota_and_thin_options_are_named_in_the_error() {
-        let v = VolumeName::parse("v").unwrap();
-        let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("type", "xfsquota"), ("size", "1G")], "\"base\""),
-            (&[("type", "xfsquota"), ("base", "rel"), ("size", "1G")], "absolute"),
-            (&[("type", "xfsquota"), ("base", "/x")], "\"size\""),
-            (&[("type", "xfsquota"), ("base", "/x"), ("size", "1K")], "smallest"),
-            (&[("type", "xfsquota"), ("base", "/x"), ("size", "1G"), ("inodes", "0")], "\"0\""),
-            (&[("type", "xfsquota"), ("base", "/x"), ("size", "1G"), ("pool", "p")], "pool"),
-            (&[("type", "thin"), ("fs", "btrfs")], "\"btrfs\""),
-            (&[("type", "thin"), ("fs", "xfs"), ("size", "100M")], "smallest is 300M"),
-            (&[("type", "thin"), ("pool", "a/b")], "\"a/b\""),
-            (&[("type", "thin"), ("from", "../x")], "\"../x\""),
-            (&[("type", "thin"), ("from", "v")], "itself"),
-            (&[("type", "thin"), ("datadev", "sdb")], "absolute"),
-            (&[("type", "thin"), ("loopmetadatasize", "1M")], "smallest is 2M"),
-            (&[("type", "thin"), ("base", "/x")], "base"),
-        ];
-        for (pairs, expected) in cases {
-            let err = driver_config(&v, None, &options(pairs)).expect_err(expected).to_string();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
-        }
     }
 
     #[test]

@@ -15,17 +15,17 @@
 //! mount. Mount mounts before recording, Unmount forgets before unmounting. A crash in
 //! between leaves a mount that nobody recorded, which [`VolumeStore::reconcile`] undoes.
 
-use crate::driver::{DriverConfig, Usage, VolumeLayout};
+use crate::driver::{DriverConfig, Origin, Usage, VolumeLayout};
 use crate::error::{VolumeError, VolumeResult};
 use crate::spec::{DriverKind, MountId, VolumeName};
 use crate::sys::{self, MountTable};
-use nix::fcntl::{Flock, FlockArg};
+use crate::timestamp::rfc3339;
+use berth_util::fs::{sync_dir, write_durably, LockFile};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/berth";
 const CREATING_PREFIX: &str = ".creating.";
@@ -94,15 +94,14 @@ pub struct VolumeStore {
 }
 
 /// Holds a volume's lock until dropped.
-struct VolumeLock {
-    path: PathBuf,
-    _held: Flock<File>,
-}
+struct VolumeLock(LockFile);
 
 impl VolumeLock {
-    /// Deletes the lock file with the volume: waiters notice the file is gone and retry.
+    /// Deletes the lock file with the volume: waiters notice the file is gone and retry
+    /// (see [`LockFile::acquire_removable`]).
     fn remove(self) -> VolumeResult<()> {
-        std::fs::remove_file(&self.path).map_err(VolumeError::io("deleting", self.path.display()))
+        let path = self.0.path();
+        std::fs::remove_file(path).map_err(VolumeError::io("deleting", path.display()))
     }
 }
 
@@ -134,7 +133,9 @@ impl VolumeStore {
     }
 
     pub fn create(&self, name: &VolumeName, config: DriverConfig) -> VolumeResult<Volume> {
-        let _lock = self.lock(name)?;
+        // A snapshot's origin stays locked until the snapshot is made: nobody removes,
+        // mounts or unmounts it meanwhile.
+        let _locks = self.lock_with_origin(name, config.origin())?;
         let layout = self.layout(name);
         match self.read(&layout) {
             Ok(existing) if existing.config.same_request(&config) => return Ok(existing),
@@ -144,10 +145,24 @@ impl VolumeStore {
             Err(VolumeError::NotFound(_)) => {}
             Err(err) => return Err(err),
         }
+        let origin = config.origin().map(|origin| self.read_origin(name, origin)).transpose()?;
+        let origin = origin.as_ref().map(|origin| Origin { name: &origin.name, config: &origin.config });
         let staging = VolumeLayout::new(name.clone(), self.volumes.join(format!("{CREATING_PREFIX}{name}")));
         undo_creation(&staging)?;
         discard(&staging)?;
-        let mut volume = Volume { name: name.clone(), config, created_at: rfc3339(SystemTime::now()), mounts: BTreeSet::new() };
+        let volume = Volume { name: name.clone(), config, created_at: rfc3339(SystemTime::now()), mounts: BTreeSet::new() };
+        self.build(volume, &staging, &layout, origin.as_ref())
+    }
+
+    /// Makes `volume` in `staging`, records it there and moves it into place at `layout`;
+    /// if a step fails, undoes what the driver made and deletes `staging`.
+    fn build(
+        &self,
+        mut volume: Volume,
+        staging: &VolumeLayout,
+        layout: &VolumeLayout,
+        origin: Option<&Origin>,
+    ) -> VolumeResult<Volume> {
         // What the driver made, until the volume is in place: undone if a later step fails.
         let mut made: Option<DriverConfig> = None;
         let built = (|| {
@@ -156,21 +171,32 @@ impl VolumeStore {
                 .create(&staging.dir)
                 .map_err(VolumeError::io("creating directory", staging.dir.display()))?;
             // The driver may decide settings that must be recorded (a thin volume's ID).
-            volume.config = volume.config.create(&staging)?;
+            volume.config = volume.config.create(staging, origin)?;
             made = Some(volume.config.clone());
-            write_record(&staging, &volume)?;
+            write_record(staging, &volume)?;
             std::fs::rename(&staging.dir, &layout.dir).map_err(VolumeError::io("moving into place", layout.dir.display()))?;
             made = None;
-            sys::sync_parent(&layout.dir)
+            Ok(sync_dir(&self.volumes)?)
         })();
         if let Err(err) = built {
             if let Some(config) = made {
-                let _ = config.driver().release(&staging).and_then(|()| config.driver().destroy(&staging));
+                let _ = config.driver().release(staging).and_then(|()| config.driver().destroy(staging));
             }
-            let _ = discard(&staging);
+            let _ = discard(staging);
             return Err(err);
         }
         Ok(volume)
+    }
+
+    /// The record of `origin`, which volume `name` is made from (its `from` option); the
+    /// caller holds `origin`'s lock.
+    fn read_origin(&self, name: &VolumeName, origin: &VolumeName) -> VolumeResult<Volume> {
+        self.read(&self.layout(origin)).map_err(|err| VolumeError::InvalidOption {
+            volume: name.to_string(),
+            option: "from".into(),
+            value: origin.to_string(),
+            reason: err.to_string(),
+        })
     }
 
     /// Deletes a volume and its data (for `bind`, only berth's own files: never the source).
@@ -192,7 +218,7 @@ impl VolumeStore {
         let doomed = VolumeLayout::new(name.clone(), self.volumes.join(format!("{REMOVING_PREFIX}{name}")));
         discard(&doomed)?;
         std::fs::rename(&layout.dir, &doomed.dir).map_err(VolumeError::io("moving aside", layout.dir.display()))?;
-        sys::sync_parent(&layout.dir)?;
+        sync_dir(&self.volumes)?;
         sys::remove_owned_tree(&doomed.dir)?;
         lock.remove()
     }
@@ -381,37 +407,27 @@ impl VolumeStore {
         Ok(volume)
     }
 
+    /// Takes `name`'s lock and, if given, `origin`'s, always in name order: two creates
+    /// that each name the other as origin then never wait for each other forever.
+    fn lock_with_origin(&self, name: &VolumeName, origin: Option<&VolumeName>) -> VolumeResult<Vec<VolumeLock>> {
+        let mut names = vec![name];
+        // flock locks per open file: locking the same name twice would wait for ourselves.
+        names.extend(origin.filter(|origin| *origin != name));
+        names.sort();
+        names.into_iter().map(|name| self.lock(name)).collect()
+    }
+
     /// Takes the volume's lock, waiting for other threads and processes. The lock file may
-    /// be deleted by a Remove that held it while we waited: then lock the new file.
+    /// be deleted by a Remove that held it while we waited: then the new file is locked.
     fn lock(&self, name: &VolumeName) -> VolumeResult<VolumeLock> {
-        let path = self.locks.join(format!("{name}.lock"));
-        loop {
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&path)
-                .map_err(VolumeError::io("opening lock", path.display()))?;
-            let held = Flock::lock(file, FlockArg::LockExclusive)
-                .map_err(|(_, errno)| VolumeError::io("locking", path.display())(errno))?;
-            let locked = held.metadata().map_err(VolumeError::io("reading", path.display()))?;
-            match std::fs::metadata(&path) {
-                Ok(current) if current.ino() == locked.ino() && current.dev() == locked.dev() => {
-                    return Ok(VolumeLock { path, _held: held })
-                }
-                Ok(_) => continue,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(VolumeError::io("reading", path.display())(err)),
-            }
-        }
+        Ok(VolumeLock(LockFile::acquire_removable(&self.locks.join(format!("{name}.lock")))?))
     }
 }
 
 fn write_record(layout: &VolumeLayout, volume: &Volume) -> VolumeResult<()> {
     let json = serde_json::to_vec_pretty(volume)
         .map_err(|err| VolumeError::CorruptMetadata { volume: volume.name.to_string(), detail: err.to_string() })?;
-    sys::write_durably(&layout.record(), &json)
+    Ok(write_durably(&layout.record(), &json)?)
 }
 
 /// Undoes what a driver made for a half-created volume whose record was written (a crash
@@ -447,28 +463,11 @@ fn describe(config: &DriverConfig) -> String {
     format!("driver {}, {}", driver.kind(), if options.is_empty() { "no options".into() } else { options.join(" ") })
 }
 
-/// `2026-11-23T10:04:05Z`, from the civil-from-days algorithm (H. Hinnant), to avoid a
-/// date crate for one timestamp.
-pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::driver::NamedDriver;
-    use std::time::Duration;
+    use std::time::UNIX_EPOCH;
 
     /// A state directory under the system temp dir, deleted on drop.
     struct TempState(PathBuf);
@@ -497,13 +496,6 @@ mod tests {
 
     fn named() -> DriverConfig {
         DriverConfig::Named(NamedDriver {})
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)), "2026-11-18T11:06:40Z");
     }
 
     #[test]
@@ -612,6 +604,42 @@ mod tests {
             .collect();
         assert_eq!(left, vec!["kept".to_string()]);
         assert!(state.0.join("locks/kept.lock").exists());
+    }
+
+    fn snapshot_of(volume: &str, origin: &str) -> DriverConfig {
+        let options = BTreeMap::from([("type".to_string(), "thin".to_string()), ("from".to_string(), origin.to_string())]);
+        DriverConfig::from_options(&name(volume), None, &options).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_of_a_missing_volume_is_refused_before_any_pool_is_made() {
+        let state = TempState::new("origin");
+        let store = VolumeStore::open(&state.0).unwrap();
+        let err = store.create(&name("snap"), snapshot_of("snap", "ghost")).unwrap_err().to_string();
+        assert!(err.contains("\"from\"") && err.contains("no such volume: ghost"), "{err}");
+        assert!(!state.0.join("thin").exists(), "no pool made for a refused snapshot");
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn creates_that_name_each_other_as_origin_do_not_wait_for_each_other() {
+        let state = TempState::new("origin-cycle");
+        let store = std::sync::Arc::new(VolumeStore::open(&state.0).unwrap());
+        let workers: Vec<_> = [("a", "b"), ("b", "a")]
+            .into_iter()
+            .map(|(volume, origin)| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let refused = store.create(&name(volume), snapshot_of(volume, origin));
+                        assert!(matches!(refused, Err(VolumeError::InvalidOption { .. })), "{refused:?}");
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
     }
 
     #[test]

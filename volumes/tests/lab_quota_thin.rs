@@ -15,7 +15,7 @@ use berth_quota::testing::{make_image, modprobe, mount_image, without_sys_resour
 use berth_quota::Control;
 use berth_volumes::driver::thin::{self, pool::PoolUsage};
 use berth_volumes::driver::DriverConfig;
-use berth_volumes::spec::{self, Bytes, MountId, VolumeName};
+use berth_volumes::spec::{Bytes, MountId, VolumeName};
 use berth_volumes::store::UnmountOutcome;
 use berth_volumes::{VolumeError, VolumeStore};
 use common::{loop_devices_under, mounts_under, wait_until, ServeProcess, TempDir, TestServer};
@@ -48,7 +48,7 @@ fn id(text: &str) -> MountId {
 
 fn config(volume: &str, pairs: &[(&str, &str)]) -> DriverConfig {
     let options: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    spec::driver_config(&name(volume), None, &options).unwrap_or_else(|e| panic!("{volume}: {e}"))
+    DriverConfig::from_options(&name(volume), None, &options).unwrap_or_else(|e| panic!("{volume}: {e}"))
 }
 
 /// Fills `path` as a container writes: without CAP_SYS_RESOURCE (ext4 lets holders of it

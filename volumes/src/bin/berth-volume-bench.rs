@@ -201,8 +201,18 @@ fn run(options: &Options) -> Result<(), String> {
     let server_thread = std::thread::spawn(move || server.run());
 
     println!("berth volume plugin endpoint; state on {}; {} clients", work.0.display(), options.clients);
+    create_mount_unmount_remove(options, &socket)?;
+    get_and_list(options, &socket, &state)?;
+
+    stop.stop();
+    server_thread.join().map_err(|_| "server thread panicked".to_string())?;
+    Ok(())
+}
+
+/// Workload 1: whole lifetimes of named volumes, every client on volumes of its own.
+fn create_mount_unmount_remove(options: &Options, socket: &Path) -> Result<(), String> {
     println!("workload 1: create + mount + unmount + remove of named volumes, {} cycles per client", options.cycles);
-    let (mut samples, elapsed) = concurrently(&socket, options.clients, |n, client, samples| {
+    let (mut samples, elapsed) = concurrently(socket, options.clients, |n, client, samples| {
         for cycle in 0..options.cycles {
             let name = format!("cycle-{n}-{cycle}");
             let id = format!("ctr-{n}-{cycle}");
@@ -221,14 +231,18 @@ fn run(options: &Options) -> Result<(), String> {
         (requests / 4) as f64 / elapsed.as_secs_f64()
     );
     samples.print(elapsed);
+    Ok(())
+}
 
-    let store = VolumeStore::open(&state).map_err(|err| err.to_string())?;
+/// Workload 2: Get, then List, with many volumes present (made directly in the store).
+fn get_and_list(options: &Options, socket: &Path, state: &Path) -> Result<(), String> {
+    let store = VolumeStore::open(state).map_err(|err| err.to_string())?;
     for n in 0..options.volumes {
         let name = VolumeName::parse(&format!("vol-{n:05}")).map_err(|err| err.to_string())?;
         store.create(&name, DriverConfig::Named(NamedDriver {})).map_err(|err| err.to_string())?;
     }
     println!("workload 2: Get then List with {} volumes present", options.volumes);
-    let (mut gets, elapsed) = concurrently(&socket, options.clients, |n, client, samples| {
+    let (mut gets, elapsed) = concurrently(socket, options.clients, |n, client, samples| {
         // A xorshift sequence per client spreads Gets over all volumes without a rand crate.
         let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (n as u64 + 1);
         for _ in 0..options.gets {
@@ -241,15 +255,12 @@ fn run(options: &Options) -> Result<(), String> {
         Ok(())
     })?;
     gets.print(elapsed);
-    let (mut lists, elapsed) = concurrently(&socket, options.clients, |_, client, samples| {
+    let (mut lists, elapsed) = concurrently(socket, options.clients, |_, client, samples| {
         for _ in 0..options.lists {
             client.timed("/VolumeDriver.List", "", samples)?;
         }
         Ok(())
     })?;
     lists.print(elapsed);
-
-    stop.stop();
-    server_thread.join().map_err(|_| "server thread panicked".to_string())?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use super::{make_dir, Driver, Usage, VolumeLayout};
 use crate::error::{VolumeError, VolumeResult};
-use crate::spec::{Bytes, DriverKind};
+use crate::spec::{Bytes, DriverKind, DriverOptions};
 use crate::sys::{self, MountTable};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -18,6 +18,17 @@ pub struct BindDriver {
 }
 
 impl BindDriver {
+    /// What `-o` may set, besides `type`.
+    pub const OPTIONS: &'static [&'static str] = &["source", "ro"];
+
+    /// `-o source=DIR [-o ro]`.
+    pub fn from_options(options: &DriverOptions) -> VolumeResult<BindDriver> {
+        let source = options
+            .absolute_path("source", "it must be an absolute path")?
+            .ok_or_else(|| options.missing(DriverKind::Bind, "source"))?;
+        Ok(BindDriver { source, read_only: options.flag("ro")? })
+    }
+
     fn check_source(&self, layout: &VolumeLayout) -> VolumeResult<()> {
         let invalid = |reason: String| VolumeError::InvalidOption {
             volume: layout.name.to_string(),

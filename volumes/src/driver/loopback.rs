@@ -4,7 +4,7 @@
 
 use super::{make_dir, Driver, Usage, VolumeLayout};
 use crate::error::{VolumeError, VolumeResult};
-use crate::spec::{Bytes, DriverKind};
+use crate::spec::{Bytes, DriverKind, DriverOptions};
 use crate::sys::{self, loopdev, MountTable};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,6 +14,9 @@ use std::time::Duration;
 
 /// How long Remove waits for the kernel to let go of a detached loop device.
 const DETACH_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Smallest loop volume: below this mkfs.ext4 leaves almost no room for data.
+pub const MIN_LOOP_SIZE: Bytes = Bytes(8 * Bytes::MIB);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoopDriver {
@@ -25,6 +28,17 @@ pub struct LoopDriver {
 }
 
 impl LoopDriver {
+    /// What `-o` may set, besides `type`.
+    pub const OPTIONS: &'static [&'static str] = &["size", "usrquota", "grpquota"];
+
+    /// `-o size=SIZE [-o usrquota] [-o grpquota]`.
+    pub fn from_options(options: &DriverOptions) -> VolumeResult<LoopDriver> {
+        let size = options
+            .size("size", MIN_LOOP_SIZE, |minimum| format!("the smallest loop volume is {minimum}"))?
+            .ok_or_else(|| options.missing(DriverKind::Loop, "size"))?;
+        Ok(LoopDriver { size, usrquota: options.flag("usrquota")?, grpquota: options.flag("grpquota")? })
+    }
+
     fn mount_options(&self) -> String {
         let wanted = [(self.usrquota, "usrquota"), (self.grpquota, "grpquota")];
         wanted.iter().filter(|(on, _)| *on).map(|(_, option)| *option).collect::<Vec<_>>().join(",")

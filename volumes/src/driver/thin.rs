@@ -16,13 +16,12 @@
 
 pub mod pool;
 
-use super::DriverConfig;
-use super::{make_dir, Driver, Usage, VolumeLayout};
+use super::{make_dir, Driver, DriverConfig, Origin, Usage, VolumeLayout};
 use crate::error::{VolumeError, VolumeResult};
-use crate::spec::{Bytes, DriverKind, VolumeName};
+use crate::spec::{Bytes, DriverKind, DriverOptions, VolumeName};
 use crate::sys::{self, MountTable};
-use devicemapper::DmDevice;
-use pool::{dm_context, dm_context_if_present, Pool, PoolSetup, PoolUsage};
+use devicemapper::{DmDevice, ThinPoolDev, DM};
+use pool::{check_pool_name, dm_context, dm_context_if_present, Pool, PoolSetup, PoolUsage, DEFAULT_POOL};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -100,6 +99,33 @@ pub struct ThinDriver {
 }
 
 impl ThinDriver {
+    /// What `-o` may set, besides `type`: the volume, then its pool.
+    pub const OPTIONS: &'static [&'static str] =
+        &["size", "fs", "pool", "from", "datadev", "metadatadev", "loopdatasize", "loopmetadatasize", "basesize"];
+
+    /// `[-o size=SIZE] [-o fs=ext4|xfs] [-o pool=NAME] [-o from=VOLUME]`, and how to make
+    /// the pool (see [`PoolSetup::from_options`]).
+    pub fn from_options(options: &DriverOptions) -> VolumeResult<ThinDriver> {
+        let pool = options.get("pool").unwrap_or(DEFAULT_POOL);
+        check_pool_name(pool).map_err(|reason| options.invalid("pool", pool, reason))?;
+        let fs = match options.get("fs") {
+            None => None,
+            Some(text) => Some(ThinFs::parse(text).ok_or_else(|| options.invalid("fs", text, "expected ext4 or xfs"))?),
+        };
+        let from = match options.get("from") {
+            None => None,
+            Some(origin) => Some(VolumeName::parse(origin).map_err(|err| options.invalid("from", origin, err.to_string()))?),
+        };
+        let volume = options.volume();
+        if from.as_ref() == Some(volume) {
+            return Err(options.invalid("from", volume.as_str(), "a volume cannot be a snapshot of itself"));
+        }
+        let min_size = fs.unwrap_or_default().min_size();
+        let size = options.size("size", min_size, |minimum| format!("the smallest is {minimum}"))?;
+        let setup = PoolSetup::from_options(options, min_size)?;
+        Ok(ThinDriver { pool: pool.to_string(), size, fs, from, setup, device: None })
+    }
+
     /// The settings asked for, without what create filled in: equal for the same request.
     pub fn request(&self) -> ThinDriver {
         ThinDriver { device: None, ..self.clone() }
@@ -112,14 +138,14 @@ impl ThinDriver {
         })
     }
 
-    /// Makes the volume's thin device (new and formatted, or a snapshot) and returns the
-    /// settings to record, with its thin ID.
-    pub fn create_device(&self, layout: &VolumeLayout) -> VolumeResult<ThinDriver> {
+    /// Makes the volume's thin device (new and formatted, or a snapshot of `origin`, which
+    /// the store resolved from `from` and holds locked) and returns the settings to record,
+    /// with its thin ID.
+    pub fn create_device(&self, layout: &VolumeLayout, origin: Option<&Origin>) -> VolumeResult<ThinDriver> {
         let dm = dm_context()?;
         make_dir(&layout.data())?;
-        let state = layout.state_dir();
         let owner = layout.name.as_str();
-        let mut pool = Pool::open(&state, &self.pool, Some(&self.setup), owner)?;
+        let mut pool = Pool::open(&layout.state_dir(), &self.pool, Some(&self.setup), owner)?;
         let pool_dev = pool.activate(&dm)?;
         // The volume does not exist (the store checked, under its lock): IDs recorded for
         // its name are left by a create that crashed before the volume appeared.
@@ -128,56 +154,70 @@ impl ThinDriver {
         }
         pool.check_room(&dm, &pool_dev)?;
         let device = match &self.from {
-            Some(origin) => {
-                let origin_device = self.origin(&state, origin, &pool, layout)?;
+            Some(from) => {
+                let origin_device = self.origin_device(from, origin, &pool, layout)?;
                 let thin_id = pool.snapshot(&dm, &pool_dev, owner, origin_device.thin_id, origin_device.size)?;
                 ThinDevice { thin_id, ..origin_device }
             }
-            None => {
-                let size = self.size.unwrap_or(pool.record.base_size);
-                let fs = self.fs.unwrap_or_default();
-                if size < fs.min_size() {
-                    return Err(VolumeError::InvalidOption {
-                        volume: owner.to_string(),
-                        option: "size".into(),
-                        value: size.to_string(),
-                        reason: format!("the smallest {fs} thin volume is {}", fs.min_size()),
-                    });
-                }
-                let (thin_id, mut thin) = pool.create_thin(&dm, &pool_dev, owner, size)?;
-                let formatted = make_fs(&thin.devnode(), fs);
-                let deactivated = thin.teardown(&dm).map_err(pool::dm_error("deactivating", thin.name()));
-                if let Err(err) = formatted.and(deactivated) {
-                    let _ = pool.delete_thin(&dm, &pool_dev, thin_id, owner);
-                    return Err(match pool.check_room(&dm, &pool_dev) {
-                        Err(full) => full,
-                        Ok(()) => err,
-                    });
-                }
-                ThinDevice { thin_id, size, fs }
-            }
+            None => self.create_formatted(&dm, &mut pool, &pool_dev, owner)?,
         };
         Ok(ThinDriver { device: Some(device), ..self.clone() })
     }
 
-    /// The thin device of `origin`, which must be a thin volume of the same pool whose ID
-    /// the pool still gives to it; size and fs, when asked, must be the origin's.
-    fn origin(&self, state: &Path, origin: &VolumeName, pool: &Pool, layout: &VolumeLayout) -> VolumeResult<ThinDevice> {
+    /// A new thin device of the asked (or the pool's base) size, formatted.
+    fn create_formatted(&self, dm: &DM, pool: &mut Pool, pool_dev: &ThinPoolDev, owner: &str) -> VolumeResult<ThinDevice> {
+        let size = self.size.unwrap_or(pool.record.base_size);
+        let fs = self.fs.unwrap_or_default();
+        if size < fs.min_size() {
+            return Err(VolumeError::InvalidOption {
+                volume: owner.to_string(),
+                option: "size".into(),
+                value: size.to_string(),
+                reason: format!("the smallest {fs} thin volume is {}", fs.min_size()),
+            });
+        }
+        let (thin_id, mut thin) = pool.create_thin(dm, pool_dev, owner, size)?;
+        let formatted = make_fs(&thin.devnode(), fs);
+        let deactivated = thin.teardown(dm).map_err(pool::dm_error("deactivating", thin.name()));
+        if let Err(err) = formatted.and(deactivated) {
+            let _ = pool.delete_thin(dm, pool_dev, thin_id, owner);
+            return Err(match pool.check_room(dm, pool_dev) {
+                Err(full) => full,
+                Ok(()) => err,
+            });
+        }
+        Ok(ThinDevice { thin_id, size, fs })
+    }
+
+    /// The thin device of the origin `from`, which must be a thin volume of the same pool
+    /// whose ID the pool still gives to it; size and fs, when asked, must be the origin's.
+    fn origin_device(
+        &self,
+        from: &VolumeName,
+        origin: Option<&Origin>,
+        pool: &Pool,
+        layout: &VolumeLayout,
+    ) -> VolumeResult<ThinDevice> {
+        let Some(origin) = origin.filter(|origin| origin.name == from) else {
+            return Err(VolumeError::BadRequest(format!(
+                "thin volume {} is a snapshot of {from}, whose record the store must hand to its create",
+                layout.name
+            )));
+        };
         let invalid = |reason: String| VolumeError::InvalidOption {
             volume: layout.name.to_string(),
             option: "from".into(),
-            value: origin.to_string(),
+            value: from.to_string(),
             reason,
         };
-        let volume = crate::VolumeStore::open(state)?.get(origin).map_err(|err| invalid(err.to_string()))?;
-        let DriverConfig::Thin(thin) = &volume.config else {
-            return Err(invalid(format!("it is a {} volume, not a thin one", volume.kind())));
+        let DriverConfig::Thin(thin) = origin.config else {
+            return Err(invalid(format!("it is a {} volume, not a thin one", origin.config.driver().kind())));
         };
         if thin.pool != self.pool {
             return Err(invalid(format!("it is in thin pool {}, not {}", thin.pool, self.pool)));
         }
-        let device = thin.device(&VolumeLayout::new(origin.clone(), PathBuf::new()))?;
-        if pool.record.thins.get(&device.thin_id).map(String::as_str) != Some(origin.as_str()) {
+        let device = thin.device(&VolumeLayout::new(from.clone(), PathBuf::new()))?;
+        if pool.record.thins.get(&device.thin_id).map(String::as_str) != Some(from.as_str()) {
             return Err(invalid(format!("thin pool {} does not hold its thin device {}", self.pool, device.thin_id)));
         }
         if self.size.is_some_and(|size| size != device.size) {
@@ -327,4 +367,47 @@ pub fn pool_usage(state: &Path, name: &str) -> VolumeResult<PoolUsage> {
 /// is deactivated.
 pub fn pool_metadata(state: &Path, name: &str) -> VolumeResult<PathBuf> {
     Pool::open(state, name, None, &format!("(thin pool {name})")).map(|pool| pool.metadata_path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::NamedDriver;
+
+    fn name(text: &str) -> VolumeName {
+        VolumeName::parse(text).unwrap()
+    }
+
+    fn thin(pool: &str, from: Option<&str>, device: Option<ThinDevice>) -> ThinDriver {
+        ThinDriver { pool: pool.into(), size: None, fs: None, from: from.map(name), setup: PoolSetup::default(), device }
+    }
+
+    #[test]
+    fn snapshots_are_refused_unless_the_origin_is_a_thin_volume_of_the_pool() {
+        let state = std::env::temp_dir().join(format!("berth-thin-origin-{}", std::process::id()));
+        let setup =
+            PoolSetup { loopdatasize: Some(Bytes(16 << 20)), loopmetadatasize: Some(Bytes(2 << 20)), ..Default::default() };
+        let mut pool = Pool::open(&state, "p", Some(&setup), "snap").unwrap();
+        pool.record.thins.insert(7, "thin-origin".into());
+        let layout = VolumeLayout::new(name("snap"), state.join("volumes/snap"));
+        let snapshot = thin("p", Some("thin-origin"), None);
+        let refusal = |origin: Option<Origin>| {
+            let from = snapshot.from.as_ref().unwrap();
+            snapshot.origin_device(from, origin.as_ref(), &pool, &layout).unwrap_err().to_string()
+        };
+        let (origin_name, named) = (name("thin-origin"), DriverConfig::Named(NamedDriver {}));
+        assert!(refusal(None).contains("the store must hand"), "{}", refusal(None));
+        let not_thin = refusal(Some(Origin { name: &origin_name, config: &named }));
+        assert!(not_thin.contains("it is a named volume, not a thin one"), "{not_thin}");
+        let device = ThinDevice { thin_id: 7, size: Bytes(64 << 20), fs: ThinFs::Ext4 };
+        let elsewhere = DriverConfig::Thin(thin("q", None, Some(device)));
+        let other_pool = refusal(Some(Origin { name: &origin_name, config: &elsewhere }));
+        assert!(other_pool.contains("it is in thin pool q, not p"), "{other_pool}");
+        let held = DriverConfig::Thin(thin("p", None, Some(device)));
+        let origin = Origin { name: &origin_name, config: &held };
+        let found = snapshot.origin_device(&origin_name, Some(&origin), &pool, &layout).unwrap();
+        assert_eq!(found, device);
+        drop(pool);
+        let _ = std::fs::remove_dir_all(&state);
+    }
 }

@@ -6,12 +6,15 @@
 
 use super::{make_dir, Driver, Usage, VolumeLayout};
 use crate::error::{VolumeError, VolumeResult};
-use crate::spec::{Bytes, DriverKind};
+use crate::spec::{Bytes, DriverKind, DriverOptions};
 use crate::sys::{self, MountTable};
 use berth_quota::{Control, Limits};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Smallest xfsquota volume: a limit below what one file takes on disk is no use.
+pub const MIN_QUOTA_SIZE: Bytes = Bytes(Bytes::MIB);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct XfsQuotaDriver {
@@ -24,6 +27,27 @@ pub struct XfsQuotaDriver {
 }
 
 impl XfsQuotaDriver {
+    /// What `-o` may set, besides `type`.
+    pub const OPTIONS: &'static [&'static str] = &["base", "size", "inodes"];
+
+    /// `-o base=DIR -o size=SIZE [-o inodes=N]`.
+    pub fn from_options(options: &DriverOptions) -> VolumeResult<XfsQuotaDriver> {
+        let base = options
+            .absolute_path("base", "it must be an absolute path")?
+            .ok_or_else(|| options.missing(DriverKind::XfsQuota, "base"))?;
+        let size = options
+            .size("size", MIN_QUOTA_SIZE, |minimum| format!("the smallest xfsquota volume is {minimum}"))?
+            .ok_or_else(|| options.missing(DriverKind::XfsQuota, "size"))?;
+        let inodes = match options.get("inodes") {
+            None => None,
+            Some(text) => match text.parse::<u64>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(options.invalid("inodes", text, "expected a positive number of files")),
+            },
+        };
+        Ok(XfsQuotaDriver { base, size, inodes })
+    }
+
     /// The volume's data: `BASE/NAME`.
     pub fn directory(&self, layout: &VolumeLayout) -> PathBuf {
         self.base.join(layout.name.as_str())

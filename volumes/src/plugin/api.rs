@@ -1,8 +1,9 @@
 //! The Docker volume plugin protocol (`/Plugin.Activate`, `/VolumeDriver.*`) over a
 //! [`VolumeStore`]: JSON in, JSON out, failures in `Err`.
 
+use crate::driver::DriverConfig;
 use crate::error::VolumeError;
-use crate::spec::{self, MountId, VolumeName};
+use crate::spec::{MountId, VolumeName};
 use crate::store::{Volume, VolumeStore};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -104,7 +105,7 @@ fn create(store: &VolumeStore, body: &[u8]) -> Result<Reply, VolumeError> {
     let request: CreateRequest = parse(body)?;
     let name = VolumeName::parse(&request.name)?;
     let options = request.opts.unwrap_or_default();
-    let config = spec::driver_config(&name, None, &options)?;
+    let config = DriverConfig::from_options(&name, None, &options)?;
     let volume = store.create(&name, config)?;
     Ok(Reply::ok(json!({ "Err": "" }), format!("{name} ({})", volume.kind())))
 }

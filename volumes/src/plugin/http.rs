@@ -49,32 +49,53 @@ impl From<io::Error> for ReadError {
 pub fn read_head(reader: &mut impl BufRead) -> Result<Head, ReadError> {
     let mut budget = MAX_HEAD_BYTES;
     let mut line = Vec::new();
-    // Clients may send empty lines before a request (RFC 9112 section 2.2).
-    let request_line = loop {
-        match read_line(reader, &mut line, &mut budget)? {
+    let mut head = parse_request_line(&read_request_line(reader, &mut line, &mut budget)?)?;
+    read_headers(reader, &mut line, &mut budget, &mut head)?;
+    if head.content_length > MAX_BODY_BYTES {
+        return Err(refuse(413, format!("body of {} bytes is over the limit of {MAX_BODY_BYTES}", head.content_length)));
+    }
+    Ok(head)
+}
+
+fn refuse(status: u16, message: impl Into<String>) -> ReadError {
+    ReadError::Refused(Refusal::new(status, message))
+}
+
+/// The request line; clients may send empty lines before it (RFC 9112 section 2.2).
+fn read_request_line(reader: &mut impl BufRead, line: &mut Vec<u8>, budget: &mut usize) -> Result<String, ReadError> {
+    loop {
+        match read_line(reader, line, budget)? {
             None => return Err(ReadError::Closed),
             Some(text) if text.is_empty() => continue,
-            Some(text) => break text,
+            Some(text) => return Ok(text),
         }
-    };
+    }
+}
+
+/// `METHOD /path?query HTTP/1.x`: the head of a request with no headers read yet.
+fn parse_request_line(request_line: &str) -> Result<Head, ReadError> {
     let mut parts = request_line.split(' ');
     let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(ReadError::Refused(Refusal::new(400, format!("malformed request line {request_line:?}"))));
+        return Err(refuse(400, format!("malformed request line {request_line:?}")));
     };
     let http_1_0 = match version {
         "HTTP/1.1" => false,
         "HTTP/1.0" => true,
-        _ => return Err(ReadError::Refused(Refusal::new(505, format!("unsupported protocol {version:?}")))),
+        _ => return Err(refuse(505, format!("unsupported protocol {version:?}"))),
     };
     if !target.starts_with('/') {
-        return Err(ReadError::Refused(Refusal::new(400, format!("malformed request target {target:?}"))));
+        return Err(refuse(400, format!("malformed request target {target:?}")));
     }
     let path = target.split('?').next().unwrap_or(target).to_string();
-    let mut head = Head { method: method.to_string(), path, content_length: 0, keep_alive: !http_1_0, expect_continue: false };
+    Ok(Head { method: method.to_string(), path, content_length: 0, keep_alive: !http_1_0, expect_continue: false })
+}
+
+/// Reads the header fields up to the empty line, applying those the server honours to `head`.
+fn read_headers(reader: &mut impl BufRead, line: &mut Vec<u8>, budget: &mut usize, head: &mut Head) -> Result<(), ReadError> {
     let mut content_length: Option<usize> = None;
     let mut headers = 0;
     loop {
-        let Some(text) = read_line(reader, &mut line, &mut budget)? else {
+        let Some(text) = read_line(reader, line, budget)? else {
             return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
         };
         if text.is_empty() {
@@ -82,49 +103,44 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<Head, ReadError> {
         }
         headers += 1;
         if headers > MAX_HEADERS {
-            return Err(ReadError::Refused(Refusal::new(431, format!("more than {MAX_HEADERS} header fields"))));
+            return Err(refuse(431, format!("more than {MAX_HEADERS} header fields")));
         }
         let Some((name, value)) = text.split_once(':') else {
-            return Err(ReadError::Refused(Refusal::new(400, format!("malformed header line {text:?}"))));
+            return Err(refuse(400, format!("malformed header line {text:?}")));
         };
-        let value = value.trim();
-        match name.to_ascii_lowercase().as_str() {
-            "content-length" => {
-                let length = value
-                    .parse::<usize>()
-                    .map_err(|_| ReadError::Refused(Refusal::new(400, format!("invalid Content-Length {value:?}"))))?;
-                if content_length.is_some_and(|earlier| earlier != length) {
-                    return Err(ReadError::Refused(Refusal::new(400, "conflicting Content-Length headers")));
-                }
-                content_length = Some(length);
-            }
-            "transfer-encoding" => {
-                return Err(ReadError::Refused(Refusal::new(
-                    501,
-                    format!("Transfer-Encoding {value:?} is not supported; send a Content-Length"),
-                )))
-            }
-            "connection" => {
-                for token in value.split(',').map(|t| t.trim().to_ascii_lowercase()) {
-                    match token.as_str() {
-                        "close" => head.keep_alive = false,
-                        "keep-alive" => head.keep_alive = true,
-                        _ => {}
-                    }
-                }
-            }
-            "expect" => head.expect_continue = value.eq_ignore_ascii_case("100-continue"),
-            _ => {}
-        }
+        apply_header(head, &mut content_length, name, value.trim())?;
     }
     head.content_length = content_length.unwrap_or(0);
-    if head.content_length > MAX_BODY_BYTES {
-        return Err(ReadError::Refused(Refusal::new(
-            413,
-            format!("body of {} bytes is over the limit of {MAX_BODY_BYTES}", head.content_length),
-        )));
+    Ok(())
+}
+
+/// Applies one header field to `head`; `content_length` is the one seen before, if any,
+/// since conflicting Content-Length headers are refused.
+fn apply_header(head: &mut Head, content_length: &mut Option<usize>, name: &str, value: &str) -> Result<(), ReadError> {
+    match name.to_ascii_lowercase().as_str() {
+        "content-length" => {
+            let length = value.parse::<usize>().map_err(|_| refuse(400, format!("invalid Content-Length {value:?}")))?;
+            if content_length.is_some_and(|earlier| earlier != length) {
+                return Err(refuse(400, "conflicting Content-Length headers"));
+            }
+            *content_length = Some(length);
+        }
+        "transfer-encoding" => {
+            return Err(refuse(501, format!("Transfer-Encoding {value:?} is not supported; send a Content-Length")));
+        }
+        "connection" => {
+            for token in value.split(',').map(|t| t.trim().to_ascii_lowercase()) {
+                match token.as_str() {
+                    "close" => head.keep_alive = false,
+                    "keep-alive" => head.keep_alive = true,
+                    _ => {}
+                }
+            }
+        }
+        "expect" => head.expect_continue = value.eq_ignore_ascii_case("100-continue"),
+        _ => {}
     }
-    Ok(head)
+    Ok(())
 }
 
 /// Reads one line (without its CRLF or LF), charging it to `budget`; `None` at a clean EOF.
@@ -136,7 +152,7 @@ fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, budget: &mut usize) 
         return Ok(None);
     }
     if read > *budget {
-        return Err(ReadError::Refused(Refusal::new(431, format!("request head over {MAX_HEAD_BYTES} bytes"))));
+        return Err(refuse(431, format!("request head over {MAX_HEAD_BYTES} bytes")));
     }
     *budget -= read;
     if line.last() != Some(&b'\n') {
@@ -146,9 +162,7 @@ fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, budget: &mut usize) 
     if line.last() == Some(&b'\r') {
         line.pop();
     }
-    String::from_utf8(std::mem::take(line))
-        .map(Some)
-        .map_err(|_| ReadError::Refused(Refusal::new(400, "request head is not UTF-8")))
+    String::from_utf8(std::mem::take(line)).map(Some).map_err(|_| refuse(400, "request head is not UTF-8"))
 }
 
 pub fn read_body(reader: &mut impl Read, length: usize) -> io::Result<Vec<u8>> {

@@ -1,14 +1,13 @@
-//! The kernel and file-system side: mounts, loop devices, durable files, disk usage.
+//! The kernel and file-system side: mounts, loop devices, mkfs, disk usage. Durable files
+//! and lock files are berth_util::fs's.
 
 pub mod loopdev;
 pub mod mountinfo;
 
 use crate::error::{VolumeError, VolumeResult};
 use nix::mount::{MntFlags, MsFlags};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Command;
 
 pub use mountinfo::MountTable;
@@ -67,7 +66,7 @@ pub fn unmount(target: &Path) -> VolumeResult<()> {
 
 /// Formats `image` as ext4 with `mkfs.ext4` from e2fsprogs.
 pub fn make_ext4(image: &Path) -> VolumeResult<()> {
-    let program = find_program("mkfs.ext4").ok_or_else(|| VolumeError::Command {
+    let program = berth_util::tool::find("mkfs.ext4").ok_or_else(|| VolumeError::Command {
         command: "mkfs.ext4",
         object: image.display().to_string(),
         detail: "mkfs.ext4 not found (install e2fsprogs)".into(),
@@ -92,7 +91,7 @@ pub fn make_ext4(image: &Path) -> VolumeResult<()> {
 /// Runs a mkfs tool (`program` with `args`, then `target`), reporting its stderr on failure.
 pub fn run_mkfs(program: &'static str, args: &[&str], target: &Path) -> VolumeResult<()> {
     let package = if program == "mkfs.xfs" { "xfsprogs" } else { "e2fsprogs" };
-    let path = find_program(program).ok_or_else(|| VolumeError::Command {
+    let path = berth_util::tool::find(program).ok_or_else(|| VolumeError::Command {
         command: program,
         object: target.display().to_string(),
         detail: format!("{program} not found (install {package})"),
@@ -107,38 +106,6 @@ pub fn run_mkfs(program: &'static str, args: &[&str], target: &Path) -> VolumeRe
         });
     }
     Ok(())
-}
-
-/// Looks in PATH, then in the sbin directories a non-root PATH often lacks.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Replaces `path` with `contents` so that a crash leaves either the old or the new file,
-/// never a torn one: write a sibling, fsync it, rename over, fsync the directory.
-pub fn write_durably(path: &Path, contents: &[u8]) -> VolumeResult<()> {
-    let temporary = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(VolumeError::io("creating", temporary.display()))?;
-    file.write_all(contents).map_err(VolumeError::io("writing", temporary.display()))?;
-    file.sync_all().map_err(VolumeError::io("syncing", temporary.display()))?;
-    std::fs::rename(&temporary, path).map_err(VolumeError::io("renaming into place", path.display()))?;
-    sync_parent(path)
-}
-
-/// Makes a rename or unlink in `path`'s directory durable.
-pub fn sync_parent(path: &Path) -> VolumeResult<()> {
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    File::open(parent).and_then(|dir| dir.sync_all()).map_err(VolumeError::io("syncing directory", parent.display()))
 }
 
 /// Deletes a directory tree that berth owns, refusing while anything is mounted at or

@@ -16,13 +16,14 @@
 //! metadata and data devices.
 
 use crate::error::{VolumeError, VolumeResult};
-use crate::spec::Bytes;
-use crate::sys::{self, loopdev};
+use crate::spec::{Bytes, DriverOptions};
+use crate::sys::loopdev;
+use berth_util::fs::{write_durably, LockFile};
+use berth_util::hash::fnv1a32;
 use devicemapper::{
     DevId, Device, DmDevice, DmError, DmName, DmNameBuf, DmOptions, LinearDev, LinearDevTargetParams, LinearTargetParams,
     Sectors, TargetLine, ThinDev, ThinDevId, ThinPoolDev, ThinPoolStatus, ThinPoolStatusSummary, DM,
 };
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -39,6 +40,9 @@ pub const DEFAULT_LOOP_DATA_SIZE: Bytes = Bytes(100 << 30);
 pub const DEFAULT_LOOP_METADATA_SIZE: Bytes = Bytes(2 << 30);
 /// The size of a volume that names none.
 pub const DEFAULT_BASE_SIZE: Bytes = Bytes(10 << 30);
+/// Smallest thin pool: its metadata and data devices.
+pub const MIN_POOL_METADATA: Bytes = Bytes(2 * Bytes::MIB);
+pub const MIN_POOL_DATA: Bytes = Bytes(16 * Bytes::MIB);
 /// 64 KiB allocation blocks: the smallest the kernel takes, the least wasted per write.
 const BLOCK_SECTORS: u64 = 128;
 const SECTOR: u64 = 512;
@@ -79,6 +83,19 @@ pub struct PoolSetup {
 }
 
 impl PoolSetup {
+    /// The pool options of a thin volume's options; `min_volume` is the least `basesize`.
+    pub fn from_options(options: &DriverOptions, min_volume: Bytes) -> VolumeResult<PoolSetup> {
+        let device = |key: &str| options.absolute_path(key, "it must be an absolute path to a block device");
+        let size = |key: &str, minimum: Bytes| options.size(key, minimum, |minimum| format!("the smallest is {minimum}"));
+        Ok(PoolSetup {
+            datadev: device("datadev")?,
+            metadatadev: device("metadatadev")?,
+            loopdatasize: size("loopdatasize", MIN_POOL_DATA)?,
+            loopmetadatasize: size("loopmetadatasize", MIN_POOL_METADATA)?,
+            basesize: size("basesize", min_volume)?,
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == PoolSetup::default()
     }
@@ -223,7 +240,7 @@ fn dm_name(name: &str) -> VolumeResult<DmNameBuf> {
 pub struct Pool {
     dir: PathBuf,
     pub record: PoolRecord,
-    _lock: Flock<File>,
+    _lock: LockFile,
 }
 
 impl Pool {
@@ -244,16 +261,7 @@ impl Pool {
             .mode(0o700)
             .create(&pools)
             .map_err(VolumeError::io("creating directory", pools.display()))?;
-        let lock_path = pools.join(format!("{name}.lock"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(VolumeError::io("opening lock", lock_path.display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| VolumeError::io("locking", lock_path.display())(errno))?;
+        let lock = LockFile::acquire(&pools.join(format!("{name}.lock")))?;
         let dir = pools.join(name);
         let record_path = dir.join("pool.json");
         let record = match std::fs::read(&record_path) {
@@ -268,10 +276,10 @@ impl Pool {
                 let source = setup.source().map_err(|(option, reason)| invalid(option, String::new(), reason))?;
                 let record = PoolRecord {
                     name: name.to_string(),
-                    dm_prefix: format!("berth-{:08x}-{name}", fnv1a(dir.as_os_str().as_encoded_bytes())),
+                    dm_prefix: dm_prefix(&dir, name),
                     source,
                     base_size: setup.basesize.unwrap_or(DEFAULT_BASE_SIZE),
-                    created_at: crate::store::rfc3339(SystemTime::now()),
+                    created_at: crate::timestamp::rfc3339(SystemTime::now()),
                     thins: BTreeMap::new(),
                 };
                 make_pool_storage(&dir, &record)?;
@@ -294,7 +302,7 @@ impl Pool {
             volume: format!("(thin pool {})", self.record.name),
             detail: err.to_string(),
         })?;
-        sys::write_durably(&self.dir.join("pool.json"), &json)
+        Ok(write_durably(&self.dir.join("pool.json"), &json)?)
     }
 
     fn name_of(&self, suffix: &str) -> VolumeResult<DmNameBuf> {
@@ -630,10 +638,11 @@ impl BlockDevice {
     }
 }
 
-/// FNV-1a, 32 bits: a short, stable tag for a pool's directory in its device names (std's
-/// hasher may change between Rust releases; these names must not).
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |hash, byte| (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193))
+/// `berth-HASH-POOL`: what every device-mapper name of the pool in `dir` starts with. The
+/// hash (FNV-1a, 32 bits, of the directory) tells apart pools of the same name in other
+/// state directories; it must never change, or existing pools would not be found again.
+fn dm_prefix(dir: &Path, name: &str) -> String {
+    format!("berth-{:08x}-{name}", fnv1a32([dir.as_os_str().as_encoded_bytes()]))
 }
 
 #[cfg(test)]
@@ -648,8 +657,11 @@ mod tests {
         for bad in ["", "-p", "a/b", "a b", "pool.1", &"p".repeat(33)] {
             assert!(check_pool_name(bad).is_err(), "{bad}");
         }
-        assert_eq!(fnv1a(b""), 0x811c_9dc5);
-        assert_eq!(fnv1a(b"a"), 0xe40c_292c, "the reference FNV-1a value");
+        assert_eq!(
+            dm_prefix(Path::new("/var/lib/berth/thin/berth"), "berth"),
+            "berth-01cc24eb-berth",
+            "existing pools' device names depend on this value"
+        );
     }
 
     #[test]
