@@ -55,17 +55,6 @@ impl FirewallError {
     }
 }
 
-/// The causes below an error, `cause: its cause`, for a CNI error's `details`.
-fn causes(err: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        out.push(cause.to_string());
-        next = cause.source();
-    }
-    out.join(": ")
-}
-
 impl From<FirewallError> for CniError {
     fn from(e: FirewallError) -> CniError {
         let code = match e {
@@ -73,7 +62,7 @@ impl From<FirewallError> for CniError {
             FirewallError::Kernel { .. } | FirewallError::Sysctl(_) => Code::Kernel,
             FirewallError::File(_) => Code::Io,
         };
-        CniError::new(code, e.to_string()).with_details(causes(&e))
+        CniError::caused_by(code, &e)
     }
 }
 
