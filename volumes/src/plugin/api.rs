@@ -164,10 +164,9 @@ fn list(store: &VolumeStore) -> Result<Reply, VolumeError> {
     Ok(Reply::ok(json!({ "Volumes": volumes, "Err": "" }), note))
 }
 
+/// Name, creation time and the mount point: where the data is, or will be while mounted,
+/// as Docker's own `local` driver reports it (`docker volume inspect` shows it).
 fn describe(store: &VolumeStore, volume: &Volume) -> Value {
-    let mut described = json!({ "Name": volume.name, "CreatedAt": volume.created_at });
-    if let Some(mountpoint) = store.mountpoint(volume) {
-        described["Mountpoint"] = json!(mountpoint.display().to_string());
-    }
-    described
+    let mountpoint = store.layout(&volume.name).data().display().to_string();
+    json!({ "Name": volume.name, "CreatedAt": volume.created_at, "Mountpoint": mountpoint })
 }
