@@ -72,21 +72,41 @@ impl PodmanLab {
         for dir in ["net.d", "varlib", "run", "root", "runroot", "tmp", "out"] {
             std::fs::create_dir_all(lab.path(dir)).unwrap_or_else(|e| panic!("mkdir {dir}: {e}"));
         }
-        let conf = format!(
-            r#"{base}
-[network]
-network_backend = "cni"
-cni_plugin_dirs = ["{berth}", "{reference}"]
-network_config_dir = "{net}"
-"#,
-            base = base_conf(&lab.path("tmp")),
-            berth = berth_dir().display(),
-            reference = REFERENCE_DIR,
-            net = lab.path("net.d").display(),
+        let network = format!(
+            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"{}\"]\nnetwork_config_dir = \"{}\"\n",
+            berth_dir().display(),
+            REFERENCE_DIR,
+            lab.path("net.d").display(),
         );
-        std::fs::write(lab.path("containers.conf"), conf).expect("write containers.conf");
+        let base = base_conf(&lab.path("tmp"));
+        std::fs::write(lab.path("containers.conf"), format!("{base}{network}")).expect("write containers.conf");
+        // For a plain `podman` (no --root, --runroot, --tmpdir) asking about the lab's
+        // containers: the same places, in the configuration files.
+        let client = format!("{base}tmp_dir = \"{}\"\n{network}", lab.path("tmp").display());
+        std::fs::write(lab.path("client-containers.conf"), client).expect("write client-containers.conf");
+        let storage = format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n[storage.options]\nadditionalimagestores = [\"{}\"]\n",
+            lab.path("root").display(),
+            lab.path("runroot").display(),
+            image_store().display()
+        );
+        std::fs::write(lab.path("client-storage.conf"), storage).expect("write client-storage.conf");
         lab.start_helper();
         lab
+    }
+
+    /// `program` run where the lab's podman runs (its mount namespace and H), where a plain
+    /// `podman` finds the lab's containers (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF): what a
+    /// tool that asks podman about containers, such as `berth attach`, sees.
+    pub fn command_inside(&self, program: &Path) -> Command {
+        let helper = self.helper.as_ref().expect("the lab's mount namespace is up");
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--mount=/proc/{}/ns/mnt", helper.id()))
+            .arg(format!("--net={}", self.host.path().display()))
+            .arg(program)
+            .env("CONTAINERS_CONF", self.path("client-containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.path("client-storage.conf"));
+        cmd
     }
 
     /// A path in the lab's folder.
