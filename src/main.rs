@@ -5,6 +5,7 @@ mod containers;
 mod demo;
 mod error;
 mod net;
+mod pipework;
 mod target;
 
 use clap::{Args, Parser, Subcommand};
@@ -69,12 +70,12 @@ enum Commands {
         #[command(flatten)]
         args: target::AttachArgs,
     },
-    /// pipework's bridge mode: `berth pipework br0 TARGET 172.17.2.24/24@172.17.2.1`.
+    /// pipework's command lines: wire a container to a bridge, OVS, a NIC or a VLAN by hand.
     Pipework {
         #[command(flatten)]
         options: NetworkOptions,
         #[command(flatten)]
-        args: target::PipeworkArgs,
+        args: pipework::PipeworkArgs,
     },
     /// Create, list, inspect, mount and remove volumes; run the Docker volume plugin endpoint.
     Volume {
@@ -121,7 +122,7 @@ fn main() -> ExitCode {
         Commands::Attach { options, args } => target::attach(&Context::new(options), &args),
         Commands::Detach { options, args } => target::detach(&Context::new(options), &args),
         Commands::Check { options, args } => target::check(&Context::new(options), &args),
-        Commands::Pipework { options, args } => target::pipework(&Context::new(options), &args),
+        Commands::Pipework { options, args } => pipework::run(&Context::new(options), &args),
         Commands::Volume { state, command } => return berth_volumes::cli::run_and_report(command, &state.state_dir),
         Commands::Quota(command) => return berth_quota::cli::run_and_report(command),
         Commands::Demo { options } => demo::run(&Context::new(options)),

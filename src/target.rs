@@ -1,19 +1,13 @@
-//! `berth attach|detach|pipework`: run a network's chain for one container, named by its
+//! `berth attach|detach|check`: run a network's chain for one container, named by its
 //! namespace path, a namespace name under /var/run/netns, a PID, or its Docker or podman
 //! name or ID.
 
 use crate::{containers, net, Context};
 use berth_netns::{NetNs, NETNS_RUN_DIR};
 use berth_cni::runtime::Attachment;
-use berth_cni::spec::ConfList;
 use crate::error::{BerthError, BerthResult};
-use berth_cni::CniError;
 use berth_util::hash::fnv1a32;
-use berth_util::names::check_interface_name;
 use clap::Args;
-use ipnet::IpNet;
-use serde_json::json;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -30,21 +24,6 @@ pub struct AttachArgs {
     pub id: Option<String>,
 }
 
-#[derive(Args)]
-pub struct PipeworkArgs {
-    /// The host bridge, created when missing.
-    pub bridge: String,
-    /// A netns path, a netns name under /var/run/netns, a PID, or a Docker or podman container name or ID.
-    pub target: String,
-    /// IP/PREFIX, optionally @GATEWAY for the container's default route.
-    pub address: String,
-    /// The interface name inside the container (pipework's default is eth1).
-    #[arg(short = 'i', default_value = "eth1")]
-    pub ifname: String,
-    /// Undo: remove the interface and forget the attachment.
-    #[arg(long)]
-    pub remove: bool,
-}
 
 /// A container as the plugins see it: its network namespace and its container ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,61 +142,6 @@ pub fn check(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
     Ok(())
 }
 
-/// pipework's `IP/PREFIX[@GATEWAY]`.
-pub fn parse_pipework_address(spec: &str) -> BerthResult<(IpNet, Option<IpAddr>)> {
-    let (addr, gateway) = match spec.split_once('@') {
-        Some((a, g)) => (a, Some(g)),
-        None => (spec, None),
-    };
-    let addr: IpNet = addr
-        .parse()
-        .map_err(|_| BerthError::InvalidArgument(format!("{addr:?} is not IP/PREFIX (e.g. 172.17.2.24/24)")))?;
-    let gateway = gateway
-        .map(|g| g.parse::<IpAddr>().map_err(|_| BerthError::InvalidArgument(format!("gateway {g:?} is not an IP address"))))
-        .transpose()?;
-    Ok((addr, gateway))
-}
-
-/// The one-plugin network pipework's arguments describe: a bridge without a gateway address
-/// (pipework leaves the bridge alone) and a static address.
-pub fn pipework_network(bridge: &str, addr: IpNet, gateway: Option<IpAddr>) -> BerthResult<ConfList> {
-    let mut address = json!({ "address": addr.to_string() });
-    let mut routes = vec![];
-    if let Some(gw) = gateway {
-        address["gateway"] = json!(gw.to_string());
-        routes.push(json!({ "dst": if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" }, "gw": gw.to_string() }));
-    }
-    let raw = json!({
-        "cniVersion": "1.0.0",
-        "name": format!("pipework-{bridge}"),
-        "plugins": [{
-            "type": "berth-bridge",
-            "bridge": bridge,
-            "ipam": { "type": "berth-static", "addresses": [address], "routes": routes },
-        }],
-    });
-    Ok(serde_json::from_value(raw).map_err(|e| CniError::invalid_config("pipework network").with_details(e))?)
-}
-
-pub fn pipework(ctx: &Context, args: &PipeworkArgs) -> BerthResult<()> {
-    check_interface_name(&args.bridge).map_err(|e| BerthError::InvalidArgument(format!("bridge {:?}: {e}", args.bridge)))?;
-    let (addr, gateway) = parse_pipework_address(&args.address)?;
-    let list = pipework_network(&args.bridge, addr, gateway)?;
-    let att_args = AttachArgs { network: list.name.clone(), target: args.target.clone(), ifname: args.ifname.clone(), id: None };
-    let runtime = ctx.runtime();
-    if args.remove {
-        let att = detach_attachment(&att_args)?;
-        return Ok(runtime.del(&list, &att)?);
-    }
-    let att = attachment(&att_args)?;
-    NetNs::open(&att.netns)?;
-    let result = runtime.add(&list, &att)?;
-    for ip in &result.ips {
-        println!("{} {} on {}", args.target, ip.address, args.ifname);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,16 +155,5 @@ mod tests {
         assert!(path.container_id.starts_with("x-y-"));
         assert!(berth_util::names::check_identifier(&path.container_id).is_ok());
         assert!(matches!(resolve("bad name!"), Err(BerthError::InvalidArgument(_))));
-    }
-
-    #[test]
-    fn pipework_syntax() {
-        let (addr, gw) = parse_pipework_address("172.17.2.24/24@172.17.2.1").unwrap();
-        assert_eq!(addr.to_string(), "172.17.2.24/24");
-        assert_eq!(gw, Some("172.17.2.1".parse().unwrap()));
-        assert_eq!(parse_pipework_address("10.0.0.2/8").unwrap().1, None);
-        assert!(parse_pipework_address("10.0.0.2").is_err());
-        let list = pipework_network("br0", addr, gw).unwrap();
-        assert_eq!(list.plugins[0]["ipam"]["routes"][0]["gw"], "172.17.2.1");
     }
 }

@@ -14,7 +14,7 @@ pub mod vswitch;
 pub use config::{OvsConf, DEFAULT_OVSDB_SOCKET};
 pub use error::OvsError;
 
-use berth_cni::iface::{self, host_veth_name, VethSpec};
+use berth_cni::iface::{self, VethSpec};
 use berth_cni::ipam::Ipam;
 use berth_cni::rollback::Rollback;
 use berth_cni::skel::{Plugin, Request};
@@ -63,7 +63,7 @@ impl Plugin for OvsPlugin {
     /// ADD may hand out again.
     fn del(&self, req: &Request) -> CniResult<()> {
         let conf = OvsConf::parse(req)?;
-        let name = host_veth_name(&req.container_id, &req.ifname);
+        let name = iface::host_end_name(req)?;
         // Both are tried whatever the other did; the port's error is the one reported.
         let port = connect(&conf).and_then(|mut ovs| {
             Ok(remove_port(&mut ovs, &name, true).map_err(doing(format!("remove port {name}"), &conf.ovsdb_socket))?)
@@ -175,7 +175,7 @@ fn check_attachment(req: &Request, conf: &OvsConf, prev: &RunResult) -> CniResul
     let mismatch = |what: String| CniError::new(Code::Kernel, what);
     let link = iface::check_container_interface(req, prev, "veth")?.link;
 
-    let name = host_veth_name(&req.container_id, &req.ifname);
+    let name = iface::host_end_name(req)?;
     let mut host = Netlink::open()?;
     let peer = link.peer_index.map(|i| host.link_by_index(i)).transpose()?.flatten();
     if peer.as_ref().map(|p| p.name.as_str()) != Some(name.as_str()) {

@@ -145,6 +145,21 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("veth{hash:08x}")
 }
 
+/// The host end's name for this request: the config's `hostVethName` (a berth extension, for
+/// `berth pipework -l`), else [`host_veth_name`]. ADD, CHECK and DEL read the same config, so
+/// they agree.
+pub fn host_end_name(req: &Request) -> CniResult<String> {
+    match req.conf.extra.get("hostVethName") {
+        None | Some(serde_json::Value::Null) => Ok(host_veth_name(&req.container_id, &req.ifname)),
+        Some(serde_json::Value::String(name)) => {
+            berth_util::names::check_interface_name(name)
+                .map_err(|e| CniError::invalid_config(format!("hostVethName {name:?}: {e}")))?;
+            Ok(name.clone())
+        }
+        Some(other) => Err(CniError::invalid_config(format!("hostVethName: {other} is not a string"))),
+    }
+}
+
 /// How a container's veth pair is made.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VethSpec {
@@ -175,14 +190,15 @@ pub fn create_veth<'a>(
     spec: &VethSpec,
     undo: &mut Rollback<'a>,
 ) -> CniResult<Veth> {
-    let name = host_veth_name(&req.container_id, &req.ifname);
+    let name = host_end_name(req)?;
     if let Some(stale) = host.link_by_name(&name)? {
         // The container has no such interface (`require_unused_name`), so this is left by an
         // ADD killed half-way.
         host.delete_link(stale.index)?;
     }
     // Pushed before the request: one that fails half-way may still leave the pair behind.
-    undo.push("deleting the veth", || remove_host_veth(&req.container_id, &req.ifname));
+    let undo_name = name.clone();
+    undo.push("deleting the veth", move || remove_host_veth(&undo_name));
     let peer = VethPeer { name: &req.ifname, netns: Some(ns), mac: spec.container_mac };
     let host_end = host.create_veth(&name, &peer, spec.mtu, spec.master)?;
     let container_end = container
@@ -205,16 +221,16 @@ pub fn remove_veth(req: &Request) -> CniResult<()> {
         }
     }
     let mut host = Netlink::open()?;
-    if let Some(veth) = host.link_by_name(&host_veth_name(&req.container_id, &req.ifname))? {
+    if let Some(veth) = host.link_by_name(&host_end_name(req)?)? {
         delete_link(req, host, veth.index)?;
     }
     Ok(())
 }
 
 /// The host end of a failed ADD's veth, if there is one (the container's end goes with it).
-fn remove_host_veth(container_id: &str, ifname: &str) -> CniResult<()> {
+fn remove_host_veth(name: &str) -> CniResult<()> {
     let mut host = Netlink::open()?;
-    if let Some(veth) = host.link_by_name(&host_veth_name(container_id, ifname))? {
+    if let Some(veth) = host.link_by_name(name)? {
         host.delete_link(veth.index)?;
     }
     Ok(())

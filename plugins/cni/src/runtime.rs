@@ -164,6 +164,19 @@ impl Runtime {
         }
     }
 
+    /// Every attachment in the cache, of every network, in no particular order (files that
+    /// are not cache entries are skipped).
+    pub fn cached_attachments(&self) -> CniResult<Vec<CachedAttachment>> {
+        let networks = match std::fs::read_dir(&self.cache_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(CniError::io(format!("read {}", self.cache_dir.display()), e)),
+        };
+        let files = networks.flatten().filter_map(|n| std::fs::read_dir(n.path()).ok()).flatten().flatten();
+        let entries = files.filter(|f| f.path().extension().is_some_and(|x| x == "json"));
+        Ok(entries.filter_map(|f| serde_json::from_slice(&std::fs::read(f.path()).ok()?).ok()).collect())
+    }
+
     fn write_cache(&self, cached: &CachedAttachment) -> CniResult<()> {
         let path = self.cache_path(&cached.network, &cached.attachment.container_id, &cached.attachment.ifname);
         // Durably: a DEL after a crash or power loss must find what ADD made.

@@ -6,7 +6,9 @@
 
 mod links_extra;
 mod parse;
+mod rules;
 pub mod socket;
+mod tc;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -29,6 +31,8 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
 pub use links_extra::{LinkDetail, MacvlanMode, MacvlanSpec};
+pub use rules::RuleEntry;
+pub use tc::{Qdisc, TokenBucket, TBF_HANDLE};
 
 /// An rtnetlink operation that failed, or a value that names no kernel object.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +83,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// Administratively up (IFF_UP).
     pub up: bool,
+    /// The link has carrier (IFF_LOWER_UP): a veth whose peer is up, a NIC with a cable.
+    pub carrier: bool,
     pub promisc: bool,
     /// For a veth: the peer's index (in whichever namespace the peer lives).
     pub peer_index: Option<u32>,

@@ -32,6 +32,7 @@ pub(super) fn link(payload: &[u8]) -> Option<Link> {
         kind: None,
         master: None,
         up: header.flags.contains(LinkFlags::Up),
+        carrier: header.flags.contains(LinkFlags::LowerUp),
         promisc: header.flags.contains(LinkFlags::Promisc),
         peer_index: None,
     };

@@ -1,6 +1,6 @@
 //! Small mechanisms that every berth crate shares, each written once: the names a user or a
 //! runtime hands us ([`names`]), stable short hashes ([`hash`]), files replaced durably and
-//! lock files ([`fs`]), and finding a system tool ([`tool`]).
+//! lock files ([`fs`]), finding a system tool ([`tool`]), and `tc`'s units ([`units`]).
 //!
 //! Nothing here knows about CNI or volumes: each check returns a small error saying what is
 //! wrong with the value, and the caller says which field it was and maps it to its own codes.
@@ -9,3 +9,4 @@ pub mod fs;
 pub mod hash;
 pub mod names;
 pub mod tool;
+pub mod units;

@@ -1,0 +1,3 @@
+fn main() {
+    berth_cni::skel::run_main(&berth_host_device::HostDevicePlugin)
+}
