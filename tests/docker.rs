@@ -3,45 +3,12 @@
 //! `--network container:NAME`. Needs root and Debian's docker.io: each test runs a dockerd of
 //! its own inside a throwaway host namespace (conformance's `DockerLab`), removed afterwards.
 
+mod common;
+
 use berth_conformance::docker::DockerLab;
 use berth_conformance::echo::EchoServer;
+use common::Berth;
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Output};
-
-/// The `berth` binary run inside the lab's host namespace, finding containers through the
-/// lab's dockerd, with its config, state and IPAM data in the lab's folder.
-struct Berth<'a> {
-    lab: &'a DockerLab,
-}
-
-impl Berth<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args(args)
-            .env("BERTH_CONFIG_DIR", self.lab.path("net.d"))
-            .env("BERTH_STATE_DIR", self.lab.path("state"))
-            .env("DOCKER_HOST", self.lab.docker_host())
-            .env_remove("CNI_PATH");
-        self.lab.host.ns.prepare_command(&mut cmd).unwrap();
-        cmd.output().expect("run berth")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "berth {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
-
-    /// `berth net create NAME --subnet SUBNET`, with masquerade and IPAM data in the lab.
-    fn network(&self, name: &str, subnet: &str) {
-        self.ok(&["net", "create", name, "--subnet", subnet]);
-        let path = self.lab.path(&format!("net.d/{name}.conflist"));
-        let mut conf: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        conf["plugins"][0]["ipMasq"] = true.into();
-        conf["plugins"][0]["ipam"]["dataDir"] = self.lab.path("ipam").display().to_string().into();
-        std::fs::write(&path, conf.to_string()).unwrap();
-    }
-}
 
 /// The IPv4 address of `ifname` inside a container, as the container sees it.
 fn address_in(lab: &DockerLab, container: &str, ifname: &str) -> Option<IpAddr> {
