@@ -187,3 +187,26 @@ fn bad_lines_fail_saying_why_and_leave_nothing() {
     let help = berth.ok(&["pipework", "--help"]);
     assert!(help.contains("ovs0 ovs-test-01 172.20.0.2/24 @100") && help.contains("--direct-phys"), "{help}");
 }
+
+#[test]
+fn direct_phys_moves_the_interface_itself_and_remove_gives_it_back() {
+    let lab = DockerLab::new();
+    let berth = Berth { lab: &lab };
+    sleepers(&lab, &["owner"]);
+    let mut host = lab.host.netlink();
+    let wire = lab.host.container();
+    let wire_ns = berth_netns::NetNs::open(&wire.path).unwrap();
+    let nic = host.create_veth("nic1", &VethPeer { name: "wire1", netns: Some(&wire_ns), mac: None }, Some(1480), None).unwrap();
+    let mac = nic.mac.unwrap().to_string();
+
+    berth.ok(&["pipework", "--direct-phys", "nic1", "owner", "10.63.0.2/24"]);
+    assert!(host.link_by_name("nic1").unwrap().is_none(), "nic1 left the host");
+    let moved = seen(&lab, "owner", "eth1").expect("nic1 is eth1 in the container");
+    assert_eq!((moved.link.mac.unwrap().to_string(), moved.link.mtu), (mac.clone(), 1480), "the interface itself");
+    assert_eq!(moved.addresses, vec!["10.63.0.2/24".parse::<IpNet>().unwrap()]);
+
+    berth.ok(&["pipework", "--direct-phys", "nic1", "owner", "10.63.0.2/24", "--remove"]);
+    assert!(seen(&lab, "owner", "eth1").is_none());
+    let back = host.link_by_name("nic1").unwrap().expect("nic1 is back in the host");
+    assert_eq!(back.mac.unwrap().to_string(), mac);
+}

@@ -4,15 +4,18 @@
 //! own interfaces: plugins run inside a throwaway "host" namespace ([`TestHost`]) and
 //! containers are further namespaces beside it, all removed when the fixture is dropped.
 
+pub mod dnsmasq;
 pub mod docker;
 pub mod echo;
 mod fixture;
 pub mod image;
 pub mod lab;
+pub mod ovs;
 pub mod plugins;
 pub mod podman;
 pub mod process;
 pub mod rss_probe;
+pub mod throughput;
 
 pub use fixture::{require_root, Container, Outside, TestHost};
 

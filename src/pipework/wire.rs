@@ -129,7 +129,7 @@ fn host_kind(name: &str, link: Option<&Link>, w: &Wiring) -> BerthResult<HostKin
 fn network(name: &str, link: Option<&Link>, kind: &HostKind, w: &Wiring, target: &Target) -> BerthResult<ConfList> {
     let mut plugin = match kind {
         HostKind::LinuxBridge { .. } => json!({ "type": "berth-bridge", "bridge": name, "firewallBackend": "none" }),
-        HostKind::OvsBridge { exists } => json!({ "type": "berth-ovs", "bridge": name, "createBridge": !exists }),
+        HostKind::OvsBridge { exists } => ovs_plugin(name, *exists),
         HostKind::Nic => json!({ "type": "berth-macvlan", "master": name, "mode": "bridge" }),
         HostKind::Direct => json!({ "type": "berth-host-device", "device": name }),
     };
@@ -151,6 +151,16 @@ fn network(name: &str, link: Option<&Link>, kind: &HostKind, w: &Wiring, target:
     }
     let raw = json!({ "cniVersion": "1.0.0", "name": format!("{NETWORK_PREFIX}{name}"), "plugins": [plugin] });
     Ok(serde_json::from_value(raw).map_err(|e| berth_cni::CniError::invalid_config("pipework network").with_details(e))?)
+}
+
+/// berth-ovs on `name`, reaching ovsdb-server where `ovs-vsctl` would: `$OVS_RUNDIR/db.sock`
+/// when OVS_RUNDIR is set, else the plugin's default (/var/run/openvswitch/db.sock).
+fn ovs_plugin(name: &str, exists: bool) -> Value {
+    let mut plugin = json!({ "type": "berth-ovs", "bridge": name, "createBridge": !exists });
+    if let Some(dir) = std::env::var_os("OVS_RUNDIR").filter(|d| !d.is_empty()) {
+        plugin["ovsdbSocket"] = json!(format!("unix:{}/db.sock", std::path::Path::new(&dir).display()));
+    }
+    plugin
 }
 
 /// pipework's name for the host end, `v<CONTAINER_IF>pl<PID>`, when the guest has a PID
