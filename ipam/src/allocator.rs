@@ -100,10 +100,15 @@ fn allocate_in(
         match direct {
             Some(ip) => ip,
             None => {
-                let taken = match taken {
+                let mut taken_now = match taken.take() {
                     Some(t) => t,
-                    None => taken.insert(store.taken()?),
+                    None => store.taken()?,
                 };
+                // Full: addresses whose containers died with an earlier boot make room.
+                if free_count(set, &taken_now) == 0 && store.free_earlier_boots()? > 0 {
+                    taken_now = store.taken()?;
+                }
+                let taken = taken.insert(taken_now);
                 if free_count(set, taken) == 0 {
                     return Err(exhausted(i, set));
                 }
@@ -367,6 +372,43 @@ mod tests {
         f.del("c");
         // After .6 the search wraps to the start and finds .4.
         assert_eq!(f.add1("f"), "10.0.0.4");
+    }
+
+    /// Rewrites the boot an owner's index records, as if it was allocated in another boot.
+    fn allocated_in_boot(f: &Fixture, id: &str, boot: &str) {
+        let dir = f.tmp.path().join("net");
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if entry.file_name().to_string_lossy().starts_with(".owner-") && text.starts_with(&format!("{id}\r\n")) {
+                let lines: Vec<String> = text
+                    .split("\r\n")
+                    .map(|l| if l.starts_with("boot:") { format!("boot:{boot}") } else { l.to_string() })
+                    .collect();
+                std::fs::write(entry.path(), lines.join("\r\n")).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_range_makes_room_from_containers_of_an_earlier_boot_only() {
+        // /30 with the gateway at .1: only .2 can be handed out.
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/30"}));
+        assert_eq!(f.add1("alive"), "10.0.0.2");
+        let full = f.add("newcomer").unwrap_err();
+        assert_eq!(full.code, Code::NotAvailable as u32, "a container of this boot is never freed: {full}");
+        allocated_in_boot(&f, "alive", "00000000-0000-0000-0000-000000000000");
+        assert_eq!(f.add1("newcomer"), "10.0.0.2", "the earlier boot's address is free again");
+        assert_eq!(f.store().owner_of("10.0.0.2".parse().unwrap()), Some(Owner::new("newcomer", "eth0")));
+        assert_eq!(f.del("alive"), 0, "its index went with its address");
+    }
+
+    #[test]
+    fn allocations_without_a_recorded_boot_are_never_freed_for_room() {
+        let f = Fixture::new(json!({"subnet": "10.0.0.0/30"}));
+        // Written by the reference plugin (or an older berth): no boot recorded.
+        std::fs::create_dir_all(f.tmp.path().join("net")).unwrap();
+        std::fs::write(f.tmp.path().join("net/10.0.0.2"), "ref\r\neth0").unwrap();
+        assert_eq!(f.add("newcomer").unwrap_err().code, Code::NotAvailable as u32);
     }
 
     #[test]

@@ -58,6 +58,11 @@ const INDEXED_MARKER: &str = ".owner-indexes";
 const INDEX_COMPLETE: &str = ".";
 /// What separates the container ID from the interface name in an allocation file.
 const SEPARATOR: &str = "\r\n";
+/// An index's line naming the boot its owner's addresses were allocated in. Allocation files
+/// keep the reference's format (its DEL must still find them); the boot is berth's own note.
+const BOOT_PREFIX: &str = "boot:";
+/// Where the kernel tells which boot this is.
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
 /// An owner's index file, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +277,11 @@ impl Store {
 
     fn write_index_text(&self, owner: &Owner, ips: &[IpAddr], complete: bool) -> CniResult<()> {
         let mut text = owner.encode();
+        if let Some(boot) = boot_id() {
+            text += SEPARATOR;
+            text += BOOT_PREFIX;
+            text += boot;
+        }
         for ip in ips {
             text += SEPARATOR;
             text += &ip.to_string();
@@ -304,6 +314,39 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Releases the addresses of owners whose index says they were allocated in an earlier
+    /// boot: their containers died with it (the reference host-local never frees those, and
+    /// runs out). Owners without a recorded boot (indexed from another tool's files) are kept.
+    /// How many addresses were freed.
+    pub fn free_earlier_boots(&self) -> CniResult<usize> {
+        let Some(current) = boot_id() else { return Ok(0) };
+        let entries = fs::read_dir(&self.dir).io_context(|| format!("cannot list {}", self.dir.display()))?;
+        let mut freed = 0;
+        for entry in entries.flatten() {
+            if !entry.file_name().to_str().is_some_and(|n| n.starts_with(INDEX_PREFIX) && n != INDEXED_MARKER) {
+                continue;
+            }
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            let mut lines = text.split(SEPARATOR);
+            let owner = Owner::parse(&format!("{}{SEPARATOR}{}", lines.next().unwrap_or_default(), lines.next().unwrap_or_default()));
+            let boot = lines.next().and_then(|l| l.strip_prefix(BOOT_PREFIX));
+            let (Some(owner), Some(boot)) = (owner, boot) else { continue };
+            if boot == current {
+                continue;
+            }
+            let id = &owner.container_id;
+            let ifname = owner.ifname.as_deref().unwrap_or_default();
+            for ip in lines.filter_map(|l| l.trim().parse::<IpAddr>().ok()) {
+                if self.owner_of(ip).is_some_and(|o| o.is(id, ifname)) {
+                    self.release(ip)?;
+                    freed += 1;
+                }
+            }
+            let _ = fs::remove_file(entry.path());
+        }
+        Ok(freed)
     }
 
     fn index_path(&self, owner: &Owner) -> PathBuf {
@@ -382,6 +425,13 @@ impl Store {
         f.write_all(content).io_context(|| format!("cannot write {}", tmp.display()))?;
         Ok(tmp)
     }
+}
+
+/// This boot's ID, read once per process; `None` where the kernel does not say.
+fn boot_id() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| fs::read_to_string(BOOT_ID_PATH).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .as_deref()
 }
 
 /// Replaces a small file's content in place. Not `fs::write`: truncating to zero makes ext4
