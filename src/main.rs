@@ -6,6 +6,7 @@ mod demo;
 mod error;
 mod net;
 mod pipework;
+mod ps;
 mod target;
 
 use clap::{Args, Parser, Subcommand};
@@ -77,6 +78,18 @@ enum Commands {
         #[command(flatten)]
         args: pipework::PipeworkArgs,
     },
+    /// List attachments: network, container, interface, addresses, published ports.
+    Ps {
+        #[command(flatten)]
+        options: NetworkOptions,
+        #[command(flatten)]
+        args: ps::PsArgs,
+    },
+    /// Undo the attachments of containers that are gone, and GC every network's plugins.
+    Gc {
+        #[command(flatten)]
+        options: NetworkOptions,
+    },
     /// Create, list, inspect, mount and remove volumes; run the Docker volume plugin endpoint.
     Volume {
         #[command(flatten)]
@@ -123,6 +136,8 @@ fn main() -> ExitCode {
         Commands::Detach { options, args } => target::detach(&Context::new(options), &args),
         Commands::Check { options, args } => target::check(&Context::new(options), &args),
         Commands::Pipework { options, args } => pipework::run(&Context::new(options), &args),
+        Commands::Ps { options, args } => ps::ps(&Context::new(options), &args),
+        Commands::Gc { options } => ps::gc(&Context::new(options)),
         Commands::Volume { state, command } => return berth_volumes::cli::run_and_report(command, &state.state_dir),
         Commands::Quota(command) => return berth_quota::cli::run_and_report(command),
         Commands::Demo { options } => demo::run(&Context::new(options)),

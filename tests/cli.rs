@@ -151,3 +151,33 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn ps_lists_attachments_and_gc_undoes_those_of_gone_containers() {
+    let host = TestHost::new();
+    let berth = Berth { host: &host };
+    berth.ok(&["net", "create", "psnet", "--subnet", "10.34.0.0/24"]);
+    let conf_path = host.dir.path().join("net.d/psnet.conflist");
+    let mut conf: serde_json::Value = serde_json::from_slice(&std::fs::read(&conf_path).unwrap()).unwrap();
+    conf["plugins"][0]["ipam"]["dataDir"] = host.dir.path().join("ipam").display().to_string().into();
+    std::fs::write(&conf_path, conf.to_string()).unwrap();
+    let (kept, gone) = (host.container(), host.container());
+    berth.ok(&["attach", "psnet", &kept.name]);
+    berth.ok(&["attach", "psnet", &gone.name]);
+    let listed: serde_json::Value = serde_json::from_str(&berth.ok(&["ps", "--format", "json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(listed[0]["addresses"][0].as_str().unwrap().starts_with("10.34.0."), "{listed}");
+    let table = berth.ok(&["ps"]);
+    assert!(table.contains(&kept.name) && table.contains("psnet"), "{table}");
+
+    host.remove_container(&gone);
+    assert!(berth.ok(&["ps"]).contains("(gone)"));
+    let out = berth.ok(&["gc"]);
+    assert!(out.contains("1 attachments"), "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&berth.ok(&["ps", "--format", "json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "only the live one is left: {listed}");
+    let leases = std::fs::read_dir(host.dir.path().join("ipam/psnet")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("10.")).count();
+    assert_eq!(leases, 1, "the gone container's address was released");
+    assert_eq!(host_veths(&host), 1);
+    berth.ok(&["detach", "psnet", &kept.name]);
+}

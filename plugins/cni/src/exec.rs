@@ -44,13 +44,18 @@ pub fn exec_plugin(plugin: &Path, env: &CallEnv, stdin: &[u8], inside: Option<&N
         cmd.env_remove(key);
     }
     cmd.env("CNI_COMMAND", env.command.as_str())
-        .env("CNI_CONTAINERID", env.container_id)
-        .env("CNI_IFNAME", env.ifname)
         .env("CNI_ARGS", env.args)
         .env("CNI_PATH", std::env::join_paths(env.cni_path).map_err(|e| CniError::invalid_env("CNI_PATH").with_details(e))?)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // STATUS and GC concern no container: they get no container variables.
+    if !env.container_id.is_empty() {
+        cmd.env("CNI_CONTAINERID", env.container_id);
+    }
+    if !env.ifname.is_empty() {
+        cmd.env("CNI_IFNAME", env.ifname);
+    }
     // An empty path is a container without a namespace any more: DEL may leave it out.
     if let Some(netns) = env.netns.filter(|p| !p.as_os_str().is_empty()) {
         cmd.env("CNI_NETNS", netns);

@@ -114,6 +114,30 @@ impl Runtime {
         Ok(())
     }
 
+    /// CNI 1.1 GC through the chain: each plugin removes what it holds for attachments of
+    /// this network not in `keep` (`cni.dev/valid-attachments`). Plugins that speak an older
+    /// version get no GC, as libcni does; every plugin is asked even when one fails.
+    pub fn gc(&self, list: &ConfList, keep: &[(String, String)]) -> CniResult<()> {
+        let version = list.effective_version(SUPPORTED);
+        if crate::spec::Version::parse(&version).is_ok_and(|v| v < crate::spec::Version::V1_1_0) {
+            return Ok(());
+        }
+        let valid: Vec<Value> =
+            keep.iter().map(|(id, ifname)| serde_json::json!({"containerID": id, "ifname": ifname})).collect();
+        let mut first_error = None;
+        for plugin in &list.plugins {
+            let mut conf = plugin_config(list, &version, plugin, &Map::new(), None)?;
+            conf.insert("cni.dev/valid-attachments".into(), Value::Array(valid.clone()));
+            let binary = find_plugin(plugin_type(plugin), &self.cni_path)?;
+            let env = CallEnv { command: Command::Gc, container_id: "", netns: None, ifname: "", args: "", cni_path: &self.cni_path };
+            let stdin = serde_json::to_vec(&conf).expect("JSON values serialize");
+            if let Err(e) = exec_plugin(&binary, &env, &stdin, self.host.as_ref()) {
+                first_error.get_or_insert(e.context(format!("network {} GC", list.name)));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     fn del_chain(&self, list: &ConfList, version: &str, att: &Attachment, prev: Option<&Value>) -> CniResult<()> {
         let mut first_error = None;
         for plugin in list.plugins.iter().rev() {
