@@ -7,6 +7,7 @@ mod error;
 mod net;
 mod pipework;
 mod ps;
+mod rate;
 mod target;
 
 use clap::{Args, Parser, Subcommand};

@@ -24,6 +24,9 @@ pub enum NetCommand {
         /// Default: "berth-" followed by the network name, cut to 15 characters.
         #[arg(long)]
         bridge: Option<String>,
+        /// Chain berth-bandwidth, so `berth attach --ingress-rate/--egress-rate` can shape.
+        #[arg(long)]
+        bandwidth: bool,
     },
     /// List networks.
     Ls,
@@ -35,8 +38,11 @@ pub enum NetCommand {
 
 pub fn run(ctx: &Context, cmd: NetCommand) -> BerthResult<()> {
     match cmd {
-        NetCommand::Create { name, subnet, gateway, bridge } => {
-            let list = bridge_network(&name, subnet, gateway, bridge.as_deref())?;
+        NetCommand::Create { name, subnet, gateway, bridge, bandwidth } => {
+            let mut list = bridge_network(&name, subnet, gateway, bridge.as_deref())?;
+            if bandwidth {
+                list.plugins.push(crate::rate::bandwidth_plugin());
+            }
             let path = create(ctx, &list)?;
             println!("{}", path.display());
             Ok(())
@@ -75,7 +81,7 @@ pub fn bridge_network(name: &str, subnet: IpNet, gateway: Option<IpAddr>, bridge
     check_interface_name(&bridge).map_err(|e| invalid(format!("--bridge {bridge:?}: {e}")))?;
     let default_route = if subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
     let raw = json!({
-        "cniVersion": "1.0.0",
+        "cniVersion": "1.1.0",
         "name": name,
         "plugins": [{
             "type": "berth-bridge",

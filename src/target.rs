@@ -22,6 +22,17 @@ pub struct AttachArgs {
     /// Container ID given to the plugins; default: derived from TARGET.
     #[arg(long)]
     pub id: Option<String>,
+    /// attach: shape what the container receives to RATE, in tc's units (10mbit, 512kbit);
+    /// the network needs a plugin with the `bandwidth` capability (berth-bandwidth).
+    #[arg(long, value_name = "RATE", value_parser = crate::rate::parse_rate)]
+    pub ingress_rate: Option<u64>,
+    /// attach: shape what the container sends to RATE.
+    #[arg(long, value_name = "RATE", value_parser = crate::rate::parse_rate)]
+    pub egress_rate: Option<u64>,
+    /// attach: the token buckets' size, in tc's units (32kb, 1mb); default: 10 ms at the rate,
+    /// at least 16kb.
+    #[arg(long, value_name = "SIZE", value_parser = crate::rate::parse_size)]
+    pub burst: Option<u64>,
 }
 
 
@@ -111,9 +122,12 @@ fn detach_attachment(args: &AttachArgs) -> BerthResult<Attachment> {
 }
 
 pub fn attach(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
-    let att = attachment(args)?;
+    let mut att = attachment(args)?;
     NetNs::open(&att.netns)?;
     let (_, list) = net::find(ctx, &args.network)?;
+    if let Some(bandwidth) = crate::rate::bandwidth_arg(&list, args.ingress_rate, args.egress_rate, args.burst)? {
+        att.capability_args.insert("bandwidth".into(), bandwidth);
+    }
     let result = ctx.runtime().add(&list, &att)?;
     let printed = result.to_value(&list.effective_version(berth_cni::spec::SUPPORTED))?;
     println!("{}", serde_json::to_string_pretty(&printed).expect("JSON values serialize"));

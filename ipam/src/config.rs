@@ -30,7 +30,6 @@ use berth_cni::{CniError, CniResult};
 use berth_util::names::check_file_name;
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::net::IpAddr;
@@ -441,21 +440,12 @@ pub(crate) fn parse_ip(s: &str, field: &str) -> CniResult<IpAddr> {
     s.trim().parse::<IpAddr>().map(addr::canonical).map_err(|_| bad(field, format!("{s:?} is not an IP address")))
 }
 
-/// One entry of `cni.dev/valid-attachments` (CNI 1.1 GC).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Attachment {
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    #[serde(rename = "ifname")]
-    pub ifname: String,
-}
+/// GC's list of attachments to keep is the SDK's (berth_cni::spec); named here as before.
+pub use berth_cni::spec::{ValidAttachment as Attachment, VALID_ATTACHMENTS};
 
-pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
-
-/// The attachments GC must keep. The key is required: without it GC would release everything.
+/// The attachments GC must keep; see [`berth_cni::spec::NetConf::valid_attachments`].
 pub fn valid_attachments(conf: &NetConf) -> CniResult<Vec<Attachment>> {
-    field::<Vec<Attachment>>(&conf.extra, VALID_ATTACHMENTS, "config")?
-        .ok_or_else(|| bad(VALID_ATTACHMENTS, "is required for GC (an empty list releases every address)"))
+    conf.valid_attachments()
 }
 
 #[cfg(test)]

@@ -97,7 +97,9 @@ impl Netlink {
         msg.attributes.push(TcAttribute::Kind("tbf".into()));
         msg.attributes.push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, tbf_options(bucket, &ticks))));
         self.ack(Rtm::NewQueueDiscipline(msg), NLM_F_CREATE | NLM_F_REPLACE).map_err(|e| {
-            self.fail(e, |me| format!("set a tbf of {} bytes/s, burst {} bytes on {}", bucket.rate, bucket.burst, me.describe(index)))
+            self.fail(e, |me| {
+                format!("set a tbf of {} bytes/s, burst {} bytes on {}", bucket.rate, bucket.burst, me.describe(index))
+            })
         })
     }
 
@@ -120,9 +122,8 @@ impl Netlink {
         msg.header.info = (FILTER_PRIO << 16) | u32::from(ETH_P_ALL.to_be());
         msg.attributes.push(TcAttribute::Kind("u32".into()));
         msg.attributes.push(TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, redirect_options(to))));
-        self.ack(Rtm::NewTrafficFilter(msg), NLM_F_CREATE | NLM_F_EXCL).map_err(|e| {
-            self.fail(e, |me| format!("redirect the ingress of {} to {}", me.describe(index), me.describe(to)))
-        })
+        self.ack(Rtm::NewTrafficFilter(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map_err(|e| self.fail(e, |me| format!("redirect the ingress of {} to {}", me.describe(index), me.describe(to))))
     }
 
     /// Deletes the root qdisc of `index` if it is `kind` with `handle`; `Ok(false)` when it is
@@ -188,10 +189,7 @@ impl Netlink {
 }
 
 fn tc_message(index: u32, handle: u32, parent: u32) -> TcMessage {
-    let mut header = TcHeader::default();
-    header.index = index as i32;
-    header.handle = handle.into();
-    header.parent = parent.into();
+    let header = TcHeader { index: index as i32, handle: handle.into(), parent: parent.into(), ..Default::default() };
     TcMessage::from_parts(header, Vec::new())
 }
 
@@ -203,9 +201,18 @@ struct Psched {
 }
 
 impl Psched {
+    /// Read once per process: the clock does not change while it runs.
     fn read() -> Result<Psched> {
-        let text = std::fs::read_to_string("/proc/net/psched")
-            .map_err(|e| NetlinkError::kernel("read /proc/net/psched", e))?;
+        static READ: std::sync::OnceLock<Psched> = std::sync::OnceLock::new();
+        if let Some(p) = READ.get() {
+            return Ok(*p);
+        }
+        let p = Psched::read_now()?;
+        Ok(*READ.get_or_init(|| p))
+    }
+
+    fn read_now() -> Result<Psched> {
+        let text = std::fs::read_to_string("/proc/net/psched").map_err(|e| NetlinkError::kernel("read /proc/net/psched", e))?;
         Psched::parse(&text).ok_or_else(|| NetlinkError::kernel("read /proc/net/psched", format!("unexpected content {text:?}")))
     }
 

@@ -369,3 +369,42 @@ fn detached_delete_returns_with_both_ends_gone_and_the_name_free() {
 fn detail(err: &NetlinkError) -> String {
     std::error::Error::source(err).map(|s| s.to_string()).unwrap_or_default()
 }
+
+#[test]
+fn traffic_control_shapes_redirects_and_reads_back() {
+    require_root();
+    let t = TestNs::new();
+    let mut nl = t.netlink();
+    let veth = nl.create_veth("tcv0", &VethPeer { name: "tcv1", netns: None, mac: None }, None, None).unwrap();
+    nl.set_up(veth.index).unwrap();
+    let ifb = nl.create_ifb("tcifb0", Some(1400), "owner x").unwrap();
+    let ifb = nl.link_detail(ifb.index).unwrap().unwrap();
+    assert_eq!((ifb.link.kind.as_deref(), ifb.link.mtu, ifb.link.up), (Some("ifb"), 1400, true));
+    assert_eq!(ifb.alias.as_deref(), Some("owner x"));
+
+    let bucket = TokenBucket { rate: 1_000_000, burst: 32_768, limit: 57_768 };
+    nl.set_root_tbf(veth.index, &bucket).unwrap();
+    nl.add_ingress_qdisc(veth.index).unwrap();
+    nl.add_ingress_qdisc(veth.index).unwrap(); // already there: kept
+    nl.redirect_ingress(veth.index, ifb.link.index).unwrap();
+    let qdiscs = nl.qdiscs(veth.index).unwrap();
+    let root = qdiscs.iter().find(|q| q.is_root()).expect("a root qdisc");
+    assert_eq!((root.kind.as_str(), root.handle, root.token_bucket), ("tbf", TBF_HANDLE, Some(bucket)));
+    assert!(qdiscs.iter().any(Qdisc::is_ingress), "{qdiscs:?}");
+    assert_eq!(nl.ingress_redirects(veth.index).unwrap(), [ifb.link.index]);
+
+    // A new rate replaces the old one in place.
+    let faster = TokenBucket { rate: 2_500_000, burst: 65_536, limit: 128_036 };
+    nl.set_root_tbf(veth.index, &faster).unwrap();
+    let root = nl.qdiscs(veth.index).unwrap().into_iter().find(|q| q.is_root()).unwrap();
+    assert_eq!(root.token_bucket, Some(faster));
+
+    // Deleting twice: the second finds nothing, which is no error.
+    assert!(nl.delete_root_qdisc(veth.index, "tbf", TBF_HANDLE).unwrap());
+    assert!(!nl.delete_root_qdisc(veth.index, "tbf", TBF_HANDLE).unwrap());
+    assert!(nl.delete_ingress_qdisc(veth.index).unwrap());
+    assert!(!nl.delete_ingress_qdisc(veth.index).unwrap());
+    assert!(nl.ingress_redirects(veth.index).unwrap().is_empty());
+    assert!(!nl.qdiscs(veth.index).unwrap().iter().any(|q| q.kind == "tbf" || q.is_ingress()));
+    assert!(nl.qdiscs(9999).unwrap().is_empty(), "a link that is gone has no qdiscs");
+}

@@ -32,6 +32,35 @@ pub struct NetConf {
     pub extra: Map<String, Value>,
 }
 
+/// One entry of `cni.dev/valid-attachments`: an attachment a CNI 1.1 GC must keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+impl ValidAttachment {
+    pub fn is(&self, container_id: &str, ifname: &str) -> bool {
+        self.container_id == container_id && self.ifname == ifname
+    }
+}
+
+/// The key of a GC request's list of attachments to keep.
+pub const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+
+impl NetConf {
+    /// The attachments a GC must keep. The key is required: without it GC would remove
+    /// everything, so it is refused (code 7) rather than taken as an empty list.
+    pub fn valid_attachments(&self) -> CniResult<Vec<ValidAttachment>> {
+        let raw = self.extra.get(VALID_ATTACHMENTS).ok_or_else(|| {
+            CniError::invalid_config(format!("{VALID_ATTACHMENTS} is required for GC (an empty list removes everything)"))
+        })?;
+        serde_json::from_value(raw.clone())
+            .map_err(|e| CniError::invalid_config(format!("{VALID_ATTACHMENTS} is malformed")).with_details(e))
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IpamConf {
     #[serde(rename = "type", default)]

@@ -1,0 +1,278 @@
+//! `berth-bandwidth`: a chained plugin, after berth-bridge, berth-ovs or the reference bridge,
+//! that shapes a container's traffic as the reference `bandwidth` plugin does, with the same
+//! keys. It finds the host end of the container's veth in `prevResult`; what the container
+//! receives is shaped by a token bucket (tbf) on that host end's egress; what it sends arrives
+//! on the host end's ingress, where no qdisc can queue, so a filter redirects it to an ifb
+//! device whose egress carries the second token bucket. All of it over netlink.
+
+mod config;
+
+pub use config::{Limit, Shaping};
+
+use berth_cni::iface;
+use berth_cni::rollback::Rollback;
+use berth_cni::skel::{Plugin, Request};
+use berth_cni::spec::{Interface, RunResult};
+use berth_cni::{CniError, CniResult, Code};
+use berth_netlink::{Link, Netlink, TokenBucket, TBF_HANDLE};
+use berth_netns::NetNs;
+use berth_util::hash::fnv1a32;
+
+pub struct BandwidthPlugin;
+
+/// How long a packet may wait in a token bucket's queue before it is dropped: the reference
+/// plugin's choice, which sets the queue's size in bytes (`limit`).
+const LATENCY_MS: u64 = 25;
+
+impl Plugin for BandwidthPlugin {
+    fn add(&self, req: &Request) -> CniResult<RunResult> {
+        let shaping = Shaping::parse(req)?;
+        let mut result = req.conf.prev_result()?.ok_or_else(|| {
+            CniError::invalid_config("prevResult is required: chain berth-bandwidth after the plugin that creates the veth")
+        })?;
+        if shaping.is_empty() {
+            return Ok(result);
+        }
+        let mut host = Netlink::open()?;
+        let veth = host_veth(req, &result, &mut host)?.ok_or_else(|| {
+            CniError::invalid_config("prevResult.interfaces names no host end of a veth (a host-side interface without sandbox)")
+        })?;
+        shaping.check_burst_fits(veth.mtu)?;
+        // A failure leaves nothing this ADD made; what an earlier ADD made stays.
+        let mut undo = Rollback::new();
+        shape_ingress(&mut host, &veth, shaping.ingress, &mut undo)?;
+        let ifb = shape_egress(req, &mut host, &veth, shaping.egress, &mut undo)?;
+        undo.commit();
+        if let Some(ifb) = ifb {
+            result.push_interface(Interface { name: ifb.name, mac: iface::mac_string(ifb.mac), ..Default::default() });
+        }
+        Ok(result)
+    }
+
+    /// Removes the ifb and the host end's qdiscs; succeeds when they are gone already, and
+    /// without prevResult (the ifb is found by its name; the veth's qdiscs go with the veth).
+    fn del(&self, req: &Request) -> CniResult<()> {
+        let mut host = Netlink::open()?;
+        let ifb = host.link_by_name(&ifb_of(req))?;
+        if let Some(prev) = req.conf.prev_result()? {
+            if let Some(veth) = host_veth(req, &prev, &mut host)? {
+                host.delete_root_qdisc(veth.index, "tbf", TBF_HANDLE)?;
+                remove_redirect(&mut host, &veth, ifb.as_ref())?;
+            }
+        }
+        let Some(ifb) = ifb else { return Ok(()) };
+        if req.options.return_before_kernel_frees_links {
+            host.delete_link_detached(ifb.index)?;
+        } else {
+            host.delete_link(ifb.index)?;
+        }
+        Ok(())
+    }
+
+    /// The host end carries a tbf of the ingress rate and redirects to an ifb carrying one of
+    /// the egress rate, as configured.
+    fn check(&self, req: &Request) -> CniResult<()> {
+        let shaping = Shaping::parse(req)?;
+        let prev = iface::prev_result(req)?;
+        let mut host = Netlink::open()?;
+        let veth = host_veth(req, &prev, &mut host)?
+            .ok_or_else(|| CniError::invalid_config("prevResult.interfaces names no host end of a veth"))?;
+        if let Some(limit) = shaping.ingress {
+            expect_bucket(&mut host, &veth, limit, "ingress")?;
+        }
+        if let Some(limit) = shaping.egress {
+            let name = ifb_of(req);
+            let ifb = host.link_by_name(&name)?.ok_or_else(|| CniError::new(Code::Kernel, format!("the ifb {name} is gone")))?;
+            expect_bucket(&mut host, &ifb, limit, "egress")?;
+            if !host.ingress_redirects(veth.index)?.contains(&ifb.index) {
+                return Err(CniError::new(Code::Kernel, format!("{} no longer redirects its ingress to {name}", veth.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the ifbs of this network's attachments that are not in
+    /// `cni.dev/valid-attachments` (the qdiscs on their veths went with the veths).
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        let keep = req.conf.valid_attachments()?;
+        let mut host = Netlink::open()?;
+        for link in host.links_detailed()? {
+            let Some((network, id, ifname)) = link.alias.as_deref().and_then(parse_ifb_alias) else { continue };
+            let kept = keep.iter().any(|a| a.container_id == id && a.ifname == ifname);
+            if link.link.kind.as_deref() == Some("ifb") && network == req.conf.name && !kept {
+                host.delete_link(link.link.index)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ifb's name, from what every command has (prevResult may be missing on DEL): the
+/// network, the container and its interface.
+pub fn ifb_name(network: &str, container_id: &str, ifname: &str) -> String {
+    // The NULs keep ("ab", "c") and ("a", "bc") apart.
+    let hash = fnv1a32([network.as_bytes(), &[0], container_id.as_bytes(), &[0], ifname.as_bytes()]);
+    format!("bwb{hash:08x}")
+}
+
+fn ifb_of(req: &Request) -> String {
+    ifb_name(&req.conf.name, &req.container_id, &req.ifname)
+}
+
+/// The ifb's alias names its owner, so GC can tell whose it is.
+fn ifb_alias(req: &Request) -> String {
+    format!("berth-bandwidth net={} id={} if={}", req.conf.name, req.container_id, req.ifname)
+}
+
+/// (network, container ID, ifname) of an alias [`ifb_alias`] wrote. Network names, container
+/// IDs and interface names hold no spaces.
+fn parse_ifb_alias(alias: &str) -> Option<(&str, &str, &str)> {
+    let rest = alias.strip_prefix("berth-bandwidth net=")?;
+    let (network, rest) = rest.split_once(" id=")?;
+    let (id, ifname) = rest.split_once(" if=")?;
+    Some((network, id, ifname))
+}
+
+/// The host end of the container's veth: a host-side interface of `prev` (one without a
+/// sandbox) that is a veth here. With several, the one whose peer is the container's
+/// interface. `None` when prevResult names none that still exists.
+fn host_veth(req: &Request, prev: &RunResult, host: &mut Netlink) -> CniResult<Option<Link>> {
+    let mut veths = Vec::new();
+    for iface in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
+        if let Some(link) = host.link_by_name(&iface.name)?.filter(|l| l.kind.as_deref() == Some("veth")) {
+            veths.push(link);
+        }
+    }
+    if veths.len() <= 1 {
+        return Ok(veths.pop());
+    }
+    let peer = container_peer_index(req)?;
+    Ok(veths.into_iter().find(|v| Some(v.index) == peer))
+}
+
+/// The host-side index of the container interface's veth peer, seen from the container.
+fn container_peer_index(req: &Request) -> CniResult<Option<u32>> {
+    let Some(ns) = req.netns.as_ref().and_then(|p| NetNs::open(p).ok()) else { return Ok(None) };
+    let mut nl = Netlink::open_in(&ns)?;
+    Ok(nl.link_by_name(&req.ifname)?.and_then(|l| l.peer_index))
+}
+
+/// A direction's limit as tbf takes it: bytes, with a queue of [`LATENCY_MS`] at the rate
+/// plus the burst.
+pub fn token_bucket(limit: Limit) -> TokenBucket {
+    let rate = limit.rate / 8;
+    let burst = u32::try_from(limit.burst / 8).unwrap_or(u32::MAX);
+    let queued = rate.saturating_mul(LATENCY_MS) / 1000 + u64::from(burst);
+    TokenBucket { rate, burst, limit: u32::try_from(queued).unwrap_or(u32::MAX) }
+}
+
+/// What the container receives: a tbf as the host end's root qdisc, or none of ours.
+fn shape_ingress<'a>(host: &mut Netlink, veth: &Link, limit: Option<Limit>, undo: &mut Rollback<'a>) -> CniResult<()> {
+    let Some(limit) = limit else {
+        // A new ADD without an ingress limit: an earlier one's goes.
+        host.delete_root_qdisc(veth.index, "tbf", TBF_HANDLE)?;
+        return Ok(());
+    };
+    let existed = host.qdiscs(veth.index)?.iter().any(|q| q.is_root() && q.kind == "tbf" && q.handle == TBF_HANDLE);
+    host.set_root_tbf(veth.index, &token_bucket(limit))?;
+    if !existed {
+        let index = veth.index;
+        undo.push("the host end's tbf", move || Ok(Netlink::open()?.delete_root_qdisc(index, "tbf", TBF_HANDLE).map(drop)?));
+    }
+    Ok(())
+}
+
+/// What the container sends: the host end's ingress redirected to an ifb carrying a tbf.
+/// Returns the ifb.
+fn shape_egress<'a>(
+    req: &Request,
+    host: &mut Netlink,
+    veth: &Link,
+    limit: Option<Limit>,
+    undo: &mut Rollback<'a>,
+) -> CniResult<Option<Link>> {
+    let name = ifb_of(req);
+    let existing = host.link_by_name(&name)?;
+    let Some(limit) = limit else {
+        remove_redirect(host, veth, existing.as_ref())?;
+        if let Some(ifb) = existing {
+            host.delete_link(ifb.index)?;
+        }
+        return Ok(None);
+    };
+    let ifb = match existing {
+        Some(link) if link.kind.as_deref() != Some("ifb") => {
+            return Err(CniError::new(Code::Kernel, format!("link {name} exists and is not an ifb")));
+        }
+        Some(ifb) => ifb,
+        None => {
+            let ifb = host.create_ifb(&name, Some(veth.mtu), &ifb_alias(req))?;
+            let index = ifb.index;
+            undo.push("the ifb", move || Ok(Netlink::open()?.delete_link(index).map(drop)?));
+            ifb
+        }
+    };
+    host.set_root_tbf(ifb.index, &token_bucket(limit))?;
+    if host.ingress_redirects(veth.index)? != [ifb.index] {
+        // Nothing, or a redirect to an ifb an earlier ADD left: start the ingress side anew.
+        host.delete_ingress_qdisc(veth.index)?;
+        host.add_ingress_qdisc(veth.index)?;
+        let index = veth.index;
+        undo.push("the host end's ingress qdisc", move || Ok(Netlink::open()?.delete_ingress_qdisc(index).map(drop)?));
+        host.redirect_ingress(veth.index, ifb.index)?;
+    }
+    Ok(Some(ifb))
+}
+
+/// Removes the host end's ingress qdisc when its filters redirect to `ifb` only (or to a link
+/// that is gone), leaving any other's alone.
+fn remove_redirect(host: &mut Netlink, veth: &Link, ifb: Option<&Link>) -> CniResult<()> {
+    let targets = host.ingress_redirects(veth.index)?;
+    let mut ours = !targets.is_empty();
+    for target in &targets {
+        let is_ifb = ifb.is_some_and(|i| i.index == *target);
+        ours &= is_ifb || host.link_by_index(*target)?.is_none();
+    }
+    if ours {
+        host.delete_ingress_qdisc(veth.index)?;
+    }
+    Ok(())
+}
+
+/// `link`'s root qdisc is a tbf with `limit`'s rate and burst (to the kernel's tick).
+fn expect_bucket(host: &mut Netlink, link: &Link, limit: Limit, direction: &str) -> CniResult<()> {
+    let want = token_bucket(limit);
+    let qdiscs = host.qdiscs(link.index)?;
+    let Some(have) = qdiscs.iter().find(|q| q.is_root() && q.kind == "tbf").and_then(|q| q.token_bucket) else {
+        return Err(CniError::new(Code::Kernel, format!("{} carries no tbf for the {direction} limit", link.name)));
+    };
+    // The kernel keeps the burst as a time in whole ticks: allow a tick's worth of bytes.
+    let slack = (want.rate / 1_000_000).max(1) as u32 + want.burst / 1000;
+    if have.rate != want.rate || have.burst.abs_diff(want.burst) > slack {
+        return Err(CniError::new(
+            Code::Kernel,
+            format!(
+                "the {direction} tbf on {} shapes to {} bytes/s, burst {} bytes; configured {} bytes/s, burst {} bytes",
+                link.name, have.rate, have.burst, want.rate, want.burst
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_in_bytes_with_a_queue_of_25_ms() {
+        let b = token_bucket(Limit { rate: 8_000_000, burst: 262_144 });
+        assert_eq!(b, TokenBucket { rate: 1_000_000, burst: 32_768, limit: 25_000 + 32_768 });
+    }
+
+    #[test]
+    fn aliases_round_trip() {
+        assert_eq!(parse_ifb_alias("berth-bandwidth net=n1 id=c-1 if=eth0"), Some(("n1", "c-1", "eth0")));
+        assert_eq!(parse_ifb_alias("berth-bridge id=c if=eth0"), None);
+    }
+}
