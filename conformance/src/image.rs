@@ -10,7 +10,7 @@ use std::time::Duration;
 /// busybox 1.35's `wget -T` crashes: time-limit it with the `timeout` applet instead.
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "mkdir", "sleep", "true", "ip", "ping", "wget", "httpd", "timeout", "nc", "ifconfig", "dd",
-    "rm", "touch", "df", "udhcpc", "route",
+    "rm", "touch", "df", "udhcpc", "route", "nslookup",
 ];
 
 /// Writes `DIR/rootfs/` and `DIR/rootfs.tar`; the tarball's path.

@@ -450,3 +450,35 @@ fn reference_two_networks_each_keep_a_way_out() {
 fn berth_two_networks_each_keep_a_way_out() {
     two_networks_each_keep_a_way_out(Chain::Berth);
 }
+
+/// podman with a conflist chaining berth-bandwidth after berth-bridge: a real container's
+/// traffic is shaped to the configured rates in each direction, and `podman rm` removes the
+/// ifb.
+#[test]
+fn podman_container_is_shaped_by_berth_bandwidth() {
+    use berth_conformance::throughput::tcp_bits_per_sec;
+    const INGRESS: u64 = 8_000_000;
+    const EGRESS: u64 = 20_000_000;
+    let lab = PodmanLab::new();
+    let mut conf = berth_network("shaped", "berthbw0", "10.89.40.0/24");
+    conf["plugins"].as_array_mut().unwrap().push(json!({
+        "type": "berth-bandwidth",
+        "ingressRate": INGRESS, "ingressBurst": 32 * 1024 * 8,
+        "egressRate": EGRESS, "egressBurst": 32 * 1024 * 8,
+    }));
+    lab.write_network(&conf);
+    lab.start_sleeper("shaped1", "shaped");
+    let container = lab.netns_of("shaped1");
+    let address = lab.address_on("shaped1", "shaped");
+    let gateway = lab.gateway_on("shaped1", "shaped");
+    let window = Duration::from_secs(3);
+    let ingress = tcp_bits_per_sec(&lab.host.ns, &container, address, window).expect("host -> container stream");
+    let egress = tcp_bits_per_sec(&container, &lab.host.ns, gateway, window).expect("container -> host stream");
+    for (measured, configured, what) in [(ingress, INGRESS, "ingress"), (egress, EGRESS, "egress")] {
+        let ratio = measured / configured as f64;
+        assert!((0.9..=1.1).contains(&ratio), "{what}: {:.2} Mbit/s, configured {:.2}", measured / 1e6, configured as f64 / 1e6);
+    }
+    lab.ok(&["rm", "--force", "--time", "0", "shaped1"]);
+    let ifbs = lab.host.netlink().links().unwrap().into_iter().filter(|l| l.kind.as_deref() == Some("ifb")).count();
+    assert_eq!(ifbs, 0, "podman rm removes the ifb");
+}
