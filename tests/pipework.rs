@@ -210,3 +210,26 @@ fn direct_phys_moves_the_interface_itself_and_remove_gives_it_back() {
     let back = host.link_by_name("nic1").unwrap().expect("nic1 is back in the host");
     assert_eq!(back.mac.unwrap().to_string(), mac);
 }
+
+#[test]
+fn dhcp_leases_from_the_lans_server_and_remove_releases_it() {
+    let lab = DockerLab::new();
+    let berth = Berth { lab: &lab };
+    sleepers(&lab, &["leaser"]);
+    let mut host = lab.host.netlink();
+    let lan = host.ensure_bridge("brlan", None).unwrap();
+    host.add_address(lan.index, "10.70.0.1/24".parse().unwrap()).unwrap();
+    host.set_up(lan.index).unwrap();
+    let scratch = lab.path("dnsmasq");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let dnsmasq = berth_conformance::dnsmasq::Dnsmasq::start(&lab.host.path(), "brlan", "10.70.0.50,10.70.0.150", &scratch, &[]);
+    let _keeper = berth_conformance::dnsmasq::KeeperGuard::new(lab.path("state/dhcp.sock"));
+
+    berth.ok(&["pipework", "brlan", "leaser", "dhcp"]);
+    let address = v4(&lab, "leaser", "eth1");
+    assert!(address.to_string().starts_with("10.70.0."), "a lease from dnsmasq: {address}");
+    assert!(dnsmasq.leased().iter().any(|l| l.contains(&address.to_string())), "dnsmasq's lease file has it");
+    berth.ok(&["pipework", "brlan", "leaser", "dhcp", "--remove"]);
+    assert!(seen(&lab, "leaser", "eth1").is_none());
+    assert!(berth_conformance::eventually(std::time::Duration::from_secs(5), || dnsmasq.released(&address.to_string())), "released");
+}

@@ -55,8 +55,10 @@ impl Plugin for BridgePlugin {
 
     fn del(&self, req: &Request) -> CniResult<()> {
         let conf = BridgeConf::parse(req)?;
-        // The reverse of ADD: the firewall entries, the veth, and only then the addresses,
-        // which the next ADD may hand out again. A step that fails leaves the steps after it
+        // The reverse of ADD: the firewall entries, the addresses, the veth. The addresses go
+        // while the veth is there: a DHCP lease (berth-dhcp, the reference dhcp) is released
+        // from it, as the reference plugins order DEL; the veth goes even when that fails, and
+        // the release's error is the one reported. A step that fails leaves the steps after it
         // for the runtime's retry, each of them a success when there is nothing left to undo.
         // Without prevResult the firewall finds the container's entries by their owner tag.
         let addresses: Vec<IpAddr> =
@@ -66,11 +68,9 @@ impl Plugin for BridgePlugin {
         fw.del(&firewall_attachment(req, &conf, &addresses, &port_mappings))?;
         // With nftables, `fw` still holds its nfnetlink socket: the process that deletes the
         // link inherits it, so the grace period its release waits for is not ours either.
+        let released = if conf.ipam_configured(req) { IPAM.del(req) } else { Ok(()) };
         iface::remove_veth(req)?;
-        if conf.ipam_configured(req) {
-            IPAM.del(req)?;
-        }
-        Ok(())
+        released
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -99,7 +99,8 @@ impl Plugin for BridgePlugin {
     /// network that is not in `cni.dev/valid-attachments`.
     fn gc(&self, req: &Request) -> CniResult<()> {
         let conf = BridgeConf::parse(req)?;
-        let keep = valid_attachments(req)?;
+        let keep: Vec<(String, String)> =
+            req.conf.valid_attachments()?.into_iter().map(|v| (v.container_id, v.ifname)).collect();
         if conf.ipam_configured(req) {
             IPAM.forward(req)?;
         }
@@ -152,31 +153,13 @@ fn firewall_attachment<'a>(
     }
 }
 
-/// CNI 1.1 GC's `cni.dev/valid-attachments`, as (container ID, ifname).
-fn valid_attachments(req: &Request) -> CniResult<Vec<(String, String)>> {
-    #[derive(serde::Deserialize)]
-    struct Valid {
-        #[serde(rename = "containerID")]
-        container_id: String,
-        ifname: String,
-    }
-    let raw = req
-        .conf
-        .extra
-        .get("cni.dev/valid-attachments")
-        .ok_or_else(|| CniError::invalid_config("GC needs cni.dev/valid-attachments (an empty list removes everything)"))?;
-    let list: Vec<Valid> = serde_json::from_value(raw.clone())
-        .map_err(|e| CniError::invalid_config("cni.dev/valid-attachments is malformed").with_details(e))?;
-    Ok(list.into_iter().map(|v| (v.container_id, v.ifname)).collect())
-}
-
 impl BridgeConf {
     fn ipam_configured(&self, req: &Request) -> bool {
         req.conf.ipam.as_ref().is_some_and(|i| !i.plugin_type.is_empty())
     }
 }
 
-/// IPAM, the veth, the container's end, the host's side, the firewall entries: each undone
+/// The veth, IPAM, the container's end, the host's side, the firewall entries: each undone
 /// through `undo` if a later one fails.
 fn attach<'a>(
     req: &'a Request,
@@ -187,12 +170,14 @@ fn attach<'a>(
     bridge: &Link,
     undo: &mut Rollback<'a>,
 ) -> CniResult<RunResult> {
-    // Without IPAM the bridge is layer 2 only, as in the reference plugin.
-    let allocated = if conf.ipam_configured(req) { IPAM.add_undoable(req, undo)? } else { RunResult::default() };
     let spec = VethSpec { container_mac: conf.container_mac, mtu: conf.mtu.or(Some(bridge.mtu)), master: Some(bridge.index) };
     let pair = iface::create_veth(req, ns, host, container, &spec, undo)?;
     let (veth, link) = (pair.host, pair.container);
     configure_port(req, conf, host, &veth)?;
+    // IPAM once the container's interface exists and its port is up, as in the reference
+    // plugin: a DHCP client (berth-dhcp, the reference dhcp) leases on that interface. Without
+    // IPAM the bridge is layer 2 only.
+    let allocated = if conf.ipam_configured(req) { IPAM.add_undoable(req, undo)? } else { RunResult::default() };
     let configured = with_default_routes(conf, allocated);
     iface::configure(ns, container, &link, &configured, conf.enable_dad)?;
 
@@ -356,7 +341,7 @@ esac
     }
 
     #[test]
-    fn del_removes_the_veth_before_a_failing_address_release() {
+    fn del_removes_the_veth_even_when_the_address_release_fails() {
         let tag = std::process::id();
         let scratch = Scratch {
             namespaces: vec![format!("berth-bridge-test-host-{tag}"), format!("berth-bridge-test-ctr-{tag}")],
@@ -377,7 +362,7 @@ esac
 
         let err = BridgePlugin.del(&request(Command::Del, &container, &scratch.dir)).expect_err("IPAM's DEL fails");
         assert_eq!(err.code, 11, "the IPAM plugin's error reaches the runtime: {err}");
-        assert!(Netlink::open().unwrap().link_by_name(&veth).unwrap().is_none(), "the veth went before the addresses");
+        assert!(Netlink::open().unwrap().link_by_name(&veth).unwrap().is_none(), "the veth went all the same");
         assert!(Netlink::open_in(&container).unwrap().link_by_name("eth0").unwrap().is_none());
     }
 }

@@ -46,12 +46,16 @@ impl Plugin for MacvlanPlugin {
         Ok(result)
     }
 
-    /// The reverse of ADD: the macvlan, the addresses (which the next ADD may hand out again),
-    /// the sub-interface when no macvlan is left on it.
+    /// The reverse of ADD: the addresses, the macvlan, the sub-interface when no macvlan is
+    /// left on it.
     fn del(&self, req: &Request) -> CniResult<()> {
         let conf = MacvlanConf::parse(req)?;
         let container = req.netns.as_ref().and_then(|p| NetNs::open(p).ok());
         let _trunk_lock = conf.vlan.map(|_| trunk::lock()).transpose()?;
+        // Addresses first, while the macvlan is there: a DHCP lease (berth-dhcp, the reference
+        // dhcp) is released from it, as the reference plugins order DEL. The macvlan goes even
+        // when that fails, and the release's error is the one reported.
+        let released = if conf.with_ipam { IPAM.del(req) } else { Ok(()) };
         if let Some(ns) = &container {
             let mut nl = Netlink::open_in(ns)?;
             if let Some(link) = nl.link_by_name(&req.ifname)? {
@@ -62,10 +66,8 @@ impl Plugin for MacvlanPlugin {
                 iface::delete_link(req, nl, link.index)?;
             }
         }
-        if conf.with_ipam {
-            IPAM.del(req)?;
-        }
-        release_trunk(&conf, container)
+        let trunk = release_trunk(&conf, container);
+        released.and(trunk)
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {
@@ -166,7 +168,7 @@ fn default_route_link(nl: &mut Netlink) -> CniResult<Option<Link>> {
     }
 }
 
-/// IPAM, then the macvlan on `parent` (its namespace's socket, and the link); each undone
+/// The macvlan on `parent` (its namespace's socket, and the link), then IPAM; each undone
 /// through `undo` if a later step fails.
 fn add_on_parent<'a>(
     req: &'a Request,
@@ -183,7 +185,6 @@ fn add_on_parent<'a>(
     }
     let mut container = Netlink::open_in(ns)?;
     iface::require_unused_name(&mut container, req)?;
-    let allocated = if conf.with_ipam { IPAM.add_undoable(req, undo)? } else { RunResult::default() };
     // Made under a temporary name directly in the container (the final name may exist on
     // the host), then renamed there.
     let tmp_name = format!("berthmv{}", std::process::id());
@@ -201,12 +202,15 @@ fn add_on_parent<'a>(
         .ok_or_else(|| CniError::kernel(format!("macvlan {tmp_name} did not appear in the container"), "missing after create"))?;
     let index = link.index;
     undo.push("deleting the macvlan", move || Netlink::open_in(ns)?.delete_link(index).map(drop).map_err(CniError::from));
+    container.rename(index, &req.ifname)?;
+    // IPAM once CNI_IFNAME exists in the container, as in the reference plugin: a DHCP client
+    // (berth-dhcp, the reference dhcp) leases on that interface.
+    let allocated = if conf.with_ipam { IPAM.add_undoable(req, undo)? } else { RunResult::default() };
     configure(req, ns, &mut container, &link, &allocated)
 }
 
-/// Names the new link, gives it the IPAM result, and builds the ADD result.
+/// Gives the new link (already named CNI_IFNAME) the IPAM result, and builds the ADD result.
 fn configure(req: &Request, ns: &NetNs, container: &mut Netlink, link: &Link, allocated: &RunResult) -> CniResult<RunResult> {
-    container.rename(link.index, &req.ifname)?;
     // Tell the neighbours about the new MAC at once, as the reference plugin does; best
     // effort (no IPv6 in the namespace is fine).
     ns.run(|| {

@@ -45,24 +45,28 @@ impl Plugin for OvsPlugin {
         let mut ovs = connect(&conf)?;
         ensure_bridge(&mut ovs, &conf)?;
         let mut host = Netlink::open()?;
-        // Leave nothing half-made: the addresses, the veth and the port go again, in reverse
+        // Leave nothing half-made: the veth, the port and the addresses go again, in reverse
         // order, if a later step fails.
         let mut undo = Rollback::new();
-        let allocated = if conf.with_ipam { IPAM.add_undoable(req, &mut undo)? } else { RunResult::default() };
         let spec = VethSpec { container_mac: mac, mtu: conf.mtu, master: None };
         let veth = iface::create_veth(req, &ns, &mut host, &mut container, &spec, &mut undo)?;
         host.set_up(veth.host.index)?;
         add_port(req, &conf, &mut ovs, &veth.host.name, &mut undo)?;
+        // IPAM once the container's interface is on the switch, as in the reference plugin: a
+        // DHCP client (berth-dhcp, the reference dhcp) leases on that interface.
+        let allocated = if conf.with_ipam { IPAM.add_undoable(req, &mut undo)? } else { RunResult::default() };
         iface::configure(&ns, &mut container, &veth.container, &allocated, false)?;
         let result = result(req, &ns, &veth, allocated);
         undo.commit();
         Ok(result)
     }
 
-    /// The reverse of ADD: the port, the veth, and only then the addresses, which the next
-    /// ADD may hand out again.
+    /// The reverse of ADD: the addresses, while the interface is there (a DHCP lease is
+    /// released from it, as the reference plugins order DEL), then the port and the veth,
+    /// which go even when the release fails; its error is the one reported then.
     fn del(&self, req: &Request) -> CniResult<()> {
         let conf = OvsConf::parse(req)?;
+        let released = if conf.with_ipam { IPAM.del(req) } else { Ok(()) };
         let name = iface::host_end_name(req)?;
         // Both are tried whatever the other did; the port's error is the one reported.
         let port = connect(&conf).and_then(|mut ovs| {
@@ -70,10 +74,7 @@ impl Plugin for OvsPlugin {
         });
         let veth = iface::remove_veth(req);
         port.and(veth)?;
-        if conf.with_ipam {
-            IPAM.del(req)?;
-        }
-        Ok(())
+        released
     }
 
     fn check(&self, req: &Request) -> CniResult<()> {

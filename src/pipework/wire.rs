@@ -40,7 +40,7 @@ pub fn wire(ctx: &Context, w: &Wiring) -> BerthResult<()> {
     }
     let kind = if w.direct_phys { HostKind::Direct } else { host_kind(&name, link.as_ref(), w)? };
     let netns = target.netns.clone().ok_or_else(|| BerthError::NotFound(format!("{} is not running", w.guest)))?;
-    let list = network(&name, link.as_ref(), &kind, w, &target)?;
+    let list = network(&name, link.as_ref(), &kind, w, &target, &ctx.state_dir.join("dhcp.sock"))?;
     let att = attachment(w, &target, netns)?;
     let runtime = ctx.runtime();
     if already_wired(ctx, &list, &att)? {
@@ -126,7 +126,8 @@ fn host_kind(name: &str, link: Option<&Link>, w: &Wiring) -> BerthResult<HostKin
 }
 
 /// The one-plugin network this wiring is: named after the host interface.
-fn network(name: &str, link: Option<&Link>, kind: &HostKind, w: &Wiring, target: &Target) -> BerthResult<ConfList> {
+/// `dhcp_socket`: berth-dhcp's lease keeper for berth's wirings, kept with berth's state.
+fn network(name: &str, link: Option<&Link>, kind: &HostKind, w: &Wiring, target: &Target, dhcp_socket: &std::path::Path) -> BerthResult<ConfList> {
     let mut plugin = match kind {
         HostKind::LinuxBridge { .. } => json!({ "type": "berth-bridge", "bridge": name, "firewallBackend": "none" }),
         HostKind::OvsBridge { exists } => ovs_plugin(name, *exists),
@@ -146,7 +147,7 @@ fn network(name: &str, link: Option<&Link>, kind: &HostKind, w: &Wiring, target:
             plugin["hostVethName"] = json!(local);
         }
     }
-    if let Some(ipam) = ipam(&w.address) {
+    if let Some(ipam) = ipam(&w.address, dhcp_socket) {
         plugin["ipam"] = ipam;
     }
     let raw = json!({ "cniVersion": "1.0.0", "name": format!("{NETWORK_PREFIX}{name}"), "plugins": [plugin] });
@@ -175,10 +176,12 @@ fn pipework_host_end(w: &Wiring, target: &Target) -> Option<String> {
 /// berth-static for `IP/PREFIX[@GATEWAY]` (with an on-link route to a gateway outside the
 /// prefix, as pipework adds), none for `0/0` and the clients run in the guest, berth-dhcp
 /// for `dhcp`.
-fn ipam(address: &Address) -> Option<Value> {
+fn ipam(address: &Address, dhcp_socket: &std::path::Path) -> Option<Value> {
     match address {
         Address::None => None,
-        Address::Dhcp { client: DhcpClient::Berth, .. } => Some(json!({ "type": "berth-dhcp" })),
+        Address::Dhcp { client: DhcpClient::Berth, .. } => {
+            Some(json!({ "type": "berth-dhcp", "daemonSocketPath": dhcp_socket.display().to_string() }))
+        }
         Address::Dhcp { .. } => None,
         Address::Static { address, gateway } => {
             let mut routes = Vec::new();
@@ -286,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_gateway_outside_the_prefix_gets_an_on_link_route_first() {
-        let ipam = ipam(&Address::Static { address: "10.1.0.5/24".parse().unwrap(), gateway: Some("10.9.0.1".parse().unwrap()) }).unwrap();
+        let ipam = ipam(&Address::Static { address: "10.1.0.5/24".parse().unwrap(), gateway: Some("10.9.0.1".parse().unwrap()) }, "/s".as_ref()).unwrap();
         assert_eq!(ipam["routes"][0]["dst"], "10.9.0.1/32");
         assert_eq!(ipam["routes"][1]["gw"], "10.9.0.1");
         let inside = ipam_routes("10.1.0.5/24", "10.1.0.1");
@@ -294,7 +297,7 @@ mod tests {
     }
 
     fn ipam_routes(address: &str, gw: &str) -> Vec<Value> {
-        let ipam = ipam(&Address::Static { address: address.parse().unwrap(), gateway: Some(gw.parse().unwrap()) }).unwrap();
+        let ipam = ipam(&Address::Static { address: address.parse().unwrap(), gateway: Some(gw.parse().unwrap()) }, "/s".as_ref()).unwrap();
         ipam["routes"].as_array().unwrap().clone()
     }
 }

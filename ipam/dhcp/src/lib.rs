@@ -1,0 +1,137 @@
+//! `berth-dhcp`: an IPAM plugin whose addresses come from the network's own DHCPv4 server,
+//! with nothing else to install or start.
+//!
+//! - ADD: DISCOVER/OFFER/REQUEST/ACK on CNI_IFNAME from inside the container's namespace (the
+//!   main plugin made the interface first; it is brought up here), then the lease is handed to
+//!   the keeper, started on the way when it is not running. The result: the address, the
+//!   router as gateway, classless static routes (option 121) or a default route, DNS servers.
+//! - DEL: the keeper sends DHCPRELEASE and forgets the lease; fine when there is none.
+//! - CHECK: fails when the keeper holds no lease for the attachment, or could not renew it.
+//! - STATUS: fails when the keeper cannot be reached (50), or when a lease of this network
+//!   was not renewed when due (51: the server is away).
+//! - GC: releases the network's leases whose attachments are not in `cni.dev/valid-attachments`.
+//!
+//! Modules: [`message`] (the wire format), [`client`] (the exchanges), [`lease`] (what a lease
+//! holds, the result), [`config`], [`proto`] (plugin to keeper), [`keeper`] and [`renewal`].
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod keeper;
+pub mod lease;
+pub mod message;
+pub mod proto;
+pub mod renewal;
+
+use berth_cni::skel::{Plugin, Request};
+use berth_cni::spec::RunResult;
+use berth_cni::{CniError, CniResult, Code};
+use berth_netlink::Netlink;
+use berth_netns::NetNs;
+use client::{Client, Identity};
+use config::DhcpConf;
+use error::{DhcpError, KeeperCode};
+use lease::{Lease, Owner};
+use proto::Ask;
+
+pub struct Dhcp;
+
+impl Plugin for Dhcp {
+    fn add(&self, req: &Request) -> CniResult<RunResult> {
+        let conf = DhcpConf::parse(req)?;
+        let lease = obtain(req, &conf)?;
+        let result = lease.result();
+        if let Err(e) = proto::ask(&conf.socket, &Ask::Hold { lease: Box::new(lease.clone()) }, true) {
+            // Nobody would renew it: give it back rather than let it run out under the container.
+            let _ = renewal::release(&lease);
+            return Err(CniError::from(e).context("the lease was obtained but cannot be kept"));
+        }
+        Ok(result)
+    }
+
+    fn del(&self, req: &Request) -> CniResult<()> {
+        let conf = DhcpConf::parse(req)?;
+        Ok(proto::ask(&conf.socket, &Ask::Release { key: owner(req, &conf).key() }, true)?)
+    }
+
+    fn check(&self, req: &Request) -> CniResult<()> {
+        let conf = DhcpConf::parse(req)?;
+        Ok(proto::ask(&conf.socket, &Ask::Check { key: owner(req, &conf).key() }, true)?)
+    }
+
+    fn status(&self, req: &Request) -> CniResult<()> {
+        let conf = DhcpConf::parse(req)?;
+        match proto::ask(&conf.socket, &Ask::Status { network: conf.network.clone() }, false) {
+            Ok(()) => Ok(()),
+            Err(e @ DhcpError::KeeperUnreachable { .. }) => Err(CniError::caused_by(Code::NotAvailable, &e)),
+            Err(e @ DhcpError::Keeper { code: KeeperCode::NotRenewed, .. }) => {
+                Err(CniError::caused_by(Code::LimitedConnectivity, &e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        let conf = DhcpConf::parse(req)?;
+        let keep = berth_ipam::config::valid_attachments(&req.conf)?
+            .into_iter()
+            .map(|a| Owner { network: conf.network.clone(), container_id: a.container_id, ifname: a.ifname }.key())
+            .collect();
+        Ok(proto::ask(&conf.socket, &Ask::Gc { network: conf.network.clone(), keep }, true)?)
+    }
+}
+
+fn owner(req: &Request, conf: &DhcpConf) -> Owner {
+    Owner { network: conf.network.clone(), container_id: req.container_id.clone(), ifname: req.ifname.clone() }
+}
+
+/// How long ADD waits for a new link's carrier (a veth's peer up, a macvlan's parent) before
+/// it sends anyway: what is sent before is lost.
+const CARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn wait_for_carrier(nl: &mut Netlink, index: u32, wait: std::time::Duration) -> Result<(), DhcpError> {
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if nl.link_by_index(index)?.is_some_and(|l| l.carrier) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// A new lease for CNI_IFNAME, from inside the container's namespace.
+fn obtain(req: &Request, conf: &DhcpConf) -> Result<Lease, DhcpError> {
+    let netns = req.netns_path().map_err(|e| DhcpError::config("CNI_NETNS", e.msg))?;
+    let ns = NetNs::open(netns)?;
+    let mut nl = Netlink::open_in(&ns)?;
+    let link = nl.link_by_name(&req.ifname)?.ok_or_else(|| DhcpError::NoInterface { ifname: req.ifname.clone() })?;
+    // As the reference plugin does: a DHCP client needs its link up, the main plugin
+    // configures the rest once IPAM has answered.
+    if !link.up {
+        nl.set_up(link.index)?;
+    }
+    wait_for_carrier(&mut nl, link.index, conf.timeout.min(CARRIER_WAIT))?;
+    let mac = link.mac.map(|m| m.0).ok_or_else(|| DhcpError::NoInterface { ifname: req.ifname.clone() })?;
+    let client = Client::open(&ns, &req.ifname, mac)?;
+    let (grant, _) = client.acquire(&Identity { provide: &conf.provide, request: &conf.request }, conf.timeout)?;
+    Ok(Lease {
+        owner: owner(req, conf),
+        netns: netns.clone(),
+        netns_id: ns.id()?,
+        mac,
+        provide: conf.provide.clone(),
+        request: conf.request.clone(),
+        address: grant.address,
+        server: grant.server,
+        routers: grant.routers,
+        classless_routes: grant.classless_routes,
+        dns: grant.dns,
+        domain: grant.domain,
+        priority: conf.priority,
+        bound_at: lease::now(),
+        t1: grant.t1,
+        t2: grant.t2,
+        lease_time: grant.lease_time,
+    })
+}
