@@ -2,7 +2,8 @@
 //! own network is never touched: a network, two sandboxes attached to it, pings across, and
 //! everything removed again.
 
-use crate::{net, Context};
+use crate::netconf::{Driver, NetworkSpec};
+use crate::Context;
 use berth_netlink::Netlink;
 use berth_netns::{NetNs, NETNS_RUN_DIR};
 use berth_cni::runtime::{Attachment, Runtime};
@@ -38,7 +39,13 @@ pub fn run(ctx: &Context) -> BerthResult<()> {
     let host = berth_netlink::create_named_netns(&host_name)?;
     namespaces.0.push(host_name.clone());
 
-    let mut list = net::bridge_network("demo", "10.77.0.0/24".parse().expect("literal"), None, Some("berth-demo0"))?;
+    let spec = NetworkSpec {
+        name: "demo".into(),
+        subnets: vec!["10.77.0.0/24".parse().expect("literal")],
+        options: [("bridge".to_string(), "berth-demo0".to_string())].into(),
+        ..Default::default()
+    };
+    let mut list = spec.conflist(Driver::Bridge)?;
     list.plugins[0]["ipam"]["dataDir"] = scratch.path().join("ipam").display().to_string().into();
     step("network \"demo\": berth-bridge on berth-demo0, 10.77.0.0/24, gateway 10.77.0.1 (berth net create demo --subnet 10.77.0.0/24)");
 

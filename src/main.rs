@@ -5,6 +5,7 @@ mod containers;
 mod demo;
 mod error;
 mod net;
+mod netconf;
 mod pipework;
 mod ps;
 mod rate;

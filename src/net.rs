@@ -1,104 +1,179 @@
 //! `berth net`: networks are conflists in the config directory, one file per network.
 
+use crate::error::{BerthError, BerthResult};
+use crate::netconf::{key_values, overlap, subnets_of, Driver, NetworkSpec};
+use crate::ps::Format;
 use crate::Context;
 use berth_cni::spec::ConfList;
-use crate::error::{BerthError, BerthResult};
 use berth_util::fs::write_durably;
-use berth_util::names::{check_identifier, check_interface_name};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use ipnet::IpNet;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum NetCommand {
-    /// Write a berth-bridge + berth-host-local conflist for a new network.
-    Create {
-        name: String,
-        #[arg(long)]
-        subnet: IpNet,
-        /// Default: the first address of the subnet.
-        #[arg(long)]
-        gateway: Option<IpAddr>,
-        /// Default: "berth-" followed by the network name, cut to 15 characters.
-        #[arg(long)]
-        bridge: Option<String>,
-        /// Chain berth-bandwidth, so `berth attach --ingress-rate/--egress-rate` can shape.
-        #[arg(long)]
-        bandwidth: bool,
+    /// Create a network (Docker's defaults: masquerade, published ports, isolation on).
+    Create(CreateArgs),
+    /// List networks with their driver and subnets.
+    Ls {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
-    /// List networks.
-    Ls,
     /// Print a network's conflist.
-    Inspect { name: String },
-    /// Remove a network's conflist.
-    Rm { name: String },
+    Inspect {
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Remove networks (their conflists); attached containers keep their interfaces until detached.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every network that has no attachment.
+    Prune,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    name: String,
+    /// bridge (a Linux bridge), macvlan (-o parent=IF[.VLAN]), ovs (-o bridge=OVSBR [-o vlan=N]).
+    #[arg(short = 'd', long, value_enum, default_value = "bridge")]
+    driver: Driver,
+    /// A subnet, IPv4 or IPv6 (repeatable).
+    #[arg(long, required = true)]
+    subnet: Vec<IpNet>,
+    /// Hand out addresses only from this part of a subnet (repeatable, one per subnet).
+    #[arg(long)]
+    ip_range: Vec<IpNet>,
+    /// A subnet's gateway (repeatable); default: each subnet's first address.
+    #[arg(long)]
+    gateway: Vec<IpAddr>,
+    /// The network has an IPv6 subnet.
+    #[arg(long)]
+    ipv6: bool,
+    /// No masquerade and no route out: the containers reach each other only.
+    #[arg(long)]
+    internal: bool,
+    /// Driver options, Docker's names or berth's short ones (bridge, icc, masquerade, mtu,
+    /// host_binding_ipv4; parent, macvlan_mode; vlan).
+    #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+    opt: Vec<String>,
+    /// A label to keep with the network (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// Default: "berth-" followed by the network name, cut to 15 characters (same as -o bridge=).
+    #[arg(long)]
+    bridge: Option<String>,
+    /// Chain berth-bandwidth, so `berth attach --ingress-rate/--egress-rate` can shape.
+    #[arg(long)]
+    bandwidth: bool,
 }
 
 pub fn run(ctx: &Context, cmd: NetCommand) -> BerthResult<()> {
     match cmd {
-        NetCommand::Create { name, subnet, gateway, bridge, bandwidth } => {
-            let mut list = bridge_network(&name, subnet, gateway, bridge.as_deref())?;
-            if bandwidth {
-                list.plugins.push(crate::rate::bandwidth_plugin());
+        NetCommand::Create(args) => {
+            let list = create_list(&args)?;
+            refuse_overlaps(ctx, &list)?;
+            println!("{}", create(ctx, &list)?.display());
+            Ok(())
+        }
+        NetCommand::Ls { format } => list_networks(ctx, format),
+        NetCommand::Inspect { name, format } => {
+            let (path, list) = find(ctx, &name)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&list).expect("conflists serialize")),
+                Format::Table => {
+                    let raw = std::fs::read_to_string(&path).map_err(BerthError::io(format!("read {}", path.display())))?;
+                    println!("{}", raw.trim_end());
+                }
             }
-            let path = create(ctx, &list)?;
-            println!("{}", path.display());
             Ok(())
         }
-        NetCommand::Ls => {
-            println!("{:<20} {:<16} FILE", "NAME", "PLUGINS");
-            for (path, list) in all(ctx)? {
-                let types: Vec<&str> = list.plugins.iter().filter_map(|p| p.get("type")?.as_str()).collect();
-                println!("{:<20} {:<16} {}", list.name, types.join(","), path.display());
+        NetCommand::Rm { names } => {
+            let found: Vec<PathBuf> = names.iter().map(|n| find(ctx, n).map(|(path, _)| path)).collect::<BerthResult<_>>()?;
+            for path in found {
+                std::fs::remove_file(&path).map_err(BerthError::io(format!("remove {}", path.display())))?;
             }
             Ok(())
         }
-        NetCommand::Inspect { name } => {
-            let (path, _) = find(ctx, &name)?;
-            let raw = std::fs::read_to_string(&path).map_err(BerthError::io(format!("read {}", path.display())))?;
-            println!("{}", raw.trim_end());
-            Ok(())
-        }
-        NetCommand::Rm { name } => {
-            let (path, _) = find(ctx, &name)?;
-            std::fs::remove_file(&path).map_err(BerthError::io(format!("remove {}", path.display())))
-        }
+        NetCommand::Prune => prune(ctx),
     }
 }
 
-/// The conflist `berth net create` writes: a gateway bridge with host-local addresses.
-pub fn bridge_network(name: &str, subnet: IpNet, gateway: Option<IpAddr>, bridge: Option<&str>) -> BerthResult<ConfList> {
-    validate_network_name(name)?;
-    let subnet = subnet.trunc();
-    let gateway = match gateway {
-        Some(gw) if !subnet.contains(&gw) => return Err(invalid(format!("--gateway {gw} is outside {subnet}"))),
-        Some(gw) => gw,
-        None => subnet.hosts().next().ok_or_else(|| invalid(format!("--subnet {subnet} has no host addresses")))?,
+fn create_list(args: &CreateArgs) -> BerthResult<ConfList> {
+    let mut options = key_values("-o", &args.opt)?;
+    if let Some(bridge) = &args.bridge {
+        options.insert("bridge".into(), bridge.clone());
+    }
+    let spec = NetworkSpec {
+        name: args.name.clone(),
+        subnets: args.subnet.clone(),
+        gateways: args.gateway.clone(),
+        ip_ranges: args.ip_range.clone(),
+        ipv6: args.ipv6,
+        internal: args.internal,
+        options,
+        labels: key_values("--label", &args.label)?,
+        bandwidth: args.bandwidth,
     };
-    let bridge = bridge.map(str::to_string).unwrap_or_else(|| format!("berth-{name}").chars().take(15).collect());
-    check_interface_name(&bridge).map_err(|e| invalid(format!("--bridge {bridge:?}: {e}")))?;
-    let default_route = if subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-    let raw = json!({
-        "cniVersion": "1.1.0",
-        "name": name,
-        "plugins": [{
-            "type": "berth-bridge",
-            "bridge": bridge,
-            "isGateway": true,
-            "ipam": {
-                "type": "berth-host-local",
-                "ranges": [[{"subnet": subnet.to_string(), "gateway": gateway.to_string()}]],
-                "routes": [{"dst": default_route}],
-            },
-        }],
-    });
-    Ok(serde_json::from_value(raw).expect("well-formed conflist"))
+    spec.conflist(args.driver)
 }
 
-fn validate_network_name(name: &str) -> BerthResult<()> {
-    check_identifier(name).map_err(|e| invalid(format!("invalid network name {name:?}: {e}")))
+/// A subnet overlapping another berth network's, or a route of the host (in the namespace
+/// berth runs in), is refused naming both.
+fn refuse_overlaps(ctx: &Context, list: &ConfList) -> BerthResult<()> {
+    let ours = subnets_of(list);
+    for (_, other) in all(ctx)? {
+        for theirs in subnets_of(&other) {
+            if let Some(mine) = ours.iter().find(|s| overlap(s, &theirs)) {
+                return Err(invalid(format!("subnet {mine} overlaps network {}'s subnet {theirs}", other.name)));
+            }
+        }
+    }
+    let mut host = berth_netlink::Netlink::open()?;
+    for route in host.routes()?.into_iter().filter(|r| r.dst.prefix_len() > 0) {
+        if let Some(mine) = ours.iter().find(|s| overlap(s, &route.dst)) {
+            let dev = route.oif.and_then(|i| host.link_by_index(i).ok().flatten()).map(|l| format!(" dev {}", l.name)).unwrap_or_default();
+            return Err(invalid(format!("subnet {mine} overlaps the host's route {}{dev}", route.dst)));
+        }
+    }
+    Ok(())
+}
+
+fn list_networks(ctx: &Context, format: Format) -> BerthResult<()> {
+    let rows: Vec<Value> = all(ctx)?
+        .iter()
+        .map(|(path, list)| {
+            let subnets: Vec<String> = subnets_of(list).iter().map(|s| s.to_string()).collect();
+            json!({ "name": list.name, "driver": Driver::of(list), "subnets": subnets, "file": path.display().to_string(),
+                    "labels": list.extra.get("berth.labels").cloned().unwrap_or(json!({})) })
+        })
+        .collect();
+    if let Format::Json = format {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("JSON values serialize"));
+        return Ok(());
+    }
+    println!("{:<20} {:<8} {:<36} FILE", "NAME", "DRIVER", "SUBNETS");
+    for row in rows {
+        let subnets: Vec<&str> = row["subnets"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        println!("{:<20} {:<8} {:<36} {}", row["name"].as_str().unwrap_or_default(), row["driver"].as_str().unwrap_or_default(), subnets.join(","), row["file"].as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Networks without an attachment in the cache go; the names of those removed are printed.
+fn prune(ctx: &Context) -> BerthResult<()> {
+    let attached: Vec<String> = ctx.runtime().cached_attachments()?.into_iter().map(|c| c.network).collect();
+    for (path, list) in all(ctx)? {
+        if !attached.contains(&list.name) {
+            std::fs::remove_file(&path).map_err(BerthError::io(format!("remove {}", path.display())))?;
+            println!("{}", list.name);
+        }
+    }
+    Ok(())
 }
 
 fn invalid(msg: String) -> BerthError {
@@ -140,25 +215,4 @@ pub fn find(ctx: &Context, name: &str) -> BerthResult<(PathBuf, ConfList)> {
         .into_iter()
         .find(|(_, l)| l.name == name)
         .ok_or_else(|| BerthError::NotFound(format!("no network {name:?} in {}", ctx.config_dir.display())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_gateway_is_first_host() {
-        let list = bridge_network("web", "10.88.0.7/24".parse().unwrap(), None, None).unwrap();
-        let plugin = &list.plugins[0];
-        assert_eq!(plugin["bridge"], "berth-web");
-        assert_eq!(plugin["ipam"]["ranges"][0][0]["subnet"], "10.88.0.0/24");
-        assert_eq!(plugin["ipam"]["ranges"][0][0]["gateway"], "10.88.0.1");
-    }
-
-    #[test]
-    fn bad_names_and_gateways_are_refused() {
-        assert!(bridge_network("../x", "10.0.0.0/24".parse().unwrap(), None, None).is_err());
-        assert!(bridge_network("n", "10.0.0.0/24".parse().unwrap(), Some("10.9.9.9".parse().unwrap()), None).is_err());
-        assert!(bridge_network("n", "10.0.0.0/24".parse().unwrap(), None, Some("a-bridge-name-too-long")).is_err());
-    }
 }

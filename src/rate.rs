@@ -63,14 +63,7 @@ pub fn bandwidth_arg(
             None => Ok(None),
         };
     };
-    let declared =
-        list.plugins.iter().any(|p| p.get("capabilities").and_then(|c| c.get("bandwidth")) == Some(&Value::Bool(true)));
-    if !declared {
-        return Err(BerthError::InvalidArgument(format!(
-            "network {} has no plugin with the bandwidth capability: add {{\"type\": \"berth-bandwidth\", \"capabilities\": {{\"bandwidth\": true}}}} to its plugins (berth net create --bandwidth)",
-            list.name
-        )));
-    }
+    crate::target::require_capability(list, "bandwidth", "--ingress-rate/--egress-rate", "berth net create --bandwidth")?;
     Ok(Some(cap))
 }
 

@@ -6,8 +6,11 @@ use crate::{containers, net, Context};
 use berth_netns::{NetNs, NETNS_RUN_DIR};
 use berth_cni::runtime::Attachment;
 use crate::error::{BerthError, BerthResult};
+use berth_cni::spec::ConfList;
 use berth_util::hash::fnv1a32;
 use clap::Args;
+use serde_json::{json, Map, Value};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -33,6 +36,16 @@ pub struct AttachArgs {
     /// at least 16kb.
     #[arg(long, value_name = "SIZE", value_parser = crate::rate::parse_size)]
     pub burst: Option<u64>,
+    /// attach: publish a port, [HOSTIP:]HOSTPORT:PORT[/tcp|udp|sctp] (repeatable), as
+    /// `docker run -p`; the network needs the `portMappings` capability.
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// attach: the container's address (repeatable, one per family), as `docker run --ip`.
+    #[arg(long)]
+    pub ip: Vec<IpAddr>,
+    /// attach: the container interface's MAC, as `docker run --mac-address`.
+    #[arg(long)]
+    pub mac: Option<String>,
 }
 
 
@@ -128,10 +141,69 @@ pub fn attach(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
     if let Some(bandwidth) = crate::rate::bandwidth_arg(&list, args.ingress_rate, args.egress_rate, args.burst)? {
         att.capability_args.insert("bandwidth".into(), bandwidth);
     }
+    att.capability_args.extend(capability_args(&list, args)?);
     let result = ctx.runtime().add(&list, &att)?;
     let printed = result.to_value(&list.effective_version(berth_cni::spec::SUPPORTED))?;
     println!("{}", serde_json::to_string_pretty(&printed).expect("JSON values serialize"));
     Ok(())
+}
+
+const BRIDGE_HAS_IT: &str = "networks made by berth net create have it";
+
+/// `-p`, `--ip` and `--mac` as the capability arguments `portMappings`, `ips` and `mac`, each
+/// given only to a network with a plugin declaring that capability (else it would silently do
+/// nothing).
+fn capability_args(list: &ConfList, args: &AttachArgs) -> BerthResult<Map<String, Value>> {
+    let mut caps = Map::new();
+    if !args.publish.is_empty() {
+        let default_host_ip = list.plugins.first().and_then(|p| p.get("berth.hostBindingAddress")).and_then(Value::as_str);
+        let mappings: Vec<Value> = args.publish.iter().map(|p| port_mapping(p, default_host_ip)).collect::<BerthResult<_>>()?;
+        caps.insert(require_capability(list, "portMappings", "-p", BRIDGE_HAS_IT)?, Value::Array(mappings));
+    }
+    if !args.ip.is_empty() {
+        let ips: Vec<Value> = args.ip.iter().map(|ip| json!(ip.to_string())).collect();
+        caps.insert(require_capability(list, "ips", "--ip", BRIDGE_HAS_IT)?, Value::Array(ips));
+    }
+    if let Some(mac) = &args.mac {
+        mac.parse::<berth_netlink::MacAddr>().map_err(|_| BerthError::InvalidArgument(format!("--mac {mac:?} is not a MAC address")))?;
+        caps.insert(require_capability(list, "mac", "--mac", BRIDGE_HAS_IT)?, json!(mac));
+    }
+    Ok(caps)
+}
+
+/// `capability` when a plugin of `list` declares it; else an error naming `flag` and how to
+/// get a network that has it.
+pub fn require_capability(list: &ConfList, capability: &str, flag: &str, how: &str) -> BerthResult<String> {
+    let declared = list.plugins.iter().any(|p| p.get("capabilities").and_then(|c| c.get(capability)) == Some(&Value::Bool(true)));
+    if declared {
+        Ok(capability.to_string())
+    } else {
+        Err(BerthError::InvalidArgument(format!(
+            "{flag}: network {} has no plugin with the {capability} capability ({how})",
+            list.name
+        )))
+    }
+}
+
+/// `[HOSTIP:]HOSTPORT:PORT[/PROTO]` (an IPv6 host address in brackets) as a CNI port mapping.
+pub fn port_mapping(spec: &str, default_host_ip: Option<&str>) -> BerthResult<Value> {
+    let bad = || BerthError::InvalidArgument(format!("-p {spec:?} is not [HOSTIP:]HOSTPORT:PORT[/tcp|udp|sctp]"));
+    let (ports, protocol) = spec.rsplit_once('/').unwrap_or((spec, "tcp"));
+    if !["tcp", "udp", "sctp"].contains(&protocol) {
+        return Err(bad());
+    }
+    let (host, container_port) = ports.rsplit_once(':').ok_or_else(bad)?;
+    let (host_ip, host_port) = match host.rsplit_once(':') {
+        Some((ip, port)) => (Some(ip.trim_start_matches('[').trim_end_matches(']')), port),
+        None => (default_host_ip, host),
+    };
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(bad);
+    let mut mapping = json!({ "hostPort": port(host_port)?, "containerPort": port(container_port)?, "protocol": protocol });
+    if let Some(ip) = host_ip {
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        mapping["hostIP"] = json!(ip.to_string());
+    }
+    Ok(mapping)
 }
 
 pub fn detach(ctx: &Context, args: &AttachArgs) -> BerthResult<()> {
@@ -169,5 +241,16 @@ mod tests {
         assert!(path.container_id.starts_with("x-y-"));
         assert!(berth_util::names::check_identifier(&path.container_id).is_ok());
         assert!(matches!(resolve("bad name!"), Err(BerthError::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn published_ports_as_docker_writes_them() {
+        assert_eq!(port_mapping("8080:80", None).unwrap(), json!({"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}));
+        assert_eq!(port_mapping("127.0.0.1:53:53/udp", None).unwrap()["hostIP"], "127.0.0.1");
+        assert_eq!(port_mapping("[::1]:8443:443", None).unwrap()["hostIP"], "::1");
+        assert_eq!(port_mapping("8080:80", Some("192.0.2.1")).unwrap()["hostIP"], "192.0.2.1");
+        for bad in ["80", "0:80", "8080:80/icmp", "x:8080:80", "8080:99999"] {
+            assert!(port_mapping(bad, None).is_err(), "{bad}");
+        }
     }
 }

@@ -46,7 +46,7 @@ fn networks_are_created_listed_inspected_and_removed() {
     let berth = Berth { host: &host };
     berth.ok(&["net", "create", "web", "--subnet", "10.31.0.0/24"]);
     let ls = berth.ok(&["net", "ls"]);
-    assert!(ls.contains("web") && ls.contains("berth-bridge"), "{ls}");
+    assert!(ls.contains("web") && ls.contains("bridge") && ls.contains("10.31.0.0/24"), "{ls}");
     let inspect: serde_json::Value = serde_json::from_str(&berth.ok(&["net", "inspect", "web"])).unwrap();
     assert_eq!(inspect["plugins"][0]["ipam"]["ranges"][0][0]["gateway"], "10.31.0.1");
     let dup = berth.run(&["net", "create", "web", "--subnet", "10.32.0.0/24"]);

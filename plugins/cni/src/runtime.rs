@@ -90,7 +90,15 @@ impl Runtime {
         let version = list.effective_version(SUPPORTED);
         let cached = self.read_cache(&list.name, &att.container_id, &att.ifname)?;
         let prev = cached.as_ref().map(|c| c.result.clone());
-        self.del_chain(list, &version, att, prev.as_ref())
+        // As libcni: DEL gets the capability arguments ADD got (published ports, say), from
+        // the cache when the caller has none to give.
+        let mut att = att.clone();
+        if att.capability_args.is_empty() {
+            if let Some(cached) = &cached {
+                att.capability_args = cached.attachment.capability_args.clone();
+            }
+        }
+        self.del_chain(list, &version, &att, prev.as_ref())
             .map_err(|e| e.context(format!("network {} DEL", list.name)))?;
         let path = self.cache_path(&list.name, &att.container_id, &att.ifname);
         match std::fs::remove_file(&path) {

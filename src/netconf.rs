@@ -1,0 +1,318 @@
+//! What `berth net create` writes: a network as Docker's drivers describe one (`bridge`,
+//! `macvlan`, `ovs`), turned into the conflist of berth's plugins. Defaults are Docker's
+//! bridge driver's: masquerade, published ports and isolation between networks on.
+
+use crate::error::{BerthError, BerthResult};
+use berth_cni::spec::ConfList;
+use berth_util::names::{check_identifier, check_interface_name};
+use clap::ValueEnum;
+use ipnet::IpNet;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Driver {
+    Bridge,
+    Macvlan,
+    Ovs,
+    Overlay,
+}
+
+impl Driver {
+    /// The driver a conflist was written for, from its first plugin.
+    pub fn of(list: &ConfList) -> &'static str {
+        match list.plugins.first().and_then(|p| p.get("type")).and_then(Value::as_str) {
+            Some("berth-bridge" | "bridge") => "bridge",
+            Some("berth-macvlan" | "macvlan") => "macvlan",
+            Some("berth-ovs" | "ovs") => "ovs",
+            _ => "other",
+        }
+    }
+}
+
+/// `berth net create`'s arguments, checked.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub subnets: Vec<IpNet>,
+    pub gateways: Vec<IpAddr>,
+    pub ip_ranges: Vec<IpNet>,
+    pub ipv6: bool,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub bandwidth: bool,
+}
+
+fn invalid(msg: String) -> BerthError {
+    BerthError::InvalidArgument(msg)
+}
+
+/// `KEY=VALUE` pairs of `-o` and `--label`.
+pub fn key_values(flag: &str, pairs: &[String]) -> BerthResult<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(invalid(format!("{flag} {p:?} is not KEY=VALUE"))),
+        })
+        .collect()
+}
+
+impl NetworkSpec {
+    pub fn conflist(&self, driver: Driver) -> BerthResult<ConfList> {
+        check_identifier(&self.name).map_err(|e| invalid(format!("invalid network name {:?}: {e}", self.name)))?;
+        let mut plugin = match driver {
+            Driver::Bridge => self.bridge_plugin()?,
+            Driver::Macvlan => self.macvlan_plugin()?,
+            Driver::Ovs => self.ovs_plugin()?,
+            Driver::Overlay => {
+                return Err(invalid("the overlay driver is not available yet: use -d bridge, macvlan or ovs".into()))
+            }
+        };
+        plugin.insert("ipam".into(), self.ipam()?);
+        let mut plugins = vec![plugin];
+        if self.bandwidth {
+            plugins.push(crate::rate::bandwidth_plugin());
+        }
+        let mut raw = json!({ "cniVersion": "1.1.0", "name": self.name, "plugins": plugins });
+        if !self.labels.is_empty() {
+            raw["berth.labels"] = json!(self.labels);
+        }
+        Ok(serde_json::from_value(raw).map_err(|e| berth_cni::CniError::invalid_config("network").with_details(e))?)
+    }
+
+    /// The options a driver takes, by berth's short name or Docker's long one.
+    fn option(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|n| self.options.get(*n)).map(String::as_str)
+    }
+
+    fn refuse_unknown_options(&self, driver: &str, known: &[&str]) -> BerthResult<()> {
+        match self.options.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(unknown) => Err(invalid(format!("-o {unknown}: not an option of the {driver} driver (it takes {})", known.join(", ")))),
+            None => Ok(()),
+        }
+    }
+
+    fn bridge_plugin(&self) -> BerthResult<Map<String, Value>> {
+        const KNOWN: &[&str] = &[
+            "bridge", "com.docker.network.bridge.name", "icc", "com.docker.network.bridge.enable_icc", "masquerade",
+            "com.docker.network.bridge.enable_ip_masquerade", "mtu", "com.docker.network.driver.mtu", "host_binding_ipv4",
+            "com.docker.network.bridge.host_binding_ipv4",
+        ];
+        self.refuse_unknown_options("bridge", KNOWN)?;
+        let default_bridge: String = format!("berth-{}", self.name).chars().take(15).collect();
+        let bridge = self.option(&["bridge", "com.docker.network.bridge.name"]).unwrap_or(&default_bridge).to_string();
+        check_interface_name(&bridge).map_err(|e| invalid(format!("-o bridge={bridge}: {e}")))?;
+        let icc = flag(self.option(&["icc", "com.docker.network.bridge.enable_icc"]), "icc", true)?;
+        let masquerade = flag(self.option(&["masquerade", "com.docker.network.bridge.enable_ip_masquerade"]), "masquerade", true)?;
+        let mut plugin = json_map(json!({
+            "type": "berth-bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            "ipMasq": masquerade && !self.internal,
+            "icc": icc,
+            "hairpinMode": true,
+            "capabilities": { "portMappings": true, "ips": true, "mac": true },
+        }));
+        if let Some(mtu) = self.mtu()? {
+            plugin.insert("mtu".into(), json!(mtu));
+        }
+        if let Some(address) = self.option(&["host_binding_ipv4", "com.docker.network.bridge.host_binding_ipv4"]) {
+            let ip: IpAddr = address.parse().map_err(|_| invalid(format!("-o host_binding_ipv4={address}: not an IP address")))?;
+            plugin.insert("berth.hostBindingAddress".into(), json!(ip.to_string()));
+        }
+        Ok(plugin)
+    }
+
+    fn macvlan_plugin(&self) -> BerthResult<Map<String, Value>> {
+        self.refuse_unknown_options("macvlan", &["parent", "macvlan_mode", "mode", "mtu", "com.docker.network.driver.mtu"])?;
+        let parent = self.option(&["parent"]).ok_or_else(|| invalid("-d macvlan needs -o parent=INTERFACE[.VLAN]".into()))?;
+        let (master, vlan) = match parent.rsplit_once('.') {
+            Some((master, vlan)) if vlan.parse::<u16>().is_ok() => (master, Some(vlan.parse::<u16>().expect("checked"))),
+            _ => (parent, None),
+        };
+        check_interface_name(master).map_err(|e| invalid(format!("-o parent={parent}: {e}")))?;
+        let mode = self.option(&["macvlan_mode", "mode"]).unwrap_or("bridge");
+        if !["bridge", "private", "vepa", "passthru"].contains(&mode) {
+            return Err(invalid(format!("-o macvlan_mode={mode}: bridge, private, vepa or passthru")));
+        }
+        let mut plugin = json_map(json!({ "type": "berth-macvlan", "master": master, "mode": mode, "capabilities": { "ips": true, "mac": true } }));
+        if let Some(vlan) = vlan {
+            plugin.insert("vlan".into(), json!(vlan));
+        }
+        if let Some(mtu) = self.mtu()? {
+            plugin.insert("mtu".into(), json!(mtu));
+        }
+        Ok(plugin)
+    }
+
+    fn ovs_plugin(&self) -> BerthResult<Map<String, Value>> {
+        self.refuse_unknown_options("ovs", &["bridge", "vlan", "mtu", "com.docker.network.driver.mtu"])?;
+        let bridge = self.option(&["bridge"]).ok_or_else(|| invalid("-d ovs needs -o bridge=OVS_BRIDGE".into()))?;
+        let mut plugin = json_map(json!({ "type": "berth-ovs", "bridge": bridge, "createBridge": true, "capabilities": { "ips": true, "mac": true } }));
+        if let Some(vlan) = self.option(&["vlan"]) {
+            let vlan: u16 = vlan.parse().ok().filter(|v| (1..=4094).contains(v)).ok_or_else(|| invalid(format!("-o vlan={vlan}: 1 to 4094")))?;
+            plugin.insert("vlan".into(), json!(vlan));
+        }
+        if let Some(mtu) = self.mtu()? {
+            plugin.insert("mtu".into(), json!(mtu));
+        }
+        Ok(plugin)
+    }
+
+    fn mtu(&self) -> BerthResult<Option<u32>> {
+        self.option(&["mtu", "com.docker.network.driver.mtu"])
+            .map(|m| m.parse::<u32>().ok().filter(|m| (68..=65535).contains(m)).ok_or_else(|| invalid(format!("-o mtu={m}: 68 to 65535"))))
+            .transpose()
+    }
+
+    /// berth-host-local: one range set per subnet, with its gateway and `--ip-range`; a
+    /// default route per family unless `--internal`.
+    fn ipam(&self) -> BerthResult<Value> {
+        if self.subnets.is_empty() {
+            return Err(invalid("--subnet is required (berth picks no subnet for you)".into()));
+        }
+        if self.ipv6 != self.subnets.iter().any(|s| s.addr().is_ipv6()) {
+            return Err(invalid("--ipv6 and an IPv6 --subnet go together".into()));
+        }
+        let mut sets = Vec::new();
+        let mut routes = Vec::new();
+        for subnet in self.subnets.iter().map(IpNet::trunc) {
+            sets.push(json!([self.range(subnet)?]));
+            let default = if subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
+            if !self.internal && !routes.iter().any(|r: &Value| r["dst"] == default) {
+                routes.push(json!({ "dst": default }));
+            }
+        }
+        for extra in self.gateways.iter().copied().chain(self.ip_ranges.iter().map(IpNet::addr)) {
+            if !self.subnets.iter().any(|s| s.contains(&extra)) {
+                return Err(invalid(format!("{extra} is in none of the subnets")));
+            }
+        }
+        Ok(json!({ "type": "berth-host-local", "ranges": sets, "routes": routes }))
+    }
+
+    fn range(&self, subnet: IpNet) -> BerthResult<Value> {
+        let gateway = match self.gateways.iter().find(|g| subnet.contains(*g)) {
+            Some(gw) => *gw,
+            None => first_host(subnet).ok_or_else(|| invalid(format!("--subnet {subnet} has no host addresses")))?,
+        };
+        let mut range = json!({ "subnet": subnet.to_string(), "gateway": gateway.to_string() });
+        if let Some(ip_range) = self.ip_ranges.iter().map(IpNet::trunc).find(|r| subnet.contains(&r.addr())) {
+            let first = first_host(ip_range).ok_or_else(|| invalid(format!("--ip-range {ip_range} has no host addresses")))?;
+            // Not `hosts().last()`: an IPv6 range has 2^64 of them.
+            let last = match ip_range {
+                IpNet::V4(v4) if v4.prefix_len() < 31 => IpAddr::from(std::net::Ipv4Addr::from(u32::from(v4.broadcast()) - 1)),
+                other => other.broadcast(),
+            };
+            range["rangeStart"] = json!(first.to_string());
+            range["rangeEnd"] = json!(last.to_string());
+        }
+        Ok(range)
+    }
+}
+
+/// A subnet's first usable address: after the network address, in IPv6 too (where `hosts()`
+/// starts at the subnet-router anycast address).
+fn first_host(subnet: IpNet) -> Option<IpAddr> {
+    match subnet {
+        IpNet::V4(v4) => v4.hosts().next().map(IpAddr::V4),
+        IpNet::V6(v6) if v6.prefix_len() < 128 => Some(IpAddr::V6((u128::from(v6.network()) + 1).into())),
+        IpNet::V6(_) => None,
+    }
+}
+
+fn flag(value: Option<&str>, name: &str, default: bool) -> BerthResult<bool> {
+    match value {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(other) => Err(invalid(format!("-o {name}={other}: true or false"))),
+    }
+}
+
+fn json_map(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The subnets a conflist's IPAM hands out (`ranges` or the legacy `subnet`).
+pub fn subnets_of(list: &ConfList) -> Vec<IpNet> {
+    let Some(ipam) = list.plugins.first().and_then(|p| p.get("ipam")) else { return Vec::new() };
+    let mut out: Vec<IpNet> = ipam["ranges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|set| set.as_array().into_iter().flatten())
+        .filter_map(|r| r["subnet"].as_str()?.parse().ok())
+        .collect();
+    if let Some(subnet) = ipam["subnet"].as_str().and_then(|s| s.parse().ok()) {
+        out.push(subnet);
+    }
+    out
+}
+
+/// Whether two prefixes share an address.
+pub fn overlap(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(subnets: &[&str]) -> NetworkSpec {
+        NetworkSpec { name: "n".into(), subnets: subnets.iter().map(|s| s.parse().unwrap()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn docker_bridge_defaults() {
+        let list = spec(&["10.88.0.7/24"]).conflist(Driver::Bridge).unwrap();
+        let p = &list.plugins[0];
+        assert_eq!((p["bridge"].as_str(), p["ipMasq"].as_bool(), p["icc"].as_bool()), (Some("berth-n"), Some(true), Some(true)));
+        assert_eq!(p["capabilities"]["portMappings"], true);
+        assert_eq!(p["ipam"]["ranges"][0][0]["gateway"], "10.88.0.1");
+        assert_eq!(p["ipam"]["routes"][0]["dst"], "0.0.0.0/0");
+    }
+
+    #[test]
+    fn options_internal_ipv6_and_ranges() {
+        let mut s = spec(&["10.1.0.0/16", "fd00:1::/64"]);
+        s.ipv6 = true;
+        s.internal = true;
+        s.ip_ranges = vec!["10.1.5.0/24".parse().unwrap()];
+        s.options = key_values("-o", &["mtu=1400".into(), "com.docker.network.bridge.enable_icc=false".into()]).unwrap();
+        let p = &s.conflist(Driver::Bridge).unwrap().plugins[0];
+        assert_eq!((p["ipMasq"].as_bool(), p["icc"].as_bool(), p["mtu"].as_u64()), (Some(false), Some(false), Some(1400)));
+        assert_eq!(p["ipam"]["ranges"][0][0]["rangeStart"], "10.1.5.1");
+        assert_eq!(p["ipam"]["ranges"][0][0]["rangeEnd"], "10.1.5.254");
+        assert_eq!(p["ipam"]["ranges"][1][0]["gateway"], "fd00:1::1");
+        assert_eq!(p["ipam"]["routes"], json!([]), "--internal: no route out");
+    }
+
+    #[test]
+    fn macvlan_parent_vlan_and_bad_input() {
+        let mut s = spec(&["192.168.5.0/24"]);
+        s.options = key_values("-o", &["parent=eth0.42".into()]).unwrap();
+        let p = &s.conflist(Driver::Macvlan).unwrap().plugins[0];
+        assert_eq!((p["master"].as_str(), p["vlan"].as_u64(), p["mode"].as_str()), (Some("eth0"), Some(42), Some("bridge")));
+        s.options = key_values("-o", &["colour=blue".into()]).unwrap();
+        assert!(s.conflist(Driver::Bridge).unwrap_err().to_string().contains("colour"));
+        assert!(spec(&[]).conflist(Driver::Bridge).is_err(), "--subnet is required");
+        let mut v6 = spec(&["10.0.0.0/24"]);
+        v6.ipv6 = true;
+        assert!(v6.conflist(Driver::Bridge).is_err());
+        assert!(key_values("-o", &["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn overlaps() {
+        let a: IpNet = "10.0.0.0/16".parse().unwrap();
+        assert!(overlap(&a, &"10.0.5.0/24".parse().unwrap()));
+        assert!(!overlap(&a, &"10.1.0.0/16".parse().unwrap()));
+    }
+}
