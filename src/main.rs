@@ -11,7 +11,7 @@ mod ps;
 mod rate;
 mod target;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -102,6 +102,13 @@ enum Commands {
     /// Project quotas on XFS and ext4 directories: set, get, list and clear limits.
     #[command(subcommand)]
     Quota(berth_quota::cli::QuotaCommand),
+    /// Print a shell completion script: `berth completion bash > /etc/bash_completion.d/berth`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print berth's man page (roff): `berth man > /usr/local/share/man/man1/berth.1`.
+    Man,
     /// Wire two sandboxes to a network and volumes, show it working, and remove everything again.
     Demo {
         #[command(flatten)]
@@ -143,6 +150,13 @@ fn main() -> ExitCode {
         Commands::Volume { state, command } => return berth_volumes::cli::run_and_report(command, &state.state_dir),
         Commands::Quota(command) => return berth_quota::cli::run_and_report(command),
         Commands::Demo { options } => demo::run(&Context::new(options)),
+        Commands::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+            Ok(())
+        }
+        Commands::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(error::BerthError::io("write the man page")),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

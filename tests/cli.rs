@@ -181,3 +181,18 @@ fn ps_lists_attachments_and_gc_undoes_those_of_gone_containers() {
     assert_eq!(host_veths(&host), 1);
     berth.ok(&["detach", "psnet", &kept.name]);
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_berth")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completion", shell]);
+        assert!(script.contains("pipework") && script.contains("attach"), "{shell}");
+    }
+    let man = run(&["man"]);
+    assert!(man.contains(".TH berth 1") && man.contains("pipework"), "{man}");
+}
