@@ -4,6 +4,7 @@
 mod containers;
 mod demo;
 mod error;
+mod firewall;
 mod net;
 mod netconf;
 mod pipework;
@@ -102,6 +103,10 @@ enum Commands {
     /// Project quotas on XFS and ext4 directories: set, get, list and clear limits.
     #[command(subcommand)]
     Quota(berth_quota::cli::QuotaCommand),
+    /// berth's firewall state (masquerade, published ports, isolation) for every live
+    /// attachment, put back after `nft flush ruleset` or a firewall reload.
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
     /// Print a shell completion script: `berth completion bash > /etc/bash_completion.d/berth`.
     Completion {
         #[arg(value_enum)]
@@ -111,6 +116,15 @@ enum Commands {
     Man,
     /// Wire two sandboxes to a network and volumes, show it working, and remove everything again.
     Demo {
+        #[command(flatten)]
+        options: NetworkOptions,
+    },
+}
+
+#[derive(Subcommand)]
+enum FirewallCommand {
+    /// Add back every live attachment's entries; what is there stays (running it twice changes nothing).
+    Restore {
         #[command(flatten)]
         options: NetworkOptions,
     },
@@ -150,6 +164,7 @@ fn main() -> ExitCode {
         Commands::Volume { state, command } => return berth_volumes::cli::run_and_report(command, &state.state_dir),
         Commands::Quota(command) => return berth_quota::cli::run_and_report(command),
         Commands::Demo { options } => demo::run(&Context::new(options)),
+        Commands::Firewall(FirewallCommand::Restore { options }) => firewall::restore(&Context::new(options)),
         Commands::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
             Ok(())

@@ -52,7 +52,7 @@ fn port_mapping(m: &Value) -> String {
 }
 
 /// Whether the attachment's namespace still exists.
-fn alive(cached: &CachedAttachment) -> bool {
+pub fn alive(cached: &CachedAttachment) -> bool {
     let netns = &cached.attachment.netns;
     !netns.as_os_str().is_empty() && NetNs::open(netns).is_ok()
 }

@@ -134,3 +134,40 @@ fn published_ports_masquerade_ip_and_mac_as_docker_run_gives_them() {
     berth.ok(&["detach", "pub", &c.name]);
     assert!(ask(&world, SocketAddr::new(outside.host_v4.into(), 18080)).is_err(), "the port is unpublished by detach");
 }
+
+/// The host namespace's nftables ruleset, as `nft list ruleset` prints it.
+fn ruleset(host: &TestHost) -> String {
+    let mut cmd = Command::new("nft");
+    cmd.args(["list", "ruleset"]);
+    host.ns.prepare_command(&mut cmd).unwrap();
+    String::from_utf8_lossy(&cmd.output().expect("nft").stdout).into_owned()
+}
+
+#[test]
+fn firewall_restore_puts_back_what_a_flush_removed_and_changes_nothing_twice() {
+    let host = TestHost::new();
+    let outside = host.outside();
+    let berth = Berth { host: &host };
+    berth.network(&["fw", "--subnet", "10.57.0.0/24"]);
+    let c = host.container();
+    berth.ok(&["attach", "fw", &c.name, "-p", "18081:8080"]);
+    let _server = EchoServer::start(&c.path, "0.0.0.0:8080".parse().unwrap());
+    let world = NetNs::open(&outside.world.path).unwrap();
+    let published = SocketAddr::new(outside.host_v4.into(), 18081);
+    assert!(ask(&world, published).is_ok(), "published before the flush");
+    let before = ruleset(&host);
+
+    let mut flush = Command::new("nft");
+    flush.args(["flush", "ruleset"]);
+    host.ns.prepare_command(&mut flush).unwrap();
+    assert!(flush.status().unwrap().success());
+    assert!(ask(&world, published).is_err(), "the flush unpublished the port");
+
+    berth.ok(&["firewall", "restore"]);
+    assert!(ask(&world, published).is_ok(), "published again after restore");
+    let restored = ruleset(&host);
+    assert_eq!(restored, before, "the same ruleset as ADD made");
+    berth.ok(&["firewall", "restore"]);
+    assert_eq!(ruleset(&host), restored, "restoring twice changes nothing");
+    berth.ok(&["detach", "fw", &c.name]);
+}

@@ -119,6 +119,22 @@ impl Plugin for BridgePlugin {
     }
 }
 
+/// Puts back one attachment's firewall entries as ADD made them (after `nft flush ruleset`,
+/// a firewalld reload, a restart of the firewall service), from the same configuration,
+/// prevResult and capability arguments. What is still there stays: adding an entry that
+/// exists changes nothing, so running it twice changes nothing either.
+pub fn restore_firewall(req: &Request) -> CniResult<()> {
+    let conf = BridgeConf::parse(req)?;
+    if conf.firewall_backend == firewall::FirewallBackend::None {
+        return Ok(());
+    }
+    let addresses: Vec<IpAddr> =
+        req.conf.prev_result()?.map(|prev| prev.ips.iter().map(|ip| ip.address.addr()).collect()).unwrap_or_default();
+    let port_mappings = port_mappings(req)?;
+    firewall::backend(conf.firewall_backend)?.add(&firewall_attachment(req, &conf, &addresses, &port_mappings))?;
+    Ok(())
+}
+
 /// The host end's alias names its owner, so GC can tell berth's veths and whose they are.
 fn veth_alias(container_id: &str, ifname: &str) -> String {
     format!("berth-bridge id={container_id} if={ifname}")

@@ -119,6 +119,12 @@ impl Invocation {
     }
 }
 
+/// The request `plugin` would get for `command` from `inv`, checked as the skel checks it:
+/// for callers that run a plugin's library code in-process (the `berth` front-end).
+pub fn request(plugin: &dyn Plugin, command: Command, inv: &Invocation) -> CniResult<Request> {
+    parse_request(plugin, command, inv, Options::default())
+}
+
 /// What the process prints and how it exits.
 #[derive(Debug)]
 pub struct Outcome {
