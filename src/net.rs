@@ -51,6 +51,9 @@ pub struct CreateArgs {
     /// A subnet's gateway (repeatable); default: each subnet's first address.
     #[arg(long)]
     gateway: Vec<IpAddr>,
+    /// An address never handed out, NAME=IP (repeatable), as Docker's --aux-address.
+    #[arg(long, value_name = "NAME=IP")]
+    aux_address: Vec<String>,
     /// The network has an IPv6 subnet.
     #[arg(long)]
     ipv6: bool,
@@ -113,6 +116,7 @@ fn create_list(args: &CreateArgs) -> BerthResult<ConfList> {
         subnets: args.subnet.clone(),
         gateways: args.gateway.clone(),
         ip_ranges: args.ip_range.clone(),
+        aux_addresses: key_values("--aux-address", &args.aux_address)?,
         ipv6: args.ipv6,
         internal: args.internal,
         options,

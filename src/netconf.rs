@@ -38,6 +38,8 @@ pub struct NetworkSpec {
     pub subnets: Vec<IpNet>,
     pub gateways: Vec<IpAddr>,
     pub ip_ranges: Vec<IpNet>,
+    /// `--aux-address NAME=IP`: addresses never handed out (a router, a printer).
+    pub aux_addresses: BTreeMap<String, String>,
     pub ipv6: bool,
     pub internal: bool,
     pub options: BTreeMap<String, String>,
@@ -186,12 +188,20 @@ impl NetworkSpec {
                 routes.push(json!({ "dst": default }));
             }
         }
-        for extra in self.gateways.iter().copied().chain(self.ip_ranges.iter().map(IpNet::addr)) {
+        for extra in self.gateways.iter().copied().chain(self.ip_ranges.iter().map(IpNet::addr)).chain(self.aux()?) {
             if !self.subnets.iter().any(|s| s.contains(&extra)) {
                 return Err(invalid(format!("{extra} is in none of the subnets")));
             }
         }
         Ok(json!({ "type": "berth-host-local", "ranges": sets, "routes": routes }))
+    }
+
+    /// The `--aux-address` addresses, checked.
+    fn aux(&self) -> BerthResult<Vec<IpAddr>> {
+        self.aux_addresses
+            .iter()
+            .map(|(name, ip)| ip.parse().map_err(|_| invalid(format!("--aux-address {name}={ip}: not an IP address"))))
+            .collect()
     }
 
     fn range(&self, subnet: IpNet) -> BerthResult<Value> {
@@ -200,6 +210,11 @@ impl NetworkSpec {
             None => first_host(subnet).ok_or_else(|| invalid(format!("--subnet {subnet} has no host addresses")))?,
         };
         let mut range = json!({ "subnet": subnet.to_string(), "gateway": gateway.to_string() });
+        let reserved: Vec<String> = self.aux()?.iter().filter(|ip| subnet.contains(*ip)).map(IpAddr::to_string).collect();
+        if !reserved.is_empty() {
+            // berth-host-local's `exclude`: never handed out.
+            range["exclude"] = json!(reserved);
+        }
         if let Some(ip_range) = self.ip_ranges.iter().map(IpNet::trunc).find(|r| subnet.contains(&r.addr())) {
             let first = first_host(ip_range).ok_or_else(|| invalid(format!("--ip-range {ip_range} has no host addresses")))?;
             // Not `hosts().last()`: an IPv6 range has 2^64 of them.
@@ -285,10 +300,12 @@ mod tests {
         s.ipv6 = true;
         s.internal = true;
         s.ip_ranges = vec!["10.1.5.0/24".parse().unwrap()];
+        s.aux_addresses = key_values("--aux-address", &["router=10.1.5.9".into()]).unwrap();
         s.options = key_values("-o", &["mtu=1400".into(), "com.docker.network.bridge.enable_icc=false".into()]).unwrap();
         let p = &s.conflist(Driver::Bridge).unwrap().plugins[0];
         assert_eq!((p["ipMasq"].as_bool(), p["icc"].as_bool(), p["mtu"].as_u64()), (Some(false), Some(false), Some(1400)));
         assert_eq!(p["ipam"]["ranges"][0][0]["rangeStart"], "10.1.5.1");
+        assert_eq!(p["ipam"]["ranges"][0][0]["exclude"], json!(["10.1.5.9"]));
         assert_eq!(p["ipam"]["ranges"][0][0]["rangeEnd"], "10.1.5.254");
         assert_eq!(p["ipam"]["ranges"][1][0]["gateway"], "fd00:1::1");
         assert_eq!(p["ipam"]["routes"], json!([]), "--internal: no route out");

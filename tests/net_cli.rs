@@ -171,3 +171,17 @@ fn firewall_restore_puts_back_what_a_flush_removed_and_changes_nothing_twice() {
     assert_eq!(ruleset(&host), restored, "restoring twice changes nothing");
     berth.ok(&["detach", "fw", &c.name]);
 }
+
+#[test]
+fn an_aux_address_is_never_handed_out() {
+    let host = TestHost::new();
+    let berth = Berth { host: &host };
+    berth.network(&["aux", "--subnet", "10.58.0.0/29", "--aux-address", "router=10.58.0.2"]);
+    let c = host.container();
+    berth.ok(&["attach", "aux", &c.name]);
+    let mut nl = Netlink::open_in(&NetNs::open(&c.path).unwrap()).unwrap();
+    let eth0 = nl.link_by_name("eth0").unwrap().unwrap();
+    assert_eq!(nl.addresses(Some(eth0.index)).unwrap()[0].1.to_string(), "10.58.0.3/29", "10.58.0.2 is the router's");
+    berth.refused(&["net", "create", "aux2", "--subnet", "10.59.0.0/24", "--aux-address", "x=10.60.0.1"], "10.60.0.1");
+    berth.ok(&["detach", "aux", &c.name]);
+}
