@@ -130,9 +130,4 @@ pub fn latencies(socket: &UdpSocket, server: SocketAddr, names: &[String], count
     out
 }
 
-/// The `p`th percentile (0..=100) of `samples`.
-pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let rank = ((p / 100.0) * (samples.len().saturating_sub(1)) as f64).round() as usize;
-    samples[rank.min(samples.len() - 1)]
-}
+

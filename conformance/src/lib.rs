@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod dnsmasq;
+pub mod bench;
 pub mod docker;
 pub mod echo;
 mod fixture;

@@ -9,7 +9,8 @@
 use berth_cni::runtime::{Attachment, Runtime};
 use berth_cni::skel::Command;
 use berth_cni::spec::{ConfList, RunResult};
-use berth_conformance::dns::{addresses, ask, latencies, percentile, query, socket_in, FakeUpstream, Servers};
+use berth_conformance::bench::percentile;
+use berth_conformance::dns::{addresses, ask, latencies, query, socket_in, FakeUpstream, Servers};
 use berth_conformance::plugins::berth_dir;
 use berth_conformance::{Container, TestHost};
 use berth_dns::wire::{self, Rdata, RCODE_NXDOMAIN};
@@ -238,9 +239,9 @@ fn with_100_names_99_percent_of_answers_take_under_1ms() {
     let server = SocketAddr::new(gw(GW_A), 53);
     let warm = ask(&socket, server, 1, "c0", wire::TYPE_A).expect("answer");
     assert_eq!(addresses(&warm), vec![v4(&first)]);
-    let mut samples = latencies(&socket, server, &names, 20_000);
-    let p50 = percentile(&mut samples, 50.0);
-    let p99 = percentile(&mut samples, 99.0);
+    let samples = latencies(&socket, server, &names, 20_000);
+    let p50 = percentile(&samples, 0.5);
+    let p99 = percentile(&samples, 0.99);
     eprintln!("100 names, 20000 queries: p50 {p50:?}, p99 {p99:?}");
     assert!(p99 < Duration::from_millis(1), "p99 {p99:?}");
 }

@@ -215,8 +215,7 @@ impl Store {
     /// it cannot be trusted (a hash collision, damage).
     pub fn index(&self, owner: &Owner) -> Option<Index> {
         let text = fs::read_to_string(self.index_path(owner)).ok()?;
-        let mut lines = text.split(SEPARATOR);
-        let recorded = Owner::parse(&format!("{}{SEPARATOR}{}", lines.next().unwrap_or_default(), lines.next().unwrap_or_default()));
+        let (recorded, lines) = parse_index(&text);
         if recorded.as_ref() != Some(owner) {
             return None;
         }
@@ -301,19 +300,22 @@ impl Store {
 
     /// Removes every index whose owner `keep` rejects (GC).
     pub fn prune_indexes(&self, keep: impl Fn(&Owner) -> bool) -> CniResult<()> {
-        let entries = fs::read_dir(&self.dir).io_context(|| format!("cannot list {}", self.dir.display()))?;
-        for entry in entries.flatten() {
-            if !entry.file_name().to_str().is_some_and(|n| n.starts_with(INDEX_PREFIX) && n != INDEXED_MARKER) {
-                continue;
-            }
-            let text = fs::read_to_string(entry.path()).unwrap_or_default();
-            let mut lines = text.split(SEPARATOR);
-            let owner = Owner::parse(&format!("{}{SEPARATOR}{}", lines.next().unwrap_or_default(), lines.next().unwrap_or_default()));
-            if !owner.is_some_and(|o| keep(&o)) {
-                let _ = fs::remove_file(entry.path());
+        for (path, text) in self.index_files()? {
+            if !parse_index(&text).0.is_some_and(|o| keep(&o)) {
+                let _ = fs::remove_file(path);
             }
         }
         Ok(())
+    }
+
+    /// Every owner index of the directory, with its content.
+    fn index_files(&self) -> CniResult<Vec<(PathBuf, String)>> {
+        let entries = fs::read_dir(&self.dir).io_context(|| format!("cannot list {}", self.dir.display()))?;
+        Ok(entries
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(INDEX_PREFIX) && n != INDEXED_MARKER))
+            .map(|e| (e.path(), fs::read_to_string(e.path()).unwrap_or_default()))
+            .collect())
     }
 
     /// Releases the addresses of owners whose index says they were allocated in an earlier
@@ -322,15 +324,9 @@ impl Store {
     /// How many addresses were freed.
     pub fn free_earlier_boots(&self) -> CniResult<usize> {
         let Some(current) = boot_id() else { return Ok(0) };
-        let entries = fs::read_dir(&self.dir).io_context(|| format!("cannot list {}", self.dir.display()))?;
         let mut freed = 0;
-        for entry in entries.flatten() {
-            if !entry.file_name().to_str().is_some_and(|n| n.starts_with(INDEX_PREFIX) && n != INDEXED_MARKER) {
-                continue;
-            }
-            let text = fs::read_to_string(entry.path()).unwrap_or_default();
-            let mut lines = text.split(SEPARATOR);
-            let owner = Owner::parse(&format!("{}{SEPARATOR}{}", lines.next().unwrap_or_default(), lines.next().unwrap_or_default()));
+        for (path, text) in self.index_files()? {
+            let (owner, mut lines) = parse_index(&text);
             let boot = lines.next().and_then(|l| l.strip_prefix(BOOT_PREFIX));
             let (Some(owner), Some(boot)) = (owner, boot) else { continue };
             if boot == current {
@@ -344,7 +340,7 @@ impl Store {
                     freed += 1;
                 }
             }
-            let _ = fs::remove_file(entry.path());
+            let _ = fs::remove_file(path);
         }
         Ok(freed)
     }
@@ -425,6 +421,13 @@ impl Store {
         f.write_all(content).io_context(|| format!("cannot write {}", tmp.display()))?;
         Ok(tmp)
     }
+}
+
+/// An index's owner (its first two lines) and the lines after it.
+fn parse_index(text: &str) -> (Option<Owner>, std::str::Split<'_, &'static str>) {
+    let mut lines = text.split(SEPARATOR);
+    let owner = Owner::parse(&format!("{}{SEPARATOR}{}", lines.next().unwrap_or_default(), lines.next().unwrap_or_default()));
+    (owner, lines)
 }
 
 /// This boot's ID, read once per process; `None` where the kernel does not say.

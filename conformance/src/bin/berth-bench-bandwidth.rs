@@ -9,6 +9,7 @@
 //! egress 20 Mbit/s), so every ADD sets a tbf, an ifb with its tbf, the ingress qdisc and the
 //! redirect, and every DEL removes them. Needs root.
 
+use berth_conformance::bench::{percentile, run_child};
 use berth_cni::runtime::Attachment;
 use berth_cni::spec::ConfList;
 use berth_conformance::plugins::berth_dir;
@@ -18,12 +19,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 const REFERENCE_DIR: &str = "/work/shared/ref-plugins";
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// N chain ADDs then N chain DELs with one set of plugins, in this process; prints JSON.
 fn measure(label: &str, n: usize) {
@@ -64,15 +59,6 @@ fn measure(label: &str, n: usize) {
     println!("{summary}");
 }
 
-fn run_child(label: &str, n: usize) -> serde_json::Value {
-    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
-        .args(["--one", label, &n.to_string()])
-        .output()
-        .expect("run the benchmark child");
-    assert!(out.status.success(), "{label} benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("child prints JSON")
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--one") {
@@ -83,8 +69,8 @@ fn main() {
         if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
     println!("{:>6}  {:<10} {:>10} {:>10} {:>10} {:>10}", "N", "chain", "ADD med", "ADD p90", "DEL med", "DEL p90");
     for n in ns {
-        let berth = run_child("berth", n);
-        let reference = run_child("reference", n);
+        let berth = run_child(&["--one", "berth", &n.to_string()]);
+        let reference = run_child(&["--one", "reference", &n.to_string()]);
         for (label, f) in [("berth", &berth), ("reference", &reference)] {
             println!(
                 "{:>6}  {:<10} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms",

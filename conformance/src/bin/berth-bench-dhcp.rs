@@ -12,6 +12,7 @@
 //! beforehand, as its users must), then N ADDs, the keeper's RSS with N leases held, N DELs.
 //! Needs root and dnsmasq (`dnsmasq-base`).
 
+use berth_conformance::bench::percentile;
 use berth_conformance::dnsmasq::{Dnsmasq, KeeperGuard};
 use berth_conformance::plugins::berth_dir;
 use berth_conformance::{Container, TestHost};
@@ -24,12 +25,6 @@ use std::process::{Child, Stdio};
 use std::time::Instant;
 
 const BRIDGE: &str = "bdbr0";
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn rss_kb(pid: i32) -> i64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

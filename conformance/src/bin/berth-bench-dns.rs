@@ -4,7 +4,8 @@
 //! (default 2) each ask A queries one at a time for SECONDS (default 3) per server; printed:
 //! queries per second, p50 and p99 latency, and the server's resident memory after the load.
 
-use berth_conformance::dns::{ask, percentile, socket_in};
+use berth_conformance::bench::percentile;
+use berth_conformance::dns::{ask, socket_in};
 use berth_conformance::plugins::berth_dir;
 use berth_conformance::TestHost;
 use berth_dns::store::{Entry, NetworkState};
@@ -117,9 +118,9 @@ fn load(
             })
         })
         .collect();
-    let mut all: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().expect("client")).collect();
+    let all: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().expect("client")).collect();
     let qps = all.len() as f64 / seconds as f64;
-    (qps, percentile(&mut all, 50.0), percentile(&mut all, 99.0))
+    (qps, percentile(&all, 0.5), percentile(&all, 0.99))
 }
 
 fn memory_kib(pid: u32, key: &str) -> u64 {

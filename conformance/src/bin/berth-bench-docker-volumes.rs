@@ -6,6 +6,7 @@
 //!
 //! `berth-bench-docker-volumes [CYCLES]` (default 30 per driver).
 
+use berth_conformance::bench::percentile;
 use berth_conformance::docker::{DockerLab, IMAGE};
 use berth_conformance::plugins::berth_dir;
 use std::path::{Path, PathBuf};
@@ -68,10 +69,6 @@ fn cycle(lab: &DockerLab, driver: &str, n: usize) -> Duration {
     lab.ok(&["rm", &container]);
     lab.ok(&["volume", "rm", &volume]);
     start.elapsed()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn main() {

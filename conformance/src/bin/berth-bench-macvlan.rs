@@ -8,6 +8,7 @@
 //! invocation among five untimed ADDs and DELs with the N containers there, each plugin run
 //! through `berth-rss-probe`. Needs root.
 
+use berth_conformance::bench::{percentile, run_child};
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::rss_probe::RssProbe;
 use berth_conformance::TestHost;
@@ -17,16 +18,6 @@ use berth_cni::skel::Command;
 use serde_json::json;
 use std::time::Instant;
 
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let s = sorted(v);
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// N ADDs then N DELs with one plugin set, in this process; prints a JSON summary.
 fn measure(label: &str, n: usize) {
@@ -76,15 +67,6 @@ fn measure(label: &str, n: usize) {
     println!("{summary}");
 }
 
-fn run_child(label: &str, n: usize) -> serde_json::Value {
-    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
-        .args(["--one", label, &n.to_string()])
-        .output()
-        .expect("run the benchmark child");
-    assert!(out.status.success(), "{label} benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("child prints JSON")
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--one") {
@@ -94,8 +76,8 @@ fn main() {
     let ns: Vec<usize> = if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
     println!("{:>6}  {:<10} {:>10} {:>10} {:>10} {:>10} {:>10}", "N", "macvlan", "ADD med", "ADD p90", "DEL med", "DEL p90", "peak RSS");
     for n in ns {
-        let berth = run_child("berth", n);
-        let reference = run_child("reference", n);
+        let berth = run_child(&["--one", "berth", &n.to_string()]);
+        let reference = run_child(&["--one", "reference", &n.to_string()]);
         for (label, f) in [("berth", &berth), ("reference", &reference)] {
             println!(
                 "{:>6}  {:<10} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8}kB",

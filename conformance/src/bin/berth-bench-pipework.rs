@@ -8,6 +8,7 @@
 //!
 //! `berth-bench-pipework [WIRINGS]` (default 40 of each).
 
+use berth_conformance::bench::percentile;
 use berth_conformance::plugins::berth_dir;
 use berth_conformance::TestHost;
 use std::process::{Command, Stdio};
@@ -51,10 +52,6 @@ fn berth_pipework(berth: &std::path::Path, state: &std::path::Path, guest: &str,
         .env("BERTH_CONFIG_DIR", state.join("net.d"))
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
     cmd
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn main() {

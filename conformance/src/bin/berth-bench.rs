@@ -13,6 +13,7 @@
 //! With `--out DIR`, per-container ADD latencies go to DIR/add-latency.csv and a plot of
 //! ADD latency against N to DIR/add-latency.svg.
 
+use berth_conformance::bench::{percentile, run_child};
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::rss_probe::RssProbe;
 use berth_conformance::TestHost;
@@ -24,12 +25,6 @@ use std::time::Instant;
 
 fn median(v: &[f64]) -> f64 {
     percentile(v, 0.5)
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn conflist(set: &PluginSet, plain: bool, n: usize, data_dir: &str) -> ConfList {
@@ -133,17 +128,14 @@ fn port_mapping(plain: bool, host_port: usize) -> serde_json::Map<String, Value>
     json!({"portMappings": [{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}]}).as_object().cloned().expect("object")
 }
 
-fn run_child(label: &str, plain: bool, n: usize) -> Value {
-    let mut args = vec!["--one".to_string(), label.to_string(), n.to_string()];
+/// One chain's measurement at `n` containers, in a child process.
+fn measure_in_child(label: &str, plain: bool, n: usize) -> Value {
+    let n = n.to_string();
+    let mut args = vec!["--one", label, &n];
     if plain {
-        args.push("--plain".into());
+        args.push("--plain");
     }
-    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
-        .args(&args)
-        .output()
-        .expect("run the benchmark child");
-    assert!(out.status.success(), "{label} benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("child prints JSON")
+    run_child(&args)
 }
 
 fn main() {
@@ -170,12 +162,12 @@ fn main() {
     );
     let mut series = vec![];
     for n in ns {
-        let berth = run_child("berth", plain, n);
+        let berth = measure_in_child("berth", plain, n);
         print_row(n, "berth", &berth);
         if berth_only {
             continue;
         }
-        let reference = run_child("reference", plain, n);
+        let reference = measure_in_child("reference", plain, n);
         print_row(n, "reference", &reference);
         let ratio = |k: &str| reference[k].as_f64().expect("figure") / berth[k].as_f64().expect("figure");
         println!(
