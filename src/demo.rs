@@ -7,6 +7,7 @@ use crate::Context;
 use berth_netlink::Netlink;
 use berth_netns::{NetNs, NETNS_RUN_DIR};
 use berth_cni::runtime::{Attachment, Runtime};
+use berth_cni::spec::ConfList;
 use crate::error::{BerthError, BerthResult};
 use std::net::IpAddr;
 use std::path::Path;
@@ -50,25 +51,7 @@ pub fn run(ctx: &Context) -> BerthResult<()> {
     step("network \"demo\": berth-bridge on berth-demo0, 10.77.0.0/24, gateway 10.77.0.1 (berth net create demo --subnet 10.77.0.0/24)");
 
     let runtime = Runtime { cni_path: ctx.cni_path.clone(), cache_dir: scratch.path().join("cache"), host: Some(host) };
-    let mut attached = Vec::new();
-    let mut addresses = Vec::new();
-    for sandbox in ["a", "b"] {
-        let name = format!("berth-demo{tag}-{sandbox}");
-        berth_netlink::create_named_netns(&name)?;
-        namespaces.0.push(name.clone());
-        let att = Attachment {
-            container_id: name.clone(),
-            ifname: "eth0".into(),
-            netns: Path::new(NETNS_RUN_DIR).join(&name),
-            ..Default::default()
-        };
-        step(format!("attach sandbox {name} (berth attach demo {name})"));
-        let result = runtime.add(&list, &att)?;
-        let ip = result.ips.first().ok_or_else(|| BerthError::InvalidArgument("the demo network gave no address".into()))?;
-        println!("    eth0 = {} via {}", ip.address, ip.gateway.map(|g| g.to_string()).unwrap_or_default());
-        addresses.push(ip.address.addr());
-        attached.push(att);
-    }
+    let (attached, addresses) = attach_sandboxes(&runtime, &list, tag, &mut namespaces)?;
 
     let a = &attached[0].netns;
     let gateway: IpAddr = "10.77.0.1".parse().expect("literal");
@@ -94,6 +77,30 @@ pub fn run(ctx: &Context) -> BerthResult<()> {
     volumes(&scratch.path().join("volumes")).map_err(|e| BerthError::Demo(format!("volume demo: {e}")))?;
     println!("demo passed");
     Ok(())
+}
+
+/// Two sandboxes (named namespaces) attached to `list`: their attachments and addresses.
+fn attach_sandboxes(runtime: &Runtime, list: &ConfList, tag: u32, namespaces: &mut Namespaces) -> BerthResult<(Vec<Attachment>, Vec<IpAddr>)> {
+    let mut attached = Vec::new();
+    let mut addresses = Vec::new();
+    for sandbox in ["a", "b"] {
+        let name = format!("berth-demo{tag}-{sandbox}");
+        berth_netlink::create_named_netns(&name)?;
+        namespaces.0.push(name.clone());
+        let att = Attachment {
+            container_id: name.clone(),
+            ifname: "eth0".into(),
+            netns: Path::new(NETNS_RUN_DIR).join(&name),
+            ..Default::default()
+        };
+        step(format!("attach sandbox {name} (berth attach demo {name})"));
+        let result = runtime.add(list, &att)?;
+        let ip = result.ips.first().ok_or_else(|| BerthError::InvalidArgument("the demo network gave no address".into()))?;
+        println!("    eth0 = {} via {}", ip.address, ip.gateway.map(|g| g.to_string()).unwrap_or_default());
+        addresses.push(ip.address.addr());
+        attached.push(att);
+    }
+    Ok((attached, addresses))
 }
 
 /// Volumes: a named directory shared by two holders, and a 16 MiB loopback ext4 image that

@@ -79,45 +79,9 @@ fn allocate_in(
         return Ok((lease(i, set, held)?, false));
     }
 
-    let ip = if let Some(req) = set.requested {
-        if !store.reserve(req, owner)? {
-            let by = store.owner_of(req).map(|o| format!(" to {o}")).unwrap_or_default();
-            return Err(CniError::invalid_config(format!("requested address {req} is already allocated{by}")));
-        }
-        req
-    } else {
-        let last = store.last_reserved(i);
-        // Usually the address after the last one handed out is free: a few link(2) calls
-        // find it without reading the directory, whose size grows with the containers.
-        let mut tries = 0;
-        let direct = next_free(set, last, |ip| {
-            tries += 1;
-            if tries > DIRECT_TRIES {
-                return Ok(Step::GiveUp);
-            }
-            Ok(if store.reserve(ip, owner)? { Step::Taken } else { Step::Next })
-        })?;
-        match direct {
-            Some(ip) => ip,
-            None => {
-                let mut taken_now = match taken.take() {
-                    Some(t) => t,
-                    None => store.taken()?,
-                };
-                // Full: addresses whose containers died with an earlier boot make room.
-                if free_count(set, &taken_now) == 0 && store.free_earlier_boots()? > 0 {
-                    taken_now = store.taken()?;
-                }
-                let taken = taken.insert(taken_now);
-                if free_count(set, taken) == 0 {
-                    return Err(exhausted(i, set));
-                }
-                let found = next_free(set, last, |ip| {
-                    Ok(if !taken.contains(&ip) && store.reserve(ip, owner)? { Step::Taken } else { Step::Next })
-                })?;
-                found.ok_or_else(|| exhausted(i, set))?
-            }
-        }
+    let ip = match set.requested {
+        Some(req) => reserve_requested(store, req, owner)?,
+        None => reserve_next(store, i, set, owner, taken)?,
     };
     if let Some(taken) = taken {
         taken.insert(ip);
@@ -125,6 +89,46 @@ fn allocate_in(
     // The round-robin cursor is a hint: losing it only restarts the search at the range start.
     let _ = store.set_last_reserved(i, ip);
     Ok((lease(i, set, ip)?, true))
+}
+
+fn reserve_requested(store: &Store, req: IpAddr, owner: &Owner) -> CniResult<IpAddr> {
+    if !store.reserve(req, owner)? {
+        let by = store.owner_of(req).map(|o| format!(" to {o}")).unwrap_or_default();
+        return Err(CniError::invalid_config(format!("requested address {req} is already allocated{by}")));
+    }
+    Ok(req)
+}
+
+/// The next free address of set `i` in round-robin order, reserved for `owner`.
+fn reserve_next(store: &Store, i: usize, set: &RangeSet, owner: &Owner, taken: &mut Option<HashSet<IpAddr>>) -> CniResult<IpAddr> {
+    let last = store.last_reserved(i);
+    // Usually the address after the last one handed out is free: a few link(2) calls find it
+    // without reading the directory, whose size grows with the containers.
+    let mut tries = 0;
+    let direct = next_free(set, last, |ip| {
+        tries += 1;
+        if tries > DIRECT_TRIES {
+            return Ok(Step::GiveUp);
+        }
+        Ok(if store.reserve(ip, owner)? { Step::Taken } else { Step::Next })
+    })?;
+    if let Some(ip) = direct {
+        return Ok(ip);
+    }
+    let mut taken_now = match taken.take() {
+        Some(t) => t,
+        None => store.taken()?,
+    };
+    // Full: addresses whose containers died with an earlier boot make room.
+    if free_count(set, &taken_now) == 0 && store.free_earlier_boots()? > 0 {
+        taken_now = store.taken()?;
+    }
+    let taken = taken.insert(taken_now);
+    if free_count(set, taken) == 0 {
+        return Err(exhausted(i, set));
+    }
+    let found = next_free(set, last, |ip| Ok(if !taken.contains(&ip) && store.reserve(ip, owner)? { Step::Taken } else { Step::Next }))?;
+    found.ok_or_else(|| exhausted(i, set))
 }
 
 fn lease(set_index: usize, set: &RangeSet, ip: IpAddr) -> CniResult<Lease> {
