@@ -233,3 +233,38 @@ fn dhcp_leases_from_the_lans_server_and_remove_releases_it() {
     assert!(seen(&lab, "leaser", "eth1").is_none());
     assert!(berth_conformance::eventually(std::time::Duration::from_secs(5), || dnsmasq.released(&address.to_string())), "released");
 }
+
+#[test]
+fn udhcpc_mac_hostmac_and_a_gateway_outside_the_prefix() {
+    let lab = DockerLab::new();
+    let berth = Berth { lab: &lab };
+    sleepers(&lab, &["udhcp", "bymac"]);
+    let mut host = lab.host.netlink();
+    let lan = host.ensure_bridge("brudhcp", None).unwrap();
+    host.add_address(lan.index, "10.71.0.1/24".parse().unwrap()).unwrap();
+    host.set_up(lan.index).unwrap();
+    let scratch = lab.path("dnsmasq");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let dnsmasq = berth_conformance::dnsmasq::Dnsmasq::start(&lab.host.path(), "brudhcp", "10.71.0.50,10.71.0.150", &scratch, &[]);
+    let resolv_before = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+
+    // pipework's udhcpc form: Debian's udhcpc, run in the guest's network namespace.
+    berth.ok(&["pipework", "brudhcp", "udhcp", "udhcpc"]);
+    let address = v4(&lab, "udhcp", "eth1");
+    assert!(dnsmasq.leased().iter().any(|l| l.contains(&address.to_string())), "udhcpc's lease {address} is dnsmasq's");
+    assert_eq!(std::fs::read("/etc/resolv.conf").unwrap_or_default(), resolv_before, "the host's resolv.conf is untouched");
+    berth.ok(&["pipework", "brudhcp", "udhcp", "udhcpc", "--remove"]);
+
+    // mac:HOSTMAC picks the bridge by its MAC; a gateway outside the prefix is reached on-link.
+    let mac = host.link_by_name("brudhcp").unwrap().unwrap().mac.unwrap().to_string();
+    berth.ok(&["pipework", &format!("mac:{mac}"), "bymac", "10.71.1.5/24@10.71.0.1"]);
+    let bymac = seen(&lab, "bymac", "eth1").expect("eth1 on the bridge with that MAC");
+    assert!(bymac.routes.iter().any(|r| r.dst == "10.71.0.1/32".parse().unwrap() && r.gateway.is_none()), "on-link route to the gateway");
+    assert!(bymac.routes.iter().any(|r| r.dst.prefix_len() == 0 && r.gateway == Some("10.71.0.1".parse().unwrap())));
+    // The gateway's side knows the container's subnet is on that link, as a LAN's router would.
+    let back = RouteEntry { dst: "10.71.1.0/24".parse().unwrap(), gateway: None, oif: Some(lan.index), table: None, priority: None, mtu: None, scope: None };
+    host.add_route(&back).unwrap();
+    assert!(lab.pings("bymac", "10.71.0.1".parse().unwrap()), "the gateway outside the prefix answers");
+    berth.ok(&["pipework", &format!("mac:{mac}"), "bymac", "10.71.1.5/24@10.71.0.1", "--remove"]);
+    assert!(seen(&lab, "bymac", "eth1").is_none());
+}

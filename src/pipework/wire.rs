@@ -53,7 +53,8 @@ pub fn wire(ctx: &Context, w: &Wiring) -> BerthResult<()> {
     super::arp::announce(&guest, &w.container_if, &result.ips.iter().map(|ip| ip.address.addr()).collect::<Vec<_>>());
     if let Address::Dhcp { client, options } = &w.address {
         if *client != DhcpClient::Berth {
-            super::dhcp_client::run(&guest, *client, options, &w.container_if).inspect_err(|_| {
+            let resolv_conf = ctx.state_dir.join(format!("resolv.conf.{}-{}", att.container_id, w.container_if));
+            super::dhcp_client::run(&guest, *client, options, &w.container_if, &resolv_conf).inspect_err(|_| {
                 let _ = runtime.del(&list, &att);
             })?;
         }
