@@ -107,6 +107,13 @@ enum Commands {
     /// attachment, put back after `nft flush ruleset` or a firewall reload.
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// Check CNI plugin binaries against the spec (runs berth-conform; see CONFORMANCE.md).
+    #[command(disable_help_flag = true)]
+    Conform {
+        /// berth-conform's arguments: PLUGIN... [--config FILE] [--versions LIST] [--format text|json|junit]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Print a shell completion script: `berth completion bash > /etc/bash_completion.d/berth`.
     Completion {
         #[arg(value_enum)]
@@ -152,6 +159,22 @@ fn default_cni_path() -> Vec<PathBuf> {
     own.into_iter().chain(["/opt/cni/bin", "/usr/lib/cni"].map(PathBuf::from)).collect()
 }
 
+/// `berth conform ARGS`: berth-conform, from next to this binary or PATH, with its exit status.
+fn conform(args: &[String]) -> ExitCode {
+    let beside = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("berth-conform"))).filter(|p| p.is_file());
+    let Some(program) = beside.or_else(|| berth_util::tool::find("berth-conform")) else {
+        eprintln!("berth: berth-conform is not installed next to berth or in PATH");
+        return ExitCode::from(error::exit::FAILED);
+    };
+    match std::process::Command::new(program).args(args).status() {
+        Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("berth: cannot run berth-conform: {e}");
+            ExitCode::from(error::exit::FAILED)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Commands::Net { options, command } => net::run(&Context::new(options), command),
@@ -165,6 +188,7 @@ fn main() -> ExitCode {
         Commands::Quota(command) => return berth_quota::cli::run_and_report(command),
         Commands::Demo { options } => demo::run(&Context::new(options)),
         Commands::Firewall(FirewallCommand::Restore { options }) => firewall::restore(&Context::new(options)),
+        Commands::Conform { args } => return conform(&args),
         Commands::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
             Ok(())

@@ -4,6 +4,7 @@
 //! own interfaces: plugins run inside a throwaway "host" namespace ([`TestHost`]) and
 //! containers are further namespaces beside it, all removed when the fixture is dropped.
 
+pub mod conform;
 pub mod dns;
 pub mod dnsmasq;
 pub mod bench;
