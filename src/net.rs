@@ -1,7 +1,7 @@
 //! `berth net`: networks are conflists in the config directory, one file per network.
 
 use crate::error::{BerthError, BerthResult};
-use crate::netconf::{key_values, overlap, subnets_of, Driver, NetworkSpec};
+use crate::netconf::{key_values, overlap, parse_peer, peers_of, subnets_of, Driver, NetworkSpec};
 use crate::ps::Format;
 use crate::Context;
 use berth_cni::spec::ConfList;
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub enum NetCommand {
     /// Create a network (Docker's defaults: masquerade, published ports, isolation on).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List networks with their driver and subnets.
     Ls {
         #[arg(long, value_enum, default_value_t)]
@@ -27,7 +27,8 @@ pub enum NetCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Remove networks (their conflists); attached containers keep their interfaces until detached.
+    /// Remove networks (their conflists, --peer routes, an overlay's VXLAN port); attached
+    /// containers keep their interfaces until detached.
     Rm {
         #[arg(required = true)]
         names: Vec<String>,
@@ -39,7 +40,8 @@ pub enum NetCommand {
 #[derive(Args)]
 pub struct CreateArgs {
     name: String,
-    /// bridge (a Linux bridge), macvlan (-o parent=IF[.VLAN]), ovs (-o bridge=OVSBR [-o vlan=N]).
+    /// bridge (a Linux bridge), macvlan (-o parent=IF[.VLAN]), ovs (-o bridge=OVSBR [-o vlan=N]),
+    /// overlay (a bridge joined to other hosts' by VXLAN: --vni N --remote IP ...).
     #[arg(short = 'd', long, value_enum, default_value = "bridge")]
     driver: Driver,
     /// A subnet, IPv4 or IPv6 (repeatable).
@@ -73,6 +75,24 @@ pub struct CreateArgs {
     /// Chain berth-bandwidth, so `berth attach --ingress-rate/--egress-rate` can shape.
     #[arg(long)]
     bandwidth: bool,
+    /// -d overlay: the VXLAN network identifier (1 to 16777215), the same on every host.
+    #[arg(long)]
+    vni: Option<u32>,
+    /// -d overlay: another host's underlay address (repeatable).
+    #[arg(long, value_name = "IP")]
+    remote: Vec<IpAddr>,
+    /// -d overlay: a multicast group instead of --remote.
+    #[arg(long, value_name = "IP")]
+    group: Option<IpAddr>,
+    /// -d overlay: the underlay interface (its MTU sizes the overlay's; default 1500 assumed).
+    #[arg(long, value_name = "INTERFACE")]
+    vxlan_dev: Option<String>,
+    /// -d overlay: the VXLAN UDP port.
+    #[arg(long, default_value_t = berth_netlink::VXLAN_PORT)]
+    vxlan_port: u16,
+    /// Another host's container subnet, routed through that host (repeatable); not masqueraded.
+    #[arg(long, value_name = "SUBNET=HOST_IP")]
+    peer: Vec<String>,
 }
 
 pub fn run(ctx: &Context, cmd: NetCommand) -> BerthResult<()> {
@@ -80,7 +100,12 @@ pub fn run(ctx: &Context, cmd: NetCommand) -> BerthResult<()> {
         NetCommand::Create(args) => {
             let list = create_list(&args)?;
             refuse_overlaps(ctx, &list)?;
-            println!("{}", create(ctx, &list)?.display());
+            let path = create(ctx, &list)?;
+            if let Err(e) = add_peer_routes(&list) {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            println!("{}", path.display());
             Ok(())
         }
         NetCommand::Ls { format } => list_networks(ctx, format),
@@ -96,8 +121,9 @@ pub fn run(ctx: &Context, cmd: NetCommand) -> BerthResult<()> {
             Ok(())
         }
         NetCommand::Rm { names } => {
-            let found: Vec<PathBuf> = names.iter().map(|n| find(ctx, n).map(|(path, _)| path)).collect::<BerthResult<_>>()?;
-            for path in found {
+            let found: Vec<(PathBuf, ConfList)> = names.iter().map(|n| find(ctx, n)).collect::<BerthResult<_>>()?;
+            for (path, list) in found {
+                remove_host_side(&list)?;
                 std::fs::remove_file(&path).map_err(BerthError::io(format!("remove {}", path.display())))?;
             }
             Ok(())
@@ -122,8 +148,56 @@ fn create_list(args: &CreateArgs) -> BerthResult<ConfList> {
         options,
         labels: key_values("--label", &args.label)?,
         bandwidth: args.bandwidth,
+        vxlan: args.vni.map(|vni| berth_bridge::VxlanConf {
+            vni,
+            remotes: args.remote.clone(),
+            group: args.group,
+            port: args.vxlan_port,
+            dev: args.vxlan_dev.clone(),
+        }),
+        peers: args.peer.iter().map(|p| parse_peer(p)).collect::<BerthResult<_>>()?,
     };
+    if args.vni.is_none() && (!args.remote.is_empty() || args.group.is_some()) {
+        return Err(invalid("--remote and --group need --vni".into()));
+    }
     spec.conflist(args.driver)
+}
+
+/// `--peer`: a route to each peer subnet through its host, in the namespace berth runs in.
+fn add_peer_routes(list: &ConfList) -> BerthResult<()> {
+    let peers = peers_of(list);
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let mut host = berth_netlink::Netlink::open()?;
+    for (subnet, via) in peers {
+        host.add_route(&peer_route(subnet, via))?;
+    }
+    Ok(())
+}
+
+fn peer_route(subnet: IpNet, via: IpAddr) -> berth_netlink::RouteEntry {
+    berth_netlink::RouteEntry { dst: subnet, gateway: Some(via), oif: None, table: None, priority: None, mtu: None, scope: None }
+}
+
+/// What a network has on the host besides its containers' attachments: `--peer` routes and
+/// the VXLAN port of `-d overlay` (removed whatever is still attached). What is already gone
+/// is not an error.
+fn remove_host_side(list: &ConfList) -> BerthResult<()> {
+    let mut host = berth_netlink::Netlink::open()?;
+    for (subnet, via) in peers_of(list) {
+        let route = peer_route(subnet, via);
+        if host.routes()?.iter().any(|r| r.dst == route.dst && r.gateway == route.gateway) {
+            host.del_route(&route)?;
+        }
+    }
+    let plugin = list.plugins.first();
+    let vxlan = plugin.and_then(|p| p.get("vxlan")).and_then(|v| serde_json::from_value::<berth_bridge::VxlanConf>(v.clone()).ok());
+    let bridge = plugin.and_then(|p| p.get("bridge")).and_then(Value::as_str);
+    if let (Some(vxlan), Some(bridge)) = (vxlan, bridge) {
+        berth_bridge::remove_vxlan_port(bridge, &vxlan)?;
+    }
+    Ok(())
 }
 
 /// A subnet overlapping another berth network's, or a route of the host (in the namespace
@@ -173,6 +247,7 @@ fn prune(ctx: &Context) -> BerthResult<()> {
     let attached: Vec<String> = ctx.runtime().cached_attachments()?.into_iter().map(|c| c.network).collect();
     for (path, list) in all(ctx)? {
         if !attached.contains(&list.name) {
+            remove_host_side(&list)?;
             std::fs::remove_file(&path).map_err(BerthError::io(format!("remove {}", path.display())))?;
             println!("{}", list.name);
         }

@@ -45,6 +45,10 @@ pub struct NetworkSpec {
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub bandwidth: bool,
+    /// `-d overlay`: the VXLAN the network's bridge joins (`--vni`, `--remote`, `--group`).
+    pub vxlan: Option<berth_bridge::VxlanConf>,
+    /// `--peer SUBNET=HOST_IP`: other hosts' container subnets, routed through those hosts.
+    pub peers: Vec<(IpNet, IpAddr)>,
 }
 
 fn invalid(msg: String) -> BerthError {
@@ -69,10 +73,14 @@ impl NetworkSpec {
             Driver::Bridge => self.bridge_plugin()?,
             Driver::Macvlan => self.macvlan_plugin()?,
             Driver::Ovs => self.ovs_plugin()?,
-            Driver::Overlay => {
-                return Err(invalid("the overlay driver is not available yet: use -d bridge, macvlan or ovs".into()))
-            }
+            Driver::Overlay => self.overlay_plugin()?,
         };
+        if self.vxlan.is_some() && driver != Driver::Overlay {
+            return Err(invalid("--vni, --remote and --group go with -d overlay".into()));
+        }
+        if !self.peers.is_empty() && driver != Driver::Bridge {
+            return Err(invalid("--peer goes with -d bridge (routed between hosts)".into()));
+        }
         plugin.insert("ipam".into(), self.ipam()?);
         let mut plugins = vec![plugin];
         if self.bandwidth {
@@ -81,6 +89,9 @@ impl NetworkSpec {
         let mut raw = json!({ "cniVersion": "1.1.0", "name": self.name, "plugins": plugins });
         if !self.labels.is_empty() {
             raw["berth.labels"] = json!(self.labels);
+        }
+        if !self.peers.is_empty() {
+            raw["berth.peers"] = json!(self.peers_json()?);
         }
         Ok(serde_json::from_value(raw).map_err(|e| berth_cni::CniError::invalid_config("network").with_details(e))?)
     }
@@ -113,7 +124,8 @@ impl NetworkSpec {
             "type": "berth-bridge",
             "bridge": bridge,
             "isGateway": true,
-            "ipMasq": masquerade && !self.internal,
+            // Routed between hosts: the peers see the containers' own addresses.
+            "ipMasq": masquerade && !self.internal && self.peers.is_empty(),
             "icc": icc,
             "hairpinMode": true,
             "capabilities": { "portMappings": true, "ips": true, "mac": true },
@@ -126,6 +138,42 @@ impl NetworkSpec {
             plugin.insert("berth.hostBindingAddress".into(), json!(ip.to_string()));
         }
         Ok(plugin)
+    }
+
+    /// A berth-bridge network whose bridge joins a VXLAN: one layer 2 segment across hosts,
+    /// so no host's bridge is its gateway (each would answer for the same address) and nothing
+    /// is masqueraded; a container reaches the outside through a second network, as with
+    /// Docker's overlay driver. Each host gets its own `--ip-range` of the common subnet.
+    fn overlay_plugin(&self) -> BerthResult<Map<String, Value>> {
+        let vxlan = self.vxlan.as_ref().ok_or_else(|| invalid("-d overlay needs --vni N and --remote IP (repeatable) or --group".into()))?;
+        vxlan.check()?;
+        let mut plugin = self.bridge_plugin()?;
+        plugin.insert("isGateway".into(), json!(false));
+        plugin.insert("ipMasq".into(), json!(false));
+        let mut spec = json!({ "vni": vxlan.vni, "port": vxlan.port });
+        if let Some(group) = vxlan.group {
+            spec["group"] = json!(group.to_string());
+        } else {
+            spec["remotes"] = json!(vxlan.remotes.iter().map(IpAddr::to_string).collect::<Vec<_>>());
+        }
+        if let Some(dev) = &vxlan.dev {
+            check_interface_name(dev).map_err(|e| invalid(format!("--vxlan-dev {dev}: {e}")))?;
+            spec["dev"] = json!(dev);
+        }
+        plugin.insert("vxlan".into(), spec);
+        Ok(plugin)
+    }
+
+    /// `berth.peers`, checked: each a subnet of none of ours, through an address.
+    fn peers_json(&self) -> BerthResult<Vec<Value>> {
+        let mut out = Vec::new();
+        for (subnet, via) in &self.peers {
+            if let Some(mine) = self.subnets.iter().find(|s| overlap(s, subnet)) {
+                return Err(invalid(format!("--peer {subnet}: overlaps this network's subnet {mine}")));
+            }
+            out.push(json!({ "subnet": subnet.trunc().to_string(), "via": via.to_string() }));
+        }
+        Ok(out)
     }
 
     fn macvlan_plugin(&self) -> BerthResult<Map<String, Value>> {
@@ -184,7 +232,7 @@ impl NetworkSpec {
         for subnet in self.subnets.iter().map(IpNet::trunc) {
             sets.push(json!([self.range(subnet)?]));
             let default = if subnet.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-            if !self.internal && !routes.iter().any(|r: &Value| r["dst"] == default) {
+            if !self.internal && self.vxlan.is_none() && !routes.iter().any(|r: &Value| r["dst"] == default) {
                 routes.push(json!({ "dst": default }));
             }
         }
@@ -271,6 +319,19 @@ pub fn subnets_of(list: &ConfList) -> Vec<IpNet> {
     out
 }
 
+/// `berth.peers` of a conflist: (subnet, through).
+pub fn peers_of(list: &ConfList) -> Vec<(IpNet, IpAddr)> {
+    let peers = list.extra.get("berth.peers").and_then(Value::as_array).cloned().unwrap_or_default();
+    peers.iter().filter_map(|p| Some((p["subnet"].as_str()?.parse().ok()?, p["via"].as_str()?.parse().ok()?))).collect()
+}
+
+/// `--peer SUBNET=HOST_IP`.
+pub fn parse_peer(arg: &str) -> BerthResult<(IpNet, IpAddr)> {
+    let bad = || invalid(format!("--peer {arg:?}: SUBNET=HOST_IP, e.g. 10.62.0.0/24=192.0.2.2"));
+    let (subnet, via) = arg.split_once('=').ok_or_else(bad)?;
+    Ok((subnet.parse().map_err(|_| bad())?, via.parse().map_err(|_| bad())?))
+}
+
 /// Whether two prefixes share an address.
 pub fn overlap(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -324,6 +385,27 @@ mod tests {
         v6.ipv6 = true;
         assert!(v6.conflist(Driver::Bridge).is_err());
         assert!(key_values("-o", &["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn overlay_and_peers() {
+        let mut s = spec(&["10.70.0.0/24"]);
+        assert!(s.conflist(Driver::Overlay).unwrap_err().to_string().contains("--vni"));
+        s.vxlan = Some(serde_json::from_value(json!({"vni": 42, "remotes": ["192.0.2.2"], "dev": "eth0"})).unwrap());
+        let p = &s.conflist(Driver::Overlay).unwrap().plugins[0];
+        assert_eq!((p["isGateway"].as_bool(), p["ipMasq"].as_bool()), (Some(false), Some(false)));
+        assert_eq!(p["vxlan"], json!({"vni": 42, "port": 4789, "remotes": ["192.0.2.2"], "dev": "eth0"}));
+        assert_eq!(p["ipam"]["routes"], json!([]), "no gateway on an overlay");
+        assert!(s.conflist(Driver::Bridge).is_err(), "--vni needs -d overlay");
+
+        let mut r = spec(&["10.61.0.0/24"]);
+        r.peers = vec![parse_peer("10.62.0.0/24=192.0.2.2").unwrap()];
+        let list = r.conflist(Driver::Bridge).unwrap();
+        assert_eq!(list.plugins[0]["ipMasq"], false, "peers see the containers' own addresses");
+        assert_eq!(peers_of(&list), r.peers);
+        assert!(parse_peer("10.62.0.0/24").is_err());
+        r.peers = vec![parse_peer("10.61.0.0/16=192.0.2.2").unwrap()];
+        assert!(r.conflist(Driver::Bridge).unwrap_err().to_string().contains("overlaps"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use berth_cni::{CniError, CniResult};
 use berth_firewall::FirewallBackend;
 use berth_netlink::MacAddr;
 use serde::Deserialize;
+use std::net::IpAddr;
 
 pub const DEFAULT_BRIDGE: &str = "cni0";
 
@@ -57,6 +58,80 @@ pub struct BridgeConf {
     /// The MAC to give the container interface, from all the sources above (ADD only).
     #[serde(skip)]
     pub container_mac: Option<MacAddr>,
+    /// A VXLAN port on the bridge joining it to the same VNI on other hosts.
+    #[serde(default)]
+    pub vxlan: Option<VxlanConf>,
+}
+
+/// `"vxlan": {"vni": 42, "remotes": ["192.0.2.2"], "port": 4789, "dev": "eth0"}`, or a
+/// multicast `group` instead of `remotes`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct VxlanConf {
+    pub vni: u32,
+    /// The other hosts' underlay addresses: broadcasts and unknown destinations go to each.
+    #[serde(default)]
+    pub remotes: Vec<IpAddr>,
+    /// A multicast group the VTEPs of this VNI join, instead of `remotes`.
+    #[serde(default)]
+    pub group: Option<IpAddr>,
+    #[serde(default = "vxlan_port")]
+    pub port: u16,
+    /// The underlay interface; its MTU sizes the overlay's. Without it, 1500 is assumed.
+    #[serde(default)]
+    pub dev: Option<String>,
+}
+
+/// VXLAN's encapsulation: the inner Ethernet header, VXLAN, UDP and the outer IP header.
+const VXLAN_OVERHEAD_V4: u32 = 14 + 8 + 8 + 20;
+const VXLAN_OVERHEAD_V6: u32 = 14 + 8 + 8 + 40;
+/// The underlay MTU assumed when `dev` is not given.
+const DEFAULT_UNDERLAY_MTU: u32 = 1500;
+
+fn vxlan_port() -> u16 {
+    berth_netlink::VXLAN_PORT
+}
+
+impl VxlanConf {
+    /// The VXLAN device's name: one per VNI on a host (the kernel refuses a second device
+    /// with the same VNI and port anyway).
+    pub fn device_name(&self) -> String {
+        format!("berthvx{}", self.vni)
+    }
+
+    /// What encapsulation adds to every frame: more over an IPv6 underlay.
+    pub fn overhead(&self) -> u32 {
+        let v6 = self.group.map_or_else(|| self.remotes.iter().any(IpAddr::is_ipv6), |g| g.is_ipv6());
+        if v6 { VXLAN_OVERHEAD_V6 } else { VXLAN_OVERHEAD_V4 }
+    }
+
+    /// The overlay MTU over an underlay of `underlay_mtu` (or 1500).
+    pub fn mtu(&self, underlay_mtu: Option<u32>) -> u32 {
+        underlay_mtu.unwrap_or(DEFAULT_UNDERLAY_MTU).saturating_sub(self.overhead())
+    }
+
+    /// Every value in range; `remotes` or `group`, not both.
+    pub fn check(&self) -> CniResult<()> {
+        let bad = |msg: String| Err(CniError::invalid_config(format!("vxlan: {msg}")));
+        if !(1..1 << 24).contains(&self.vni) {
+            return bad(format!("vni {} is outside 1..=16777215", self.vni));
+        }
+        match (&self.group, self.remotes.is_empty()) {
+            (None, true) => return bad("needs remotes (the other hosts' addresses) or a multicast group".into()),
+            (Some(_), false) => return bad("remotes and group exclude each other".into()),
+            (Some(g), true) if !g.is_multicast() => return bad(format!("group {g} is not a multicast address")),
+            _ => {}
+        }
+        if let Some(r) = self.remotes.iter().find(|r| r.is_multicast() || r.is_unspecified()) {
+            return bad(format!("remote {r} is not a unicast address"));
+        }
+        if self.port == 0 {
+            return bad("port 0".into());
+        }
+        if let Some(dev) = &self.dev {
+            berth_cni::skel::validate_ifname(dev).map_err(|e| CniError::invalid_config(format!("vxlan: dev: {}", e.msg)))?;
+        }
+        Ok(())
+    }
 }
 
 fn auto() -> String {
@@ -89,6 +164,9 @@ impl BridgeConf {
             if !(68..=65535).contains(&mtu) {
                 return Err(CniError::invalid_config(format!("mtu: {mtu} is outside 68..=65535")));
             }
+        }
+        if let Some(vxlan) = &conf.vxlan {
+            vxlan.check()?;
         }
         if conf.vlan.is_some_and(|v| v != 0) {
             return Err(CniError::invalid_config("vlan: VLAN filtering on the bridge is not supported by berth-bridge"));
@@ -131,5 +209,26 @@ mod tests {
         let err = conf(r#", "firewallBackend": "pf""#).unwrap_err();
         assert_eq!(err.code, 7);
         assert!(err.msg.contains("firewallBackend \"pf\""), "{err}");
+    }
+
+    #[test]
+    fn vxlan_is_checked_and_sizes_the_mtu() {
+        let conf = |vxlan: &str| BridgeConf::parse(&request(&format!(r#"{{"name": "n", "type": "berth-bridge", "vxlan": {vxlan}}}"#)));
+        let ok = conf(r#"{"vni": 42, "remotes": ["192.0.2.2"]}"#).unwrap().vxlan.unwrap();
+        assert_eq!((ok.port, ok.device_name(), ok.mtu(None), ok.mtu(Some(9000))), (4789, "berthvx42".into(), 1450, 8950));
+        let v6 = conf(r#"{"vni": 7, "remotes": ["fd00::2"], "port": 8472}"#).unwrap().vxlan.unwrap();
+        assert_eq!((v6.port, v6.mtu(None)), (8472, 1430));
+        for (bad, says) in [
+            (r#"{"vni": 0, "remotes": ["192.0.2.2"]}"#, "vni 0"),
+            (r#"{"vni": 16777216, "remotes": ["192.0.2.2"]}"#, "vni 16777216"),
+            (r#"{"vni": 1}"#, "needs remotes"),
+            (r#"{"vni": 1, "group": "192.0.2.9"}"#, "not a multicast"),
+            (r#"{"vni": 1, "group": "239.1.1.1", "remotes": ["192.0.2.2"]}"#, "exclude"),
+            (r#"{"vni": 1, "remotes": ["192.0.2.2"], "dev": "a/b"}"#, "dev"),
+        ] {
+            let err = conf(bad).unwrap_err();
+            assert_eq!(err.code, 7, "{bad}");
+            assert!(err.msg.contains(says), "{bad}: {err}");
+        }
     }
 }

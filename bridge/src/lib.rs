@@ -3,8 +3,10 @@
 //! the `portMappings` capability, isolation between networks) through `plugins::firewall`.
 
 mod config;
+mod overlay;
 
-pub use config::BridgeConf;
+pub use config::{BridgeConf, VxlanConf};
+pub use overlay::remove_vxlan_port;
 
 use berth_netlink::{Link, Netlink, PortFlag};
 use berth_netns::NetNs;
@@ -30,11 +32,13 @@ pub use berth_cni::iface::host_veth_name;
 
 impl Plugin for BridgePlugin {
     fn add(&self, req: &Request) -> CniResult<RunResult> {
-        let conf = BridgeConf::parse(req)?;
+        let mut conf = BridgeConf::parse(req)?;
         let ns = NetNs::open(req.netns_path()?)?;
         let mut container = Netlink::open_in(&ns)?;
         iface::require_unused_name(&mut container, req)?;
         let mut host = Netlink::open()?;
+        let underlay = overlay::underlay(&mut host, &conf)?;
+        conf.mtu = overlay::effective_mtu(&conf, underlay.as_ref());
         let bridge = host.ensure_bridge(&conf.bridge, conf.mtu)?;
         if conf.promisc_mode && !bridge.promisc {
             host.set_promisc(bridge.index, true)?;
@@ -48,6 +52,9 @@ impl Plugin for BridgePlugin {
         // Leave nothing half-made: what `attach` made goes again, in reverse order, if a
         // later step fails.
         let mut undo = Rollback::new();
+        if let Some(vxlan) = &conf.vxlan {
+            overlay::ensure_port(&mut host, vxlan, &bridge, underlay.as_ref(), conf.mtu, &mut undo)?;
+        }
         let result = attach(req, &conf, &ns, &mut host, &mut container, &bridge, &mut undo)?;
         undo.commit();
         Ok(result)
@@ -70,6 +77,8 @@ impl Plugin for BridgePlugin {
         // link inherits it, so the grace period its release waits for is not ours either.
         let released = if conf.ipam_configured(req) { IPAM.del(req) } else { Ok(()) };
         iface::remove_veth(req)?;
+        // The network's last container takes the VXLAN port with it.
+        overlay::remove_if_unused(&conf)?;
         released
     }
 

@@ -11,6 +11,7 @@ pub mod socket;
 mod tc;
 #[cfg(test)]
 mod tests;
+mod vxlan;
 mod wire;
 
 pub use wire::NlError;
@@ -33,6 +34,7 @@ use std::os::fd::{AsFd, AsRawFd};
 pub use links_extra::{LinkDetail, MacvlanMode, MacvlanSpec};
 pub use rules::RuleEntry;
 pub use tc::{Qdisc, TokenBucket, TBF_HANDLE};
+pub use vxlan::{VxlanSpec, FLOOD_MAC, VXLAN_PORT};
 
 /// An rtnetlink operation that failed, or a value that names no kernel object.
 #[derive(Debug, thiserror::Error)]
