@@ -72,6 +72,8 @@ fn a_linux_bridge_by_name_and_id_prefix_with_options_and_nothing_left_after_remo
     assert!(lab.pings("web", "192.168.1.6".parse().unwrap()), "web -> db across br1");
     let broadcast = lab.exec("web", &["ip", "-4", "addr", "show", "dev", "eth1"]);
     assert!(String::from_utf8_lossy(&broadcast.stdout).contains("brd 192.168.1.255"), "the address has its broadcast");
+    let announce = lab.exec("web", &["cat", "/proc/sys/net/ipv4/conf/eth1/arp_notify"]);
+    assert_eq!(String::from_utf8_lossy(&announce.stdout).trim(), "1", "gratuitous ARP when eth1 came up, as pipework's arping -A");
 
     berth.ok(&["pipework", "br1", "web", "192.168.1.5/24@192.168.1.254"]);
     assert_eq!(seen(&lab, "web", "eth1").unwrap().addresses.len(), 1, "the same line twice changes nothing");

@@ -211,10 +211,9 @@ fn add_on_parent<'a>(
 
 /// Gives the new link (already named CNI_IFNAME) the IPAM result, and builds the ADD result.
 fn configure(req: &Request, ns: &NetNs, container: &mut Netlink, link: &Link, allocated: &RunResult) -> CniResult<RunResult> {
-    // Tell the neighbours about the new MAC at once, as the reference plugin does; best
-    // effort (no IPv6 in the namespace is fine).
+    // Tell the neighbours about the new MAC at once, as the reference plugin does (IPv4's
+    // arp_notify is set by iface::configure); best effort (no IPv6 in the namespace is fine).
     ns.run(|| {
-        let _ = sysctl::set(&format!("net/ipv4/conf/{}/arp_notify", req.ifname), "1");
         let _ = sysctl::set(&format!("net/ipv6/conf/{}/ndisc_notify", req.ifname), "1");
     })?;
     let link = container

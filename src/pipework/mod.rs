@@ -3,7 +3,6 @@
 //! through a one-plugin network named after the host interface; [`guest`] and [`tc`] run
 //! `ip route`, `ip rule` and `tc` forms inside a guest; [`wait`] is `--wait`.
 
-mod arp;
 mod dhcp_client;
 mod guest;
 pub mod line;

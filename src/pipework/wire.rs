@@ -49,8 +49,9 @@ pub fn wire(ctx: &Context, w: &Wiring) -> BerthResult<()> {
     }
     replace_default_route(&att, &w.address)?;
     let result = runtime.add(&list, &att)?;
+    // The plugin's interface announced its addresses when it came up (arp_notify), as
+    // pipework's `arping -A` does.
     let guest = NetNs::open(&att.netns)?;
-    super::arp::announce(&guest, &w.container_if, &result.ips.iter().map(|ip| ip.address.addr()).collect::<Vec<_>>());
     if let Address::Dhcp { client, options } = &w.address {
         if *client != DhcpClient::Berth {
             let resolv_conf = ctx.state_dir.join(format!("resolv.conf.{}-{}", att.container_id, w.container_if));
