@@ -5,6 +5,19 @@ use std::path::PathBuf;
 /// The reference plugins from Debian's containernetworking-plugins.
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
 
+/// The newest reference plugins (v1.9.1, built from source): `REF_PLUGINS_DIR`, else
+/// `shared/ref-plugins` beside the checkout (where CI and the sessions have it).
+pub fn reference_v191_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("REF_PLUGINS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let beside = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ref-plugins");
+    if beside.is_dir() {
+        return beside;
+    }
+    PathBuf::from("/work/shared/ref-plugins")
+}
+
 /// The directory cargo built berth's binaries into (`target/debug` or `target/release`),
 /// found from the running executable; `BERTH_BIN_DIR` overrides it.
 pub fn berth_dir() -> PathBuf {

@@ -27,8 +27,6 @@ const BURST: u64 = 32 * 1024 * 8;
 const WINDOW: Duration = Duration::from_secs(3);
 const GATEWAY: &str = "10.23.0.1";
 const NETWORK: &str = "bw-net";
-/// Where the reference plugins v1.9.1 are (bandwidth among them).
-const REF_V191: &str = "/work/shared/ref-plugins";
 
 fn bridge(kind: &str, ipam: &str, host: &TestHost) -> Value {
     json!({
@@ -249,8 +247,8 @@ fn gc_removes_the_ifbs_of_attachments_it_does_not_keep() {
 /// with `bandwidth` changed to `berth-bandwidth`: the same rates.
 #[test]
 fn the_reference_conflist_with_berth_bandwidth_gives_the_same_rates() {
-    let reference = PathBuf::from(REF_V191);
-    assert!(reference.join("bandwidth").is_file(), "the reference plugins v1.9.1 are missing from {REF_V191}");
+    let reference = berth_conformance::plugins::reference_v191_dir();
+    assert!(reference.join("bandwidth").is_file(), "the reference plugins v1.9.1 are missing from {}", reference.display());
     let host = TestHost::new();
     let rt = runtime(&host, &[berth_dir(), reference]);
     let mut measured = Vec::new();

@@ -15,16 +15,15 @@ use berth_cni::spec::ConfList;
 use berth_conformance::plugins::berth_dir;
 use berth_conformance::TestHost;
 use serde_json::json;
-use std::path::PathBuf;
 use std::time::Instant;
 
-const REFERENCE_DIR: &str = "/work/shared/ref-plugins";
+
 
 /// N chain ADDs then N chain DELs with one set of plugins, in this process; prints JSON.
 fn measure(label: &str, n: usize) {
     let (dir, [bridge, host_local, bandwidth]) = match label {
         "berth" => (berth_dir(), ["berth-bridge", "berth-host-local", "berth-bandwidth"]),
-        _ => (PathBuf::from(REFERENCE_DIR), ["bridge", "host-local", "bandwidth"]),
+        _ => (berth_conformance::plugins::reference_v191_dir(), ["bridge", "host-local", "bandwidth"]),
     };
     let host = TestHost::new();
     let subnet = if n < 250 { "10.202.0.0/24" } else { "10.202.0.0/16" };

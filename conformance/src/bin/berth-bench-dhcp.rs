@@ -83,7 +83,7 @@ fn start_reference_daemon(host: &TestHost, exe: &Path, socket: &Path) -> Child {
 
 fn main() {
     let n: usize = std::env::args().nth(1).map(|a| a.parse().expect("N is a number")).unwrap_or(50);
-    let reference = PathBuf::from(std::env::var("REF_DHCP").unwrap_or_else(|_| "/work/shared/ref-plugins/dhcp".into()));
+    let reference = PathBuf::from(std::env::var("REF_DHCP").unwrap_or_else(|_| berth_conformance::plugins::reference_v191_dir().join("dhcp").into_os_string().into_string().unwrap_or_default()));
     assert!(reference.is_file(), "{} is missing (set REF_DHCP)", reference.display());
     let host = TestHost::new();
     let mut nl = host.netlink();
