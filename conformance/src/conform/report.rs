@@ -94,7 +94,7 @@ impl Format {
 
 pub fn render(reports: &[Report], format: Format) -> String {
     match format {
-        Format::Text => reports.iter().map(text).collect::<Vec<_>>().join("\n"),
+        Format::Text => reports.iter().map(text).collect::<Vec<_>>().join("\n") + &total(reports),
         Format::Json => serde_json::to_string_pretty(reports).expect("reports serialize") + "\n",
         Format::Junit => junit(reports),
     }
@@ -118,6 +118,12 @@ fn text(r: &Report) -> String {
         r.count(Outcome::Skip)
     );
     out
+}
+
+/// The last line: every plugin's checks together.
+fn total(reports: &[Report]) -> String {
+    let sum = |o: Outcome| reports.iter().map(|r| r.count(o)).sum::<usize>();
+    format!("\nconformance: {} passed, {} failed, {} skipped\n", sum(Outcome::Pass), sum(Outcome::Fail), sum(Outcome::Skip))
 }
 
 /// JUnit XML as CI systems read it: a testsuite per plugin, a testcase per check.
