@@ -6,46 +6,16 @@ use berth_conformance::echo::{tcp_ask, EchoServer};
 use berth_conformance::{eventually, Container, TestHost};
 use berth_netlink::{Netlink, VethPeer};
 use berth_netns::NetNs;
-use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Output};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Berth<'a> {
-    host: &'a TestHost,
-}
+mod common;
+
+use common::HostBerth as Berth;
 
 impl Berth<'_> {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args(args)
-            .env("BERTH_CONFIG_DIR", self.host.dir.path().join("net.d"))
-            .env("BERTH_STATE_DIR", self.host.dir.path().join("state"))
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .env_remove("CNI_PATH");
-        self.host.ns.prepare_command(&mut cmd).unwrap();
-        cmd.output().expect("run berth")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `berth net create` with the IPAM data kept in the test's folder.
-    fn network(&self, args: &[&str]) {
-        let mut full = vec!["net", "create"];
-        full.extend_from_slice(args);
-        self.ok(&full);
-        let path = self.host.dir.path().join(format!("net.d/{}.conflist", args[0]));
-        let mut conf: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        conf["plugins"][0]["ipam"]["dataDir"] = self.host.dir.path().join("ipam").display().to_string().into();
-        std::fs::write(&path, conf.to_string()).unwrap();
-    }
-
     /// Attaches a new container to `network`; returns it with its eth0 address and MTU.
     fn attached(&self, network: &str) -> (Container, IpAddr, u32) {
         let c = self.host.container();

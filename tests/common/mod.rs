@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use berth_conformance::docker::DockerLab;
+use berth_conformance::TestHost;
+use serde_json::Value;
 use std::process::{Command, Output};
 
 /// The `berth` binary run inside the lab's host namespace, finding containers through the
@@ -39,3 +41,39 @@ impl Berth<'_> {
     }
 }
 
+
+/// The `berth` binary run inside a test host's namespace, with its config and state in the
+/// host's folder and no Docker to ask.
+pub struct HostBerth<'a> {
+    pub host: &'a TestHost,
+}
+
+impl HostBerth<'_> {
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args(args)
+            .env("BERTH_CONFIG_DIR", self.host.dir.path().join("net.d"))
+            .env("BERTH_STATE_DIR", self.host.dir.path().join("state"))
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env_remove("CNI_PATH");
+        self.host.ns.prepare_command(&mut cmd).unwrap();
+        cmd.output().expect("run berth")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `berth net create ARGS`, with the IPAM data kept in the test's folder.
+    pub fn network(&self, args: &[&str]) {
+        let mut full = vec!["net", "create"];
+        full.extend_from_slice(args);
+        self.ok(&full);
+        let path = self.host.dir.path().join(format!("net.d/{}.conflist", args[0]));
+        let mut conf: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        conf["plugins"][0]["ipam"]["dataDir"] = self.host.dir.path().join("ipam").display().to_string().into();
+        std::fs::write(&path, conf.to_string()).unwrap();
+    }
+}
