@@ -284,3 +284,38 @@ fn a_macvlan_container_leases_from_the_lan() {
     assert!(eventually(Duration::from_secs(5), || !server.leased().contains(&ip)), "released through the macvlan before it went");
     assert!(server.released(&ip));
 }
+
+/// podman 4.3 runs a container on a berth-macvlan network whose addresses come from
+/// berth-dhcp: the container gets its lease end to end, and `podman rm` releases it.
+#[test]
+fn a_podman_container_on_a_macvlan_network_gets_its_address_from_the_lans_server() {
+    use berth_conformance::podman::PodmanLab;
+    let lab = PodmanLab::new();
+    let wire = lab.host.container();
+    let wire_ns = NetNs::open(&wire.path).unwrap();
+    let mut hnl = lab.host.netlink();
+    let master = hnl.create_veth("dhpod0", &VethPeer { name: "lan0", netns: Some(&wire_ns), mac: None }, None, None).unwrap();
+    hnl.set_up(master.index).unwrap();
+    let mut wnl = Netlink::open_in(&wire_ns).unwrap();
+    let lan0 = wnl.link_by_name("lan0").unwrap().unwrap();
+    wnl.add_address(lan0.index, "10.63.0.1/24".parse().unwrap()).unwrap();
+    wnl.set_up(lan0.index).unwrap();
+    let keeper = KeeperGuard::new(lab.path("keeper.sock"));
+    let scratch = lab.path("dnsmasq");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let server = Dnsmasq::start(&wire.path, "lan0", "10.63.0.50,10.63.0.150", &scratch, &["--dhcp-option=option:router,10.63.0.1"]);
+    lab.write_network(&json!({
+        "cniVersion": "1.0.0",
+        "name": "lanpod",
+        "plugins": [{
+            "type": "berth-macvlan", "master": "dhpod0", "mode": "bridge",
+            "ipam": {"type": "berth-dhcp", "daemonSocketPath": keeper.socket},
+        }],
+    }));
+    lab.start_sleeper("leaser", "lanpod");
+    let address = lab.address_on("leaser", "lanpod").to_string();
+    assert!(server.leased().contains(&address), "podman shows the lease dnsmasq gave: {address}");
+    assert!(lab.pings("leaser", "10.63.0.1".parse().unwrap()), "the container reaches the LAN's server");
+    lab.ok(&["rm", "--force", "--time", "0", "leaser"]);
+    assert!(eventually(Duration::from_secs(5), || server.released(&address)), "podman rm released the lease");
+}
