@@ -9,6 +9,25 @@ pub fn percentile<T: PartialOrd + Copy>(values: &[T], p: f64) -> T {
     sorted[((sorted.len() as f64 - 1.0) * p.clamp(0.0, 1.0)).round() as usize]
 }
 
+/// ADD and DEL latencies (ms) as the benchmarks' children report them: median and p90.
+pub fn latency_summary(add_ms: &[f64], del_ms: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+    let mut summary = serde_json::Map::new();
+    for (key, samples) in [("add", add_ms), ("del", del_ms)] {
+        summary.insert(format!("{key}_median_ms"), percentile(samples, 0.5).into());
+        summary.insert(format!("{key}_p90_ms"), percentile(samples, 0.9).into());
+    }
+    summary
+}
+
+/// The sizes (N) a benchmark was asked for on its command line, else `default`.
+pub fn sizes(args: &[String], default: usize) -> Vec<usize> {
+    if args.is_empty() {
+        vec![default]
+    } else {
+        args.iter().map(|a| a.parse().expect("N is a number")).collect()
+    }
+}
+
 /// Runs this benchmark's own executable with `args` and returns the JSON it prints.
 pub fn run_child(args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(std::env::current_exe().expect("own path"))

@@ -13,12 +13,11 @@
 //! containerd it started), kills what is left in the lab's cgroups, unmounts what dockerd left
 //! under its folders, and removes the cgroups, the folders and the namespaces.
 
-use crate::process::{in_cgroup, mentions, processes, remove_cgroups, run_with_deadline, text};
+use crate::process::{in_cgroup, mentions, processes, remove_cgroups, run_client, succeeded, text};
 use crate::{eventually, image, TestHost};
 use berth_netns::NetNs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The Docker CLI of Debian's docker.io (not whatever `docker` comes first in PATH).
@@ -148,10 +147,7 @@ impl DockerLab {
 
     /// Runs `docker ARGS`, or says why it could not finish.
     pub fn try_docker(&self, args: &[&str]) -> Result<Output, String> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        run_with_deadline(self.docker_command(args), &self.path("out").join(n.to_string()), DOCKER_DEADLINE)
-            .map_err(|e| format!("docker {}: {e}", args.join(" ")))
+        run_client("docker", self.docker_command(args), args, &self.path("out"), DOCKER_DEADLINE)
     }
 
     pub fn docker(&self, args: &[&str]) -> Output {
@@ -160,9 +156,7 @@ impl DockerLab {
 
     /// `docker ARGS`, which must succeed; its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(out.status.success(), "docker {} failed ({}): {}", args.join(" "), out.status, text(&out.stderr));
-        text(&out.stdout)
+        succeeded("docker", args, &self.docker(args))
     }
 
     /// `docker ARGS`, which must fail; its stderr.

@@ -24,7 +24,7 @@
 //! shared read-only image store (`vfs.imagestore`) that is removed when the process exits.
 
 use crate::plugins::{berth_dir, REFERENCE_DIR};
-use crate::process::{in_cgroup, processes, remove_cgroups, run_with_deadline, text};
+use crate::process::{in_cgroup, processes, remove_cgroups, run_client, run_with_deadline, succeeded, text};
 use crate::{eventually, image, Outside, TestHost};
 use berth_netlink::{Link, Netlink};
 use berth_netns::NetNs;
@@ -35,7 +35,6 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -177,10 +176,7 @@ impl PodmanLab {
 
     /// Runs `podman ARGS` in the lab, or says why it could not finish.
     pub fn try_podman(&self, args: &[&str]) -> Result<Output, String> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        run_with_deadline(self.podman_command(args), &self.path("out").join(n.to_string()), PODMAN_DEADLINE)
-            .map_err(|e| format!("podman {}: {e}", args.join(" ")))
+        run_client("podman", self.podman_command(args), args, &self.path("out"), PODMAN_DEADLINE)
     }
 
     pub fn podman(&self, args: &[&str]) -> Output {
@@ -189,9 +185,7 @@ impl PodmanLab {
 
     /// `podman ARGS`, which must succeed; its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.podman(args);
-        assert!(out.status.success(), "podman {} failed ({}): {}", args.join(" "), out.status, text(&out.stderr));
-        text(&out.stdout)
+        succeeded("podman", args, &self.podman(args))
     }
 
     /// `podman run --pull never --cgroup-parent LAB ARGS`.

@@ -35,6 +35,20 @@ pub fn run_with_deadline(mut cmd: Command, stem: &Path, timeout: Duration) -> Re
     Ok(output)
 }
 
+/// One command of a real client's lab (`docker ARGS`, `podman ARGS`): run with a deadline,
+/// its output kept under `out_dir` meanwhile; an error says which command did not finish.
+pub fn run_client(tool: &str, cmd: Command, args: &[&str], out_dir: &Path, deadline: Duration) -> Result<Output, String> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    run_with_deadline(cmd, &out_dir.join(n.to_string()), deadline).map_err(|e| format!("{tool} {}: {e}", args.join(" ")))
+}
+
+/// The stdout of a client command that must have succeeded.
+pub fn succeeded(tool: &str, args: &[&str], out: &Output) -> String {
+    assert!(out.status.success(), "{tool} {} failed ({}): {}", args.join(" "), out.status, text(&out.stderr));
+    text(&out.stdout)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -9,7 +9,7 @@
 //! egress 20 Mbit/s), so every ADD sets a tbf, an ifb with its tbf, the ingress qdisc and the
 //! redirect, and every DEL removes them. Needs root.
 
-use berth_conformance::bench::{percentile, run_child};
+use berth_conformance::bench::{latency_summary, run_child, sizes};
 use berth_cni::runtime::Attachment;
 use berth_cni::spec::ConfList;
 use berth_conformance::plugins::berth_dir;
@@ -51,11 +51,7 @@ fn measure(label: &str, n: usize) {
     };
     let add_ms: Vec<f64> = attachments.iter().map(|a| time(&|| runtime.add(&list, a).map(drop))).collect();
     let del_ms: Vec<f64> = attachments.iter().map(|a| time(&|| runtime.del(&list, a))).collect();
-    let summary = json!({
-        "add_median_ms": percentile(&add_ms, 0.5), "add_p90_ms": percentile(&add_ms, 0.9),
-        "del_median_ms": percentile(&del_ms, 0.5), "del_p90_ms": percentile(&del_ms, 0.9),
-    });
-    println!("{summary}");
+    println!("{}", serde_json::Value::Object(latency_summary(&add_ms, &del_ms)));
 }
 
 fn main() {
@@ -64,8 +60,7 @@ fn main() {
         measure(&args[1], args[2].parse().expect("N"));
         return;
     }
-    let ns: Vec<usize> =
-        if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
+    let ns = sizes(&args, 100);
     println!("{:>6}  {:<10} {:>10} {:>10} {:>10} {:>10}", "N", "chain", "ADD med", "ADD p90", "DEL med", "DEL p90");
     for n in ns {
         let berth = run_child(&["--one", "berth", &n.to_string()]);

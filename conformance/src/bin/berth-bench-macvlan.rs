@@ -8,7 +8,7 @@
 //! invocation among five untimed ADDs and DELs with the N containers there, each plugin run
 //! through `berth-rss-probe`. Needs root.
 
-use berth_conformance::bench::{percentile, run_child};
+use berth_conformance::bench::{latency_summary, run_child, sizes};
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::rss_probe::RssProbe;
 use berth_conformance::TestHost;
@@ -59,12 +59,9 @@ fn measure(label: &str, n: usize) {
     }
     let peak_rss_kb = probe.take_peak_kb();
     let del_ms: Vec<f64> = containers.iter().map(|c| time(Command::Del, c)).collect();
-    let summary = json!({
-        "add_median_ms": percentile(&add_ms, 0.5), "add_p90_ms": percentile(&add_ms, 0.9),
-        "del_median_ms": percentile(&del_ms, 0.5), "del_p90_ms": percentile(&del_ms, 0.9),
-        "peak_rss_kb": peak_rss_kb,
-    });
-    println!("{summary}");
+    let mut summary = latency_summary(&add_ms, &del_ms);
+    summary.insert("peak_rss_kb".into(), peak_rss_kb.into());
+    println!("{}", serde_json::Value::Object(summary));
 }
 
 fn main() {
@@ -73,7 +70,7 @@ fn main() {
         measure(&args[1], args[2].parse().expect("N"));
         return;
     }
-    let ns: Vec<usize> = if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
+    let ns = sizes(&args, 100);
     println!("{:>6}  {:<10} {:>10} {:>10} {:>10} {:>10} {:>10}", "N", "macvlan", "ADD med", "ADD p90", "DEL med", "DEL p90", "peak RSS");
     for n in ns {
         let berth = run_child(&["--one", "berth", &n.to_string()]);
