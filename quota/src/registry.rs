@@ -7,7 +7,7 @@
 //! only inherited an ID from its parent gets one of its own.
 
 use crate::error::{QuotaError, QuotaResult};
-use berth_util::fs::{write_durably, LockFile};
+use berth_util::fs::{remove_staged, write_durably, LockFile};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -64,6 +64,8 @@ impl LockedRecords {
 /// Locks and reads the records kept at `root`.
 pub fn lock(root: &Path) -> QuotaResult<LockedRecords> {
     let lock = LockFile::acquire(&root.join(LOCK_FILE))?;
+    // Left by a writer killed before its rename; with the lock, no writer is under way.
+    remove_staged(&root.join(RECORDS_FILE));
     Ok(LockedRecords { path: root.join(RECORDS_FILE), records: read(root)?, _lock: lock })
 }
 
@@ -132,6 +134,12 @@ mod tests {
         assert_eq!(records.id_of(Path::new("/vols/a"), 42), Some(100_000));
         assert_eq!(records.id_of(Path::new("/vols/a"), 43), None, "another directory at the same path");
         assert_eq!(records.id_at(Path::new("/vols/a")), Some(100_000));
+        // What write_durably leaves when its process dies before the rename: the next
+        // writer, holding the lock, deletes it.
+        let staged = dir.join(format!("{RECORDS_FILE}.tmp.4242"));
+        std::fs::write(&staged, "{\"half\":").unwrap();
+        drop(lock(&dir).unwrap());
+        assert!(!staged.exists(), "the staged records file is left");
         std::fs::write(dir.join(RECORDS_FILE), "{not json").unwrap();
         let err = read(&dir).unwrap_err().to_string();
         assert!(err.contains(RECORDS_FILE), "{err}");

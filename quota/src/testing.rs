@@ -183,3 +183,18 @@ fn drop_effective_capability(cap: u32) {
         assert_eq!(libc::syscall(libc::SYS_capset, &header, data.as_ptr()), 0, "capset");
     }
 }
+
+/// `xfs_quota`'s report lines of the projects of the XFS file system at `mount_point`,
+/// other than 0, with a hard block limit: `#ID`, then for blocks (KiB) and for inodes each
+/// `used soft hard warn grace`.
+pub fn limited_projects(mount_point: &Path) -> Vec<String> {
+    let report = run(Command::new("xfs_quota").args(["-x", "-c", "report -p -n -N -b -i"]).arg(mount_point));
+    report
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() >= 9 && fields[0] != "#0" && fields[3] != "0"
+        })
+        .map(str::to_string)
+        .collect()
+}

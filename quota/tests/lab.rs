@@ -1,21 +1,26 @@
 //! Project quotas on real XFS and ext4, in the kernel lab (this machine's kernel has no XFS
 //! quota): one VM boot runs everything below, through the crate and through the
-//! `berth-quota` binary as a user types it. Needs root and conformance/TEST-PACKAGES.
+//! `berth-quota` binary as a user types it, and `berth-quota set` SIGKILLed at random
+//! instants. Needs root and conformance/TEST-PACKAGES.
 //!
 //! Each file system is a sparse image in the VM's /tmp, mounted through a loop device,
 //! inside a [`Scratch`] whose guard unmounts, detaches and deletes it even on failure.
 
 use berth_conformance::lab;
 use berth_quota::registry::{FIRST_PROJECT_ID, RECORDS_FILE};
-use berth_quota::testing::{make_image, modprobe, mount_image, without_sys_resource, Fs, Scratch};
+use berth_quota::testing::{limited_projects, make_image, modprobe, mount_image, without_sys_resource, Fs, Scratch};
+use berth_conformance::kill::KillDice;
 use berth_quota::{Bytes, Control, Limits, ProjectId, QuotaError};
 use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
-/// lab_: one boot; inside, the quotas of XFS and of ext4, through the crate and the CLI.
+/// lab_: one boot; inside, the quotas of XFS and of ext4, through the crate and the CLI;
+/// then `berth-quota set` killed at random instants on XFS.
 #[test]
 fn lab_project_quotas_on_xfs_and_ext4() {
     if !lab::in_lab() {
@@ -41,6 +46,7 @@ fn lab_project_quotas_on_xfs_and_ext4() {
         println!("{}: ok", fs.name());
     }
     quotas_are_refused_clearly_without_prjquota();
+    set_killed_at_random_instants();
 }
 
 fn bytes(mib: u64) -> Bytes {
@@ -229,4 +235,105 @@ fn quotas_are_refused_clearly_without_prjquota() {
     assert_eq!(output.status.code(), Some(1));
     assert!(message.contains("not mounted with project quotas") && message.contains(mnt.to_str().unwrap()), "{message}");
     println!("without prjquota: {err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// `berth-quota set` killed at any instant
+
+/// Killed rounds; every other one changes the limits of a directory that has a quota.
+const KILL_ROUNDS: usize = 16;
+/// Files in each directory, so that putting the tree into the project takes a while.
+const TREE_FILES: usize = 200;
+
+/// `berth-quota set` SIGKILLed at a uniformly random instant of its run (spread over the
+/// median of uninterrupted runs; the seed is printed, `BERTH_KILL_SEED` replays it), then
+/// run again: the project has the limits asked for and holds the whole tree, and once the
+/// quota is cleared nothing is left: no limited project in `xfs_quota`'s report, no record,
+/// no staged records file.
+fn set_killed_at_random_instants() {
+    let mut dice = KillDice::new("set_killed_at_random_instants");
+    let scratch = Scratch::new("quota-kill");
+    let mnt = scratch.join("mnt");
+    make_image(&scratch.join("fs.img"), Fs::Xfs, Fs::Xfs.min_size());
+    mount_image(&scratch.join("fs.img"), &mnt, Fs::Xfs, "prjquota");
+    let mut runs: Vec<Duration> = (0..5)
+        .map(|n| {
+            let dir = tree(&mnt, &format!("calib{n}"));
+            let took = timed_set(&dir, "7M", "900");
+            clear_and_delete(&dir);
+            took
+        })
+        .collect();
+    runs.sort();
+    let within = runs[runs.len() / 2];
+    let mut interrupted = 0;
+    for round in 0..KILL_ROUNDS {
+        let context = format!("round {round} (seed {})", dice.seed);
+        let dir = tree(&mnt, &format!("k{round}"));
+        let ds = dir.to_str().unwrap();
+        if round % 2 == 1 {
+            ok(&["set", ds, "--size", "5M", "--inodes", "1000"]);
+        }
+        interrupted += usize::from(set_killed_at(&dir, dice.instant(within)));
+        ok(&["set", ds, "--size", "7M", "--inodes", "900"]);
+        let limited = limited_projects(&mnt);
+        assert_eq!(limited.len(), 1, "{context}: one project with limits: {limited:?}");
+        let fields: Vec<&str> = limited[0].split_whitespace().collect();
+        let (hard_kib, inodes_used, inode_hard) = (fields[3], fields[6], fields[8]);
+        assert_eq!((hard_kib, inode_hard), ("7168", "900"), "{context}: the limits asked for: {}", limited[0]);
+        assert_eq!(inodes_used, (TREE_FILES + 2).to_string(), "{context}: the whole tree is in the project: {}", limited[0]);
+        clear_and_delete(&dir);
+        assert!(limited_projects(&mnt).is_empty(), "{context}: after clear: {:?}", limited_projects(&mnt));
+    }
+    let records = std::fs::read_to_string(mnt.join(RECORDS_FILE)).unwrap_or_default();
+    let recorded = serde_json::from_str::<serde_json::Value>(&records).map(|r| r["projects"].clone()).unwrap_or_default();
+    assert_eq!(recorded, serde_json::json!({}), "no records left: {records}");
+    let staged: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(staged.is_empty(), "staged files left at the file system's root: {staged:?}");
+    assert!(interrupted > 0, "no kill fell inside a run (seed {})", dice.seed);
+    println!(
+        "berth-quota set killed: {interrupted}/{KILL_ROUNDS} rounds interrupted; an uninterrupted run takes {:.1} ms",
+        within.as_secs_f64() * 1e3
+    );
+}
+
+/// `MNT/NAME` with a subdirectory and `TREE_FILES` small files in the two.
+fn tree(mnt: &Path, name: &str) -> std::path::PathBuf {
+    let dir = mnt.join(name);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    for n in 0..TREE_FILES {
+        let parent = if n % 2 == 0 { dir.clone() } else { dir.join("sub") };
+        std::fs::write(parent.join(format!("f{n}")), b"x").unwrap();
+    }
+    dir
+}
+
+fn timed_set(dir: &Path, size: &str, inodes: &str) -> Duration {
+    let started = Instant::now();
+    ok(&["set", dir.to_str().unwrap(), "--size", size, "--inodes", inodes]);
+    started.elapsed()
+}
+
+/// Starts `berth-quota set DIR --size 7M --inodes 900` and SIGKILLs it `at` after its
+/// start; whether it was still running then.
+fn set_killed_at(dir: &Path, at: Duration) -> bool {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth-quota"))
+        .args(["set", dir.to_str().unwrap(), "--size", "7M", "--inodes", "900"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start berth-quota");
+    std::thread::sleep(at.saturating_sub(started.elapsed()));
+    let _ = child.kill();
+    child.wait().expect("wait for berth-quota").signal() == Some(libc::SIGKILL)
+}
+
+fn clear_and_delete(dir: &Path) {
+    ok(&["clear", dir.to_str().unwrap()]);
+    std::fs::remove_dir_all(dir).unwrap();
 }

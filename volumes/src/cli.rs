@@ -62,6 +62,10 @@ pub enum VolumeCommand {
         /// Log errors only, not every request.
         #[arg(long)]
         quiet: bool,
+        /// Seconds a client may take to send a whole request; a connection idle or slow
+        /// for longer is answered 408 and closed.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        request_timeout: u64,
     },
 }
 
@@ -85,9 +89,10 @@ pub fn run(command: VolumeCommand, state_dir: &Path) -> VolumeResult<()> {
         VolumeCommand::Rm { names } => remove(state_dir, &names),
         VolumeCommand::Mount { name, id } => mount(state_dir, &name, &id),
         VolumeCommand::Unmount { name, id } => unmount(state_dir, &name, &id),
-        VolumeCommand::Serve { socket, quiet } => {
+        VolumeCommand::Serve { socket, quiet, request_timeout } => {
             let request_log = if quiet { RequestLog::Failures } else { RequestLog::All };
-            plugin::serve(state_dir, ServerOptions { request_log, ..ServerOptions::new(socket) })
+            let request_timeout = std::time::Duration::from_secs(request_timeout);
+            plugin::serve(state_dir, ServerOptions { request_log, request_timeout, ..ServerOptions::new(socket) })
         }
     }
 }

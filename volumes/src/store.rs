@@ -15,12 +15,12 @@
 //! mount. Mount mounts before recording, Unmount forgets before unmounting. A crash in
 //! between leaves a mount that nobody recorded, which [`VolumeStore::reconcile`] undoes.
 
-use crate::driver::{DriverConfig, Origin, Usage, VolumeLayout};
+use crate::driver::{thin, DriverConfig, Origin, Usage, VolumeLayout};
 use crate::error::{VolumeError, VolumeResult};
 use crate::spec::{DriverKind, MountId, VolumeName};
 use crate::sys::{self, MountTable};
 use crate::timestamp::rfc3339;
-use berth_util::fs::{sync_dir, write_durably, LockFile};
+use berth_util::fs::{remove_staged, sync_dir, write_durably, LockFile};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::DirBuilderExt;
@@ -83,12 +83,16 @@ pub struct ReconcileReport {
     pub remounted: Vec<VolumeName>,
     /// Mounted with no mount ID recorded (a crash inside Mount or Unmount): unmounted.
     pub unmounted: Vec<VolumeName>,
-    /// Half-created or half-removed volume directories and stale lock files: deleted.
+    /// Half-created or half-removed volume directories, stale lock files, thin IDs that no
+    /// volume holds: deleted.
     pub discarded: Vec<String>,
+    /// Thin devices a crash left suspended (a snapshot of a mounted origin): resumed.
+    pub resumed: Vec<String>,
     pub failures: Vec<(String, VolumeError)>,
 }
 
 pub struct VolumeStore {
+    state: PathBuf,
     volumes: PathBuf,
     locks: PathBuf,
 }
@@ -119,7 +123,7 @@ impl VolumeStore {
                 .create(dir)
                 .map_err(VolumeError::io("creating directory", dir.display()))?;
         }
-        Ok(VolumeStore { volumes, locks })
+        Ok(VolumeStore { state: state_dir.to_path_buf(), volumes, locks })
     }
 
     pub fn layout(&self, name: &VolumeName) -> VolumeLayout {
@@ -170,10 +174,16 @@ impl VolumeStore {
                 .mode(0o755)
                 .create(&staging.dir)
                 .map_err(VolumeError::io("creating directory", staging.dir.display()))?;
+            // Recorded before the driver makes anything: a crash from here on leaves a
+            // record that tells reconcile what to undo (an xfsquota directory in its base).
+            write_record(staging, &volume)?;
             // The driver may decide settings that must be recorded (a thin volume's ID).
+            let requested = volume.config.clone();
             volume.config = volume.config.create(staging, origin)?;
             made = Some(volume.config.clone());
-            write_record(staging, &volume)?;
+            if volume.config != requested {
+                write_record(staging, &volume)?;
+            }
             std::fs::rename(&staging.dir, &layout.dir).map_err(VolumeError::io("moving into place", layout.dir.display()))?;
             made = None;
             Ok(sync_dir(&self.volumes)?)
@@ -299,11 +309,17 @@ impl VolumeStore {
         })
     }
 
-    /// Brings the kernel in line with the records, after a restart or a crash: remounts
-    /// volumes recorded as mounted, unmounts and detaches those nobody holds, deletes
-    /// half-created and half-removed volumes. Never deletes a recorded volume's data.
+    /// Brings the kernel in line with the records, after a restart or a crash: resumes thin
+    /// devices a snapshot left suspended, remounts volumes recorded as mounted, unmounts and
+    /// detaches those nobody holds, deletes half-created and half-removed volumes (and what
+    /// their driver made), thin IDs no volume holds and records staged by killed writers.
+    /// Never deletes a recorded volume's data.
     pub fn reconcile(&self) -> VolumeResult<ReconcileReport> {
         let mut report = ReconcileReport::default();
+        match thin::resume_suspended(&self.state) {
+            Ok(resumed) => report.resumed = resumed,
+            Err(err) => report.failures.push(("thin pools".into(), err)),
+        }
         let entries = std::fs::read_dir(&self.volumes).map_err(VolumeError::io("listing", self.volumes.display()))?;
         for entry in entries.filter_map(Result::ok) {
             let Some(file_name) = entry.file_name().to_str().map(str::to_string) else { continue };
@@ -336,13 +352,49 @@ impl VolumeStore {
                 report.failures.push((file_name, err));
             }
         }
+        self.discard_orphaned_thin_ids(&mut report);
         self.discard_stale_locks(&mut report)?;
         Ok(report)
+    }
+
+    /// Thin IDs that a pool hands out to a volume that does not hold them (a create that a
+    /// crash cut short after the pool handed the ID out, never retried): deleted, with
+    /// their devices and data.
+    fn discard_orphaned_thin_ids(&self, report: &mut ReconcileReport) {
+        let ids = match thin::recorded_thin_ids(&self.state) {
+            Ok(ids) => ids,
+            Err(err) => return report.failures.push(("thin pools".into(), err)),
+        };
+        for (pool, id, owner) in ids {
+            let what = format!("thin/{pool}: ID {id} of {owner}");
+            match self.discard_thin_id_unless_held(&pool, id, &owner) {
+                Ok(true) => report.discarded.push(what),
+                Ok(false) => {}
+                Err(err) => report.failures.push((what, err)),
+            }
+        }
+    }
+
+    /// Deletes thin `id` of `pool` unless volume `owner` holds it; whether it did.
+    fn discard_thin_id_unless_held(&self, pool: &str, id: u32, owner: &str) -> VolumeResult<bool> {
+        let Ok(name) = VolumeName::parse(owner) else { return Ok(false) };
+        // With the owner's lock, no create of it is under way: the ID is in its record, or
+        // nobody will ever claim it.
+        let _lock = self.lock(&name)?;
+        let held = match self.read(&self.layout(&name)) {
+            Ok(volume) => volume.config.thin_device() == Some((pool, id)),
+            Err(VolumeError::NotFound(_)) => false,
+            // An unreadable record may hold it: leave it.
+            Err(_) => true,
+        };
+        Ok(!held && thin::delete_orphan(&self.state, pool, id, owner)?)
     }
 
     fn reconcile_volume(&self, name: &VolumeName, report: &mut ReconcileReport) -> VolumeResult<()> {
         let _lock = self.lock(name)?;
         let layout = self.layout(name);
+        // Left by a writer killed before its rename; with the lock, no writer is under way.
+        remove_staged(&layout.record());
         let volume = self.read(&layout)?;
         let driver = volume.config.driver();
         if !driver.mounts_on_demand() {
@@ -430,10 +482,9 @@ fn write_record(layout: &VolumeLayout, volume: &Volume) -> VolumeResult<()> {
     Ok(write_durably(&layout.record(), &json)?)
 }
 
-/// Undoes what a driver made for a half-created volume whose record was written (a crash
-/// between writing it and moving the volume into place): its storage outside the volume's
-/// directory. Without a record, the driver made nothing that the next create of the name
-/// does not take up again.
+/// Undoes what a driver made for a half-created volume (a crash before the volume was
+/// moved into place), as its record in the staging directory tells: storage outside that
+/// directory, never data someone else put there. Without a record, the driver made nothing.
 fn undo_creation(leftover: &VolumeLayout) -> VolumeResult<()> {
     let Ok(text) = std::fs::read(leftover.record()) else { return Ok(()) };
     let Ok(volume) = serde_json::from_slice::<Volume>(&text) else { return Ok(()) };
@@ -441,8 +492,7 @@ fn undo_creation(leftover: &VolumeLayout) -> VolumeResult<()> {
     if driver.mounts_on_demand() && driver.is_active(leftover, &MountTable::read()?) {
         driver.deactivate(leftover)?;
     }
-    driver.release(leftover)?;
-    driver.destroy(leftover)
+    driver.abandon(leftover)
 }
 
 /// Deletes a half-created or half-removed volume directory (never a live one), letting
@@ -586,6 +636,20 @@ mod tests {
         let report = store.reconcile().unwrap();
         assert_eq!(report.failures.len(), 1);
         assert!(state.0.join("volumes/bad/_data").exists(), "reconcile never deletes a volume it cannot read");
+    }
+
+    #[test]
+    fn reconcile_deletes_records_staged_by_a_killed_writer() {
+        let state = TempState::new("staged");
+        let store = VolumeStore::open(&state.0).unwrap();
+        store.create(&name("v"), named()).unwrap();
+        // What write_durably leaves when its process dies before the rename.
+        let staged = state.0.join("volumes/v/volume.tmp.4242");
+        std::fs::write(&staged, "{\"half\":").unwrap();
+        let report = store.reconcile().unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert!(!staged.exists(), "the staged record is left");
+        assert!(store.get(&name("v")).is_ok());
     }
 
     #[test]

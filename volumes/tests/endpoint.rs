@@ -193,12 +193,45 @@ fn expect_continue_and_keep_alive_work_like_curl_and_go_clients() {
 
 #[test]
 fn a_silent_client_is_timed_out() {
-    let server = TestServer::start_with("ep-slow", |options| options.idle_timeout = Duration::from_millis(200));
+    let server = TestServer::start_with("ep-slow", |options| options.request_timeout = Duration::from_millis(200));
     let mut client = server.connect();
     client.send_raw(b"POST /Plugin.Activate HTTP/1.1\r\nContent-");
     let reply = client.read_response().expect("408 after the idle timeout");
     assert_eq!(reply.status, 408);
     assert!(client.is_closed_by_server());
+}
+
+#[test]
+fn a_client_trickling_its_head_is_cut_off_at_the_request_timeout() {
+    let server = TestServer::start_with("ep-trickle", |options| options.request_timeout = Duration::from_millis(300));
+    let stream = UnixStream::connect(&server.socket).expect("connect");
+    let mut writer = stream.try_clone().expect("clone");
+    let started = std::time::Instant::now();
+    // A header every 50 ms: each read is quick, the request never ends.
+    std::thread::spawn(move || {
+        let _ = writer.write_all(b"POST /Plugin.Activate HTTP/1.1\r\n");
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(50));
+            if writer.write_all(b"X-Slow: 1\r\n").is_err() {
+                break;
+            }
+        }
+    });
+    let mut client = Client::from_stream(stream);
+    let reply = client.read_response().expect("408 at the request timeout");
+    assert_eq!(reply.status, 408);
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    assert!(client.is_closed_by_server());
+}
+
+#[test]
+fn a_body_that_stops_coming_is_answered_408() {
+    let server = TestServer::start_with("ep-body-stall", |options| options.request_timeout = Duration::from_millis(200));
+    let mut client = server.connect();
+    client.send_raw(b"POST /VolumeDriver.Create HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"Name\":");
+    let reply = client.read_response().expect("an answer");
+    assert_eq!(reply.status, 408, "{reply:?}");
+    assert!(reply.err().contains("timed out"), "{reply:?}");
 }
 
 #[test]

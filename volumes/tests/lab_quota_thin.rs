@@ -13,13 +13,15 @@ mod common;
 use berth_conformance::lab;
 use berth_quota::testing::{make_image, modprobe, mount_image, without_sys_resource, Fs};
 use berth_quota::Control;
-use berth_volumes::driver::thin::{self, pool::PoolUsage};
+use berth_volumes::driver::thin;
+use berth_volumes::driver::thin::pool::{Pool, PoolUsage};
 use berth_volumes::driver::DriverConfig;
 use berth_volumes::spec::{Bytes, MountId, VolumeName};
 use berth_volumes::store::UnmountOutcome;
-use berth_volumes::{VolumeError, VolumeStore};
-use common::{loop_devices_under, mounts_under, wait_until, ServeProcess, TempDir, TestServer};
-use devicemapper::{DevId, DmOptions, DM};
+use berth_volumes::{Volume, VolumeError, VolumeStore};
+use common::dm::{assert_pool_consistent, dm_devices, DmCleanup};
+use common::{lab_report, loop_devices_under, mounts_under, wait_until, ServeProcess, TempDir, TestServer};
+use devicemapper::{DevId, DmFlags, DmName, DmOptions, DM};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,16 +29,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
-
-fn report_timing(name: &str) {
-    let out = lab::assert_test_passes_inside(name);
-    eprintln!(
-        "kernel lab: {name} started {:.1}s after boot, whole run {:.1}s; inside:\n{}",
-        out.booted_after.unwrap_or_default().as_secs_f64(),
-        out.elapsed.as_secs_f64(),
-        out.stdout.trim_end()
-    );
-}
 
 fn name(text: &str) -> VolumeName {
     VolumeName::parse(text).expect("valid name")
@@ -66,7 +58,7 @@ fn fill(path: &Path, limit: u64) -> (u64, Option<std::io::Error>) {
 #[test]
 fn lab_xfsquota_volumes_enforce_their_size_and_free_their_project() {
     if !lab::in_lab() {
-        return report_timing("lab_xfsquota_volumes_enforce_their_size_and_free_their_project");
+        return lab_report("lab_xfsquota_volumes_enforce_their_size_and_free_their_project");
     }
     modprobe(&["loop", "xfs", "quota_v2"]);
     for fs in [Fs::Xfs, Fs::Ext4] {
@@ -77,6 +69,7 @@ fn lab_xfsquota_volumes_enforce_their_size_and_free_their_project() {
         std::fs::create_dir(&base).unwrap();
         xfsquota_through_the_store(fs, &dir, &base);
         xfsquota_through_the_endpoint(fs, &base);
+        xfsquota_create_cut_short_is_undone_at_the_next_start(fs, &dir, &base);
         println!("{}: xfsquota ok", fs.name());
     }
     xfsquota_refuses_a_base_without_project_quotas();
@@ -165,6 +158,41 @@ fn xfsquota_through_the_endpoint(fs: Fs, base: &Path) {
     assert!(!base.join("web").exists());
 }
 
+/// The state a server killed in the middle of creating an xfsquota volume leaves (made
+/// here by hand): a staging directory with the volume's record, and the volume's directory
+/// in the base with its project. The next start deletes the directory, which nobody can
+/// have written to, and frees its project; a directory holding anything stays as it is.
+fn xfsquota_create_cut_short_is_undone_at_the_next_start(fs: Fs, dir: &TempDir, base: &Path) {
+    let label = fs.name();
+    let state = dir.join("cut-state");
+    let store = VolumeStore::open(&state).unwrap();
+    let control = Control::for_path(base).unwrap();
+    let limits = berth_quota::Limits { size: Some(Bytes(4 * MIB)), inodes: None };
+    for (volume, content) in [("cut", None), ("kept", Some("someone's data"))] {
+        let staging = state.join(format!("volumes/.creating.{volume}"));
+        std::fs::create_dir_all(staging.join("_data")).unwrap();
+        let quota = config(volume, &[("type", "xfsquota"), ("base", base.to_str().unwrap()), ("size", "4M")]);
+        let record = Volume { name: name(volume), config: quota, created_at: String::new(), mounts: Default::default() };
+        std::fs::write(staging.join("volume.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+        std::fs::create_dir(base.join(volume)).unwrap();
+        if let Some(content) = content {
+            std::fs::write(base.join(volume).join("file"), content).unwrap();
+        }
+        control.set(&base.join(volume), limits).unwrap();
+    }
+    let cut_project = control.project_of(&base.join("cut")).unwrap();
+    let report = store.reconcile().unwrap();
+    assert!(report.failures.is_empty(), "{label}: {:?}", report.failures);
+    assert!(!base.join("cut").exists(), "{label}: the empty directory of the cut-short create is left");
+    assert_eq!(control.recorded(&base.join("cut")).unwrap(), None, "{label}: its project is still recorded");
+    let limited = control.list().unwrap();
+    assert!(!limited.iter().any(|q| q.project == cut_project && q.size_limit.is_some()), "{label}: {limited:?}");
+    assert_eq!(std::fs::read_to_string(base.join("kept/file")).unwrap(), "someone's data", "{label}: data deleted");
+    assert!(store.list().unwrap().is_empty() && !state.join("volumes/.creating.cut").exists());
+    control.clear(&base.join("kept")).unwrap();
+    std::fs::remove_dir_all(base.join("kept")).unwrap();
+}
+
 fn xfsquota_refuses_a_base_without_project_quotas() {
     let dir = TempDir::new("xq-plain");
     let plain = dir.join("plain");
@@ -184,42 +212,6 @@ fn xfsquota_refuses_a_base_without_project_quotas() {
 // ---------------------------------------------------------------------------------------
 // thin
 
-/// Removes the device-mapper devices berth made in the VM on drop, thin devices before
-/// their pool and the pool before its linear devices, whatever the test left. Declared
-/// before the temp dirs, so that it runs after they have unmounted what they hold.
-struct DmCleanup;
-
-impl Drop for DmCleanup {
-    fn drop(&mut self) {
-        let Ok(dm) = DM::new() else { return };
-        let rank = |name: &str| match name.rsplit('-').next() {
-            Some("pool") => 1,
-            Some("data" | "meta") => 2,
-            _ => 0,
-        };
-        for _ in 0..3 {
-            let Ok(devices) = dm.list_devices() else { return };
-            let mut ours: Vec<String> =
-                devices.into_iter().map(|(n, _, _)| n.to_string()).filter(|n| n.starts_with("berth-")).collect();
-            if ours.is_empty() {
-                return;
-            }
-            ours.sort_by_key(|n| rank(n));
-            for name in ours {
-                if let Ok(dm_name) = devicemapper::DmName::new(&name) {
-                    let _ = dm.device_remove(&DevId::Name(dm_name), DmOptions::default());
-                }
-            }
-        }
-    }
-}
-
-/// Device-mapper devices whose name starts with `prefix`.
-fn dm_devices(prefix: &str) -> Vec<String> {
-    let dm = DM::new().expect("device-mapper");
-    dm.list_devices().unwrap().into_iter().map(|(n, _, _)| n.to_string()).filter(|n| n.starts_with(prefix)).collect()
-}
-
 fn thin_device(store: &VolumeStore, volume: &VolumeName) -> thin::ThinDevice {
     match store.get(volume).unwrap().config {
         DriverConfig::Thin(thin) => thin.device.expect("a created thin volume records its device"),
@@ -231,34 +223,13 @@ fn pool_usage(state: &Path, pool: &str) -> PoolUsage {
     thin::pool_usage(state, pool).unwrap_or_else(|e| panic!("usage of pool {pool}: {e}"))
 }
 
-/// Deactivates the pool and runs thin_check on its metadata: the pool is consistent.
-fn assert_pool_consistent(state: &Path, pool: &str) {
-    thin::deactivate_pool(state, pool).unwrap_or_else(|e| panic!("deactivate pool {pool}: {e}"));
-    wait_until("the pool's loop devices detached", Duration::from_secs(10), || loop_devices_under(state).is_empty());
-    let metadata = thin::pool_metadata(state, pool).unwrap();
-    // thin_check opens with O_DIRECT, which the VM's tmpfs refuses: read the file through a
-    // read-only loop device (detached below, or by the temp dir's guard on failure).
-    let attached = Command::new("losetup").args(["-f", "--show", "-r"]).arg(&metadata).output().expect("losetup");
-    assert!(attached.status.success(), "losetup: {}", String::from_utf8_lossy(&attached.stderr));
-    let device = String::from_utf8_lossy(&attached.stdout).trim().to_string();
-    let checked = Command::new("thin_check").arg(&device).output().expect("run thin_check (thin-provisioning-tools)");
-    let _ = Command::new("losetup").args(["-d", &device]).status();
-    assert!(
-        checked.status.success(),
-        "thin_check {} ({device}): {}{}",
-        metadata.display(),
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
-}
-
 /// lab_: one boot; thin volumes through the store (create, write, snapshot, remove, xfs,
 /// a restart and a simulated reboot), a pool filled up, the endpoint, and a restarted
 /// `berth-volume serve`.
 #[test]
 fn lab_thin_volumes_snapshot_fill_and_survive_restarts() {
     if !lab::in_lab() {
-        return report_timing("lab_thin_volumes_snapshot_fill_and_survive_restarts");
+        return lab_report("lab_thin_volumes_snapshot_fill_and_survive_restarts");
     }
     modprobe(&["loop", "dm_thin_pool", "xfs"]);
     let started = Instant::now();
@@ -272,6 +243,8 @@ fn lab_thin_volumes_snapshot_fill_and_survive_restarts() {
     println!("endpoint: ok after {:.1}s", started.elapsed().as_secs_f64());
     thin_across_server_restarts();
     println!("restarts: ok after {:.1}s", started.elapsed().as_secs_f64());
+    thin_leftovers_of_a_killed_server_are_undone();
+    println!("leftovers of a killed server: ok after {:.1}s", started.elapsed().as_secs_f64());
 }
 
 /// A loopback pool small enough for the VM's memory (its files are sparse, in /tmp).
@@ -530,5 +503,67 @@ fn thin_across_server_restarts() {
     assert_eq!((removed.status, removed.err()), (200, ""), "{}", second.log_text());
     drop(client);
     drop(second);
+    assert_pool_consistent(&state, "berth");
+}
+
+/// What a server killed in the middle of an operation leaves in a thin pool (made here by
+/// hand), and what its next start makes of it: a thin ID handed out to a create that never
+/// finished, its device still active as during mkfs, is deleted; a mounted origin left
+/// suspended by a snapshot is resumed. Then a Remove stopped right after deleting the thin
+/// device, whose ID another volume got since: the leftover volume is never mounted on the
+/// other one's data, and removing it again leaves that data alone.
+fn thin_leftovers_of_a_killed_server_are_undone() {
+    let _dm = DmCleanup;
+    let dir = TempDir::new("thin-killed");
+    let state = dir.join("state");
+    let store = VolumeStore::open(&state).unwrap();
+    let a = name("a");
+    store.create(&a, thin_config(&[("size", "32M")])).unwrap();
+    let data = store.mount(&a, &id("c1")).unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("thin/berth/pool.json")).unwrap()).unwrap();
+    let prefix = format!("{}-", record["dm_prefix"].as_str().unwrap());
+    let dm = DM::new().unwrap();
+    let ghost = {
+        let mut pool = Pool::open(&state, "berth", None, "ghost").unwrap();
+        let pool_dev = pool.activate(&dm).unwrap();
+        pool.create_thin(&dm, &pool_dev, "ghost", Bytes(16 * MIB)).unwrap().0
+    };
+    let origin = format!("{prefix}{}", thin_device(&store, &a).thin_id);
+    let suspend = DmOptions::default().set_flags(DmFlags::DM_SUSPEND);
+    dm.device_suspend(&DevId::Name(DmName::new(&origin).unwrap()), suspend).expect("suspend the origin");
+
+    let report = VolumeStore::open(&state).unwrap().reconcile().unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(report.discarded.contains(&format!("thin/berth: ID {ghost} of ghost")), "{report:?}");
+    assert_eq!(report.resumed, vec![origin.clone()]);
+    assert!(!dm_devices(&prefix).contains(&format!("{prefix}{ghost}")), "the orphan's device is left");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("thin/berth/pool.json")).unwrap()).unwrap();
+    assert!(record["thins"].get(ghost.to_string()).is_none(), "the orphan's ID is left: {record}");
+    assert!(!state.join("locks/ghost.lock").exists());
+    common::kill::assert_writable(&data, "the resumed origin");
+
+    store.unmount(&a, &id("c1")).unwrap();
+    let a_id = thin_device(&store, &a).thin_id;
+    // Remove's first step; the server dies before moving the volume aside.
+    store.get(&a).unwrap().config.driver().destroy(&store.layout(&a)).unwrap();
+    let b = name("b");
+    store.create(&b, thin_config(&[("size", "32M")])).unwrap();
+    assert_eq!(thin_device(&store, &b).thin_id, a_id, "the lowest free ID is handed out again");
+    let b_data = store.mount(&b, &id("c2")).unwrap();
+    std::fs::write(b_data.join("note"), "b's").unwrap();
+    let refused = store.mount(&a, &id("c3")).unwrap_err().to_string();
+    assert!(refused.contains("was cut short") && refused.contains("holds it for b"), "{refused}");
+    assert!(mounts_under(&state.join("volumes/a")).is_empty());
+    // A restart meanwhile lets go of what the leftover volume holds: nothing of b's.
+    let report = VolumeStore::open(&state).unwrap().reconcile().unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(std::fs::read_to_string(b_data.join("note")).unwrap(), "b's");
+    store.remove(&a).unwrap_or_else(|e| panic!("remove the leftover volume: {e}"));
+    assert_eq!(std::fs::read_to_string(b_data.join("note")).unwrap(), "b's");
+    store.unmount(&b, &id("c2")).unwrap();
+    let again = store.mount(&b, &id("c4")).unwrap();
+    assert_eq!(std::fs::read_to_string(again.join("note")).unwrap(), "b's", "b's data after removing a");
+    store.unmount(&b, &id("c4")).unwrap();
+    store.remove(&b).unwrap();
     assert_pool_consistent(&state, "berth");
 }

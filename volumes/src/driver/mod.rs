@@ -108,6 +108,12 @@ pub trait Driver {
     fn destroy(&self, _layout: &VolumeLayout) -> VolumeResult<()> {
         Ok(())
     }
+    /// Undoes a create cut short by a crash, from any point of it, before the volume
+    /// appeared: lets go of what it made, but never deletes data that may not be its own.
+    fn abandon(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        self.release(layout)?;
+        self.destroy(layout)
+    }
     fn usage(&self, layout: &VolumeLayout, mounts: &MountTable) -> VolumeResult<Usage>;
 }
 
@@ -179,6 +185,14 @@ impl DriverConfig {
         match self {
             DriverConfig::Thin(thin) => thin.create_device(layout, origin).map(DriverConfig::Thin),
             other => other.driver().create(layout).map(|()| other.clone()),
+        }
+    }
+
+    /// The thin pool and thin ID a created thin volume holds.
+    pub fn thin_device(&self) -> Option<(&str, u32)> {
+        match self {
+            DriverConfig::Thin(thin) => thin.device.map(|device| (thin.pool.as_str(), device.thin_id)),
+            _ => None,
         }
     }
 

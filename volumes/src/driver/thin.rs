@@ -217,7 +217,7 @@ impl ThinDriver {
             return Err(invalid(format!("it is in thin pool {}, not {}", thin.pool, self.pool)));
         }
         let device = thin.device(&VolumeLayout::new(from.clone(), PathBuf::new()))?;
-        if pool.record.thins.get(&device.thin_id).map(String::as_str) != Some(from.as_str()) {
+        if pool.owner_of(device.thin_id) != Some(from.as_str()) {
             return Err(invalid(format!("thin pool {} does not hold its thin device {}", self.pool, device.thin_id)));
         }
         if self.size.is_some_and(|size| size != device.size) {
@@ -273,6 +273,21 @@ impl Driver for ThinDriver {
         let device = self.device(layout)?;
         let dm = dm_context()?;
         let pool = Pool::open(&layout.state_dir(), &self.pool, None, layout.name.as_str())?;
+        // A Remove cut short after deleting the thin device leaves the volume behind, and
+        // its ID may since have gone to another volume, whose data this must never show.
+        let owner = pool.owner_of(device.thin_id);
+        if owner != Some(layout.name.as_str()) {
+            return Err(VolumeError::DeviceMapper {
+                action: "activating",
+                object: format!("thin device {} of volume {}", device.thin_id, layout.name),
+                detail: format!(
+                    "thin pool {} holds it for {} (a Remove of {} was cut short): remove the volume again",
+                    self.pool,
+                    owner.unwrap_or("no volume"),
+                    layout.name
+                ),
+            });
+        }
         let pool_dev = pool.activate(&dm)?;
         let thin = pool.activate_thin(&dm, &pool_dev, device.thin_id, device.size)?;
         // Snapshots of an XFS volume share its UUID, which XFS refuses twice without nouuid.
@@ -301,25 +316,21 @@ impl Driver for ThinDriver {
         mounts.is_mount_point(&layout.data())
     }
 
-    /// Removes the thin device from the kernel's table; its data stays in the pool.
+    /// Removes the thin device from the kernel's table; its data stays in the pool. An ID
+    /// the pool gives to another volume now (a Remove was cut short) is that one's: left.
     fn release(&self, layout: &VolumeLayout) -> VolumeResult<()> {
         let (Some(device), Some(dm)) = (self.device, dm_context_if_present()?) else { return Ok(()) };
         let pool = Pool::open(&layout.state_dir(), &self.pool, None, layout.name.as_str())?;
+        if pool.owner_of(device.thin_id) != Some(layout.name.as_str()) {
+            return Ok(());
+        }
         pool.deactivate_thin(&dm, device.thin_id)
     }
 
     /// Deletes the thin device and its data from the pool.
     fn destroy(&self, layout: &VolumeLayout) -> VolumeResult<()> {
         let Some(device) = self.device else { return Ok(()) };
-        let dm = dm_context()?;
-        let mut pool = match Pool::open(&layout.state_dir(), &self.pool, None, layout.name.as_str()) {
-            Ok(pool) => pool,
-            // The pool is gone, and its volumes' data with it.
-            Err(VolumeError::NotFound(_)) => return Ok(()),
-            Err(err) => return Err(err),
-        };
-        let pool_dev = pool.activate(&dm)?;
-        pool.delete_thin(&dm, &pool_dev, device.thin_id, layout.name.as_str())
+        delete_thin_id(&dm_context()?, &layout.state_dir(), &self.pool, device.thin_id, layout.name.as_str())
     }
 
     fn usage(&self, layout: &VolumeLayout, mounts: &MountTable) -> VolumeResult<Usage> {
@@ -335,6 +346,56 @@ impl Driver for ThinDriver {
         }
         Ok(usage)
     }
+}
+
+/// Deletes thin `id` of `pool` and its data, if the pool gives it to `owner`.
+fn delete_thin_id(dm: &DM, state: &Path, pool: &str, id: u32, owner: &str) -> VolumeResult<()> {
+    let mut pool = match Pool::open(state, pool, None, owner) {
+        Ok(pool) => pool,
+        // The pool is gone, and its volumes' data with it.
+        Err(VolumeError::NotFound(_)) => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    let pool_dev = pool.activate(dm)?;
+    pool.delete_thin(dm, &pool_dev, id, owner)
+}
+
+/// Every thin ID the pools of `state` hand out: its pool, the ID and the volume it is for.
+pub fn recorded_thin_ids(state: &Path) -> VolumeResult<Vec<(String, u32, String)>> {
+    let mut ids = Vec::new();
+    for name in pool::pool_names(state)? {
+        let pool = Pool::open(state, &name, None, &format!("(thin pool {name})"))?;
+        ids.extend(pool.record.thins.iter().map(|(id, owner)| (name.clone(), *id, owner.clone())));
+    }
+    Ok(ids)
+}
+
+/// Deletes thin `id` of `pool`, which no volume holds (a create that a crash cut short after
+/// the pool handed the ID out), with its device and data. The caller holds the lock of
+/// `owner`, the volume it was handed out for, so no create of it is under way.
+/// Whether it did: without device-mapper, nothing can be deleted.
+pub fn delete_orphan(state: &Path, pool: &str, id: u32, owner: &str) -> VolumeResult<bool> {
+    let Some(dm) = dm_context_if_present()? else { return Ok(false) };
+    delete_thin_id(&dm, state, pool, id, owner).map(|()| true)
+}
+
+/// Resumes the devices of active pools of `state` that a crash left suspended; returns
+/// their names.
+pub fn resume_suspended(state: &Path) -> VolumeResult<Vec<String>> {
+    // Without a pool there is nothing to resume, and device-mapper may well be absent.
+    let names = pool::pool_names(state)?;
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(dm) = dm_context_if_present()? else { return Ok(Vec::new()) };
+    let mut resumed = Vec::new();
+    for name in names {
+        let pool = Pool::open(state, &name, None, &format!("(thin pool {name})"))?;
+        if pool.is_active(&dm)? {
+            resumed.extend(pool.resume_suspended(&dm)?);
+        }
+    }
+    Ok(resumed)
 }
 
 /// Formats a fresh thin device. It reads as zeros where nothing was written, so neither

@@ -158,6 +158,24 @@ impl Driver for XfsQuotaDriver {
         Ok(())
     }
 
+    /// A create cut short leaves `BASE/NAME` empty (the volume never appeared, so nobody
+    /// wrote there): it goes, with the project recorded for it. A directory holding
+    /// anything was not made by this create (create refuses to adopt one): it stays.
+    fn abandon(&self, layout: &VolumeLayout) -> VolumeResult<()> {
+        let dir = self.directory(layout);
+        if !self.base.is_dir() || (dir.exists() && !is_empty_dir(&dir)) {
+            return Ok(());
+        }
+        let control = self.control(layout)?;
+        if let Some(project) = control.recorded(&dir)? {
+            control.free(project)?;
+        }
+        match std::fs::remove_dir(&dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(VolumeError::io("deleting", dir.display())(err)),
+            _ => Ok(()),
+        }
+    }
+
     fn usage(&self, layout: &VolumeLayout, _mounts: &MountTable) -> VolumeResult<Usage> {
         let quota = self.control(layout)?.get(&self.directory(layout))?;
         Ok(Usage {

@@ -101,17 +101,38 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, VolumeError> {
     T::deserialize(value).map_err(|err| VolumeError::BadRequest(format!("invalid request: {err}")))
 }
 
-fn create(store: &VolumeStore, body: &[u8]) -> Result<Reply, VolumeError> {
+/// What [`dispatch`] reads from a request's body before the store sees it: `Err` is the
+/// 400 the request gets. For the fuzz targets, which must not touch a store.
+#[doc(hidden)]
+pub fn decode(path: &str, body: &[u8]) -> Result<(), VolumeError> {
+    match path {
+        "/VolumeDriver.Create" => create_request(body).map(drop),
+        "/VolumeDriver.Mount" | "/VolumeDriver.Unmount" => mount_request(body).map(drop),
+        "/VolumeDriver.Remove" | "/VolumeDriver.Path" | "/VolumeDriver.Get" => name_request(body).map(drop),
+        _ => Ok(()),
+    }
+}
+
+fn create_request(body: &[u8]) -> Result<(VolumeName, DriverConfig), VolumeError> {
     let request: CreateRequest = parse(body)?;
     let name = VolumeName::parse(&request.name)?;
     let options = request.opts.unwrap_or_default();
     let config = DriverConfig::from_options(&name, None, &options)?;
+    Ok((name, config))
+}
+
+fn name_request(body: &[u8]) -> Result<VolumeName, VolumeError> {
+    VolumeName::parse(&parse::<NameRequest>(body)?.name)
+}
+
+fn create(store: &VolumeStore, body: &[u8]) -> Result<Reply, VolumeError> {
+    let (name, config) = create_request(body)?;
     let volume = store.create(&name, config)?;
     Ok(Reply::ok(json!({ "Err": "" }), format!("{name} ({})", volume.kind())))
 }
 
 fn remove(store: &VolumeStore, body: &[u8]) -> Result<Reply, VolumeError> {
-    let name = VolumeName::parse(&parse::<NameRequest>(body)?.name)?;
+    let name = name_request(body)?;
     store.remove(&name)?;
     Ok(Reply::ok(json!({ "Err": "" }), name.to_string()))
 }
@@ -134,14 +155,14 @@ fn unmount(store: &VolumeStore, body: &[u8]) -> Result<Reply, VolumeError> {
 }
 
 fn volume_path(store: &VolumeStore, body: &[u8]) -> Result<Reply, VolumeError> {
-    let name = VolumeName::parse(&parse::<NameRequest>(body)?.name)?;
+    let name = name_request(body)?;
     let volume = store.get(&name)?;
     let mountpoint = store.mountpoint(&volume).map(|p| p.display().to_string()).unwrap_or_default();
     Ok(Reply::ok(json!({ "Mountpoint": mountpoint, "Err": "" }), name.to_string()))
 }
 
 fn get(store: &VolumeStore, body: &[u8]) -> Result<Reply, VolumeError> {
-    let name = VolumeName::parse(&parse::<NameRequest>(body)?.name)?;
+    let name = name_request(body)?;
     let volume = store.get(&name)?;
     let mut described = describe(store, &volume);
     let driver = volume.config.driver();

@@ -23,15 +23,17 @@ pub fn serve(state_dir: &Path, options: ServerOptions) -> VolumeResult<()> {
     signals.add(Signal::SIGINT);
     signals.thread_block().map_err(VolumeError::io("blocking signals in", "berth volume serve"))?;
 
+    raise_open_file_limit();
     let store = VolumeStore::open(state_dir)?;
     let report = store.reconcile()?;
     log(format_args!(
-        "state {}: {} volume(s); remounted [{}]; unmounted [{}]; discarded [{}]",
+        "state {}: {} volume(s); remounted [{}]; unmounted [{}]; discarded [{}]; resumed [{}]",
         state_dir.display(),
         report.volumes,
         join(&report.remounted),
         join(&report.unmounted),
         join(&report.discarded),
+        join(&report.resumed),
     ));
     for (what, err) in &report.failures {
         log(format_args!("could not reconcile {what}: {err}"));
@@ -52,6 +54,19 @@ pub fn serve(state_dir: &Path, options: ServerOptions) -> VolumeResult<()> {
     server.run();
     log(format_args!("stopped"));
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: a service manager's usual soft
+/// limit (1024) is below what the cap on connections needs, two descriptors each.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write one `struct rlimit` we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {

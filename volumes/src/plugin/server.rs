@@ -1,6 +1,11 @@
 //! The endpoint: HTTP/1.1 on a unix socket, one thread per connection (a runtime sends a
 //! handful of requests per container, so no async runtime), a cap on connections, time
 //! limits on slow clients, and a clean stop that lets requests under way finish.
+//!
+//! A stalled client holds its own thread and nobody else's: each request must arrive whole
+//! within the request timeout (a deadline, not a limit per read, so that a client sending a
+//! byte now and then is dropped too), and the cap on connections leaves room for many
+//! stalled ones beside a crowd of real clients.
 
 use super::api::{self, Reply};
 use super::http::{self, ReadError};
@@ -8,7 +13,7 @@ use crate::error::{VolumeError, VolumeResult};
 use crate::logging::log;
 use crate::store::VolumeStore;
 use std::collections::HashMap;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -25,8 +30,9 @@ pub struct ServerOptions {
     pub socket: PathBuf,
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
-    /// How long a client may stay silent, within a request or between two.
-    pub idle_timeout: Duration,
+    /// How long a client may take to send a whole request, from connecting or from the
+    /// previous reply: an idle or slow connection is answered 408 and closed after it.
+    pub request_timeout: Duration,
     /// How long a stop waits for requests under way.
     pub drain_timeout: Duration,
     pub request_log: RequestLog,
@@ -44,8 +50,9 @@ impl ServerOptions {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         ServerOptions {
             socket: socket.into(),
-            max_connections: 256,
-            idle_timeout: Duration::from_secs(30),
+            // Two file descriptors and a thread (256 KiB of stack, touched only as used) each.
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             request_log: RequestLog::All,
         }
@@ -159,8 +166,7 @@ impl Server {
     }
 
     fn accept(&self, stream: UnixStream) {
-        let _ = stream.set_read_timeout(Some(self.options.idle_timeout));
-        let _ = stream.set_write_timeout(Some(self.options.idle_timeout));
+        let _ = stream.set_write_timeout(Some(self.options.request_timeout));
         let Ok(registered) = stream.try_clone() else { return };
         let id = self.connections.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -176,13 +182,18 @@ impl Server {
         let registration = Registration { connections: self.connections.clone(), id };
         let store = self.store.clone();
         let stopping = self.stopping.clone();
-        let request_log = self.options.request_log;
+        let (request_log, request_timeout) = (self.options.request_log, self.options.request_timeout);
+        // Shared with the thread, so that a thread that cannot start still gets an answer sent.
+        let stream = Arc::new(stream);
+        let served = stream.clone();
         let spawned = std::thread::Builder::new().name(format!("berth-conn-{id}")).stack_size(256 * 1024).spawn(move || {
             let _registration = registration;
-            serve_connection(stream, &store, &stopping, request_log);
+            let connection = Connection { stream: &served, store: &store, stopping: &stopping, request_log, request_timeout };
+            connection.serve();
         });
         if let Err(err) = spawned {
             log(format_args!("starting a connection thread: {err}"));
+            respond(&mut &*stream, &Reply::failure(503, format!("cannot serve a connection now ({err}); retry later")), false);
         }
     }
 
@@ -238,49 +249,99 @@ fn bind_private(socket: &Path) -> VolumeResult<UnixListener> {
     bound
 }
 
-fn serve_connection(stream: UnixStream, store: &VolumeStore, stopping: &AtomicBool, request_log: RequestLog) {
-    let Ok(read_half) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(read_half);
-    let mut writer = &stream;
-    loop {
-        let head = match http::read_head(&mut reader) {
-            Ok(head) => head,
-            Err(ReadError::Closed) => return,
-            Err(ReadError::Io(err)) => {
-                if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-                    respond(&mut writer, &Reply::failure(408, "timed out reading the request".into()), false);
-                }
+/// One client's connection, served on its own thread until it closes, times out or errs.
+struct Connection<'a> {
+    stream: &'a UnixStream,
+    store: &'a VolumeStore,
+    stopping: &'a AtomicBool,
+    request_log: RequestLog,
+    request_timeout: Duration,
+}
+
+impl Connection<'_> {
+    fn serve(&self) {
+        let mut reader = BufReader::new(DeadlineReader { stream: self.stream, deadline: Instant::now() });
+        let mut writer = self.stream;
+        loop {
+            reader.get_mut().deadline = Instant::now() + self.request_timeout;
+            let Some((head, body)) = self.read_request(&mut reader) else { return };
+            let started = Instant::now();
+            let reply = api::dispatch(self.store, &head.method, &head.path, &body);
+            if self.request_log == RequestLog::All || (self.request_log == RequestLog::Failures && reply.status != 200) {
+                let elapsed = started.elapsed().as_secs_f64() * 1e3;
+                log(format_args!("{} {} -> {} {} ({elapsed:.1} ms)", head.method, head.path, reply.status, reply.note));
+            }
+            let keep_alive = head.keep_alive && !self.stopping.load(Ordering::SeqCst);
+            if !respond(&mut writer, &reply, keep_alive) || !keep_alive {
                 return;
+            }
+        }
+    }
+
+    /// Reads one request, head and body; `None` once the connection is done (closed by the
+    /// client, or refused, timed out or cut short, which is answered first).
+    fn read_request(&self, reader: &mut BufReader<DeadlineReader>) -> Option<(http::Head, Vec<u8>)> {
+        let mut writer = self.stream;
+        let head = match http::read_head(reader) {
+            Ok(head) => head,
+            Err(ReadError::Closed) => return None,
+            Err(ReadError::Io(err)) => {
+                if is_timeout(&err) {
+                    respond(&mut writer, &timed_out(), false);
+                }
+                return None;
             }
             Err(ReadError::Refused(refusal)) => {
                 let reply = Reply::failure(refusal.status, refusal.message);
-                if request_log != RequestLog::Off {
+                if self.request_log != RequestLog::Off {
                     log(format_args!("refused a request: {} {}", reply.status, reply.note));
                 }
                 respond(&mut writer, &reply, false);
-                return;
+                return None;
             }
         };
         if head.expect_continue && http::write_continue(&mut writer).is_err() {
-            return;
+            return None;
         }
-        let body = match http::read_body(&mut reader, head.content_length) {
-            Ok(body) => body,
-            Err(_) => {
-                respond(&mut writer, &Reply::failure(400, "the body ended before its Content-Length".into()), false);
-                return;
+        match http::read_body(reader, head.content_length) {
+            Ok(body) => Some((head, body)),
+            Err(err) => {
+                let reply = if is_timeout(&err) {
+                    timed_out()
+                } else {
+                    Reply::failure(400, "the body ended before its Content-Length".into())
+                };
+                respond(&mut writer, &reply, false);
+                None
             }
-        };
-        let started = Instant::now();
-        let reply = api::dispatch(store, &head.method, &head.path, &body);
-        if request_log == RequestLog::All || (request_log == RequestLog::Failures && reply.status != 200) {
-            let elapsed = started.elapsed().as_secs_f64() * 1e3;
-            log(format_args!("{} {} -> {} {} ({elapsed:.1} ms)", head.method, head.path, reply.status, reply.note));
         }
-        let keep_alive = head.keep_alive && !stopping.load(Ordering::SeqCst);
-        if !respond(&mut writer, &reply, keep_alive) || !keep_alive {
-            return;
+    }
+}
+
+fn timed_out() -> Reply {
+    Reply::failure(408, "timed out reading the request".into())
+}
+
+fn is_timeout(err: &std::io::Error) -> bool {
+    matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
+
+/// Reads from a connection until a deadline: each read waits at most for what is left, so
+/// a request must arrive whole in time however its bytes are spread out.
+struct DeadlineReader<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
         }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
     }
 }
 

@@ -64,31 +64,16 @@ pub fn unmount(target: &Path) -> VolumeResult<()> {
     }
 }
 
-/// Formats `image` as ext4 with `mkfs.ext4` from e2fsprogs.
+/// Formats `image` as ext4 with `mkfs.ext4` from e2fsprogs. -m 0: no blocks reserved for
+/// root, the volume's size is what containers get; nodiscard: discarding a fresh sparse
+/// file only costs time.
 pub fn make_ext4(image: &Path) -> VolumeResult<()> {
-    let program = berth_util::tool::find("mkfs.ext4").ok_or_else(|| VolumeError::Command {
-        command: "mkfs.ext4",
-        object: image.display().to_string(),
-        detail: "mkfs.ext4 not found (install e2fsprogs)".into(),
-    })?;
-    // -m 0: no blocks reserved for root, the volume's size is what containers get;
-    // nodiscard: discarding a fresh sparse file only costs time.
-    let output = Command::new(program)
-        .args(["-q", "-F", "-m", "0", "-E", "nodiscard,lazy_itable_init=1"])
-        .arg(image)
-        .output()
-        .map_err(VolumeError::io("running mkfs.ext4 on", image.display()))?;
-    if !output.status.success() {
-        return Err(VolumeError::Command {
-            command: "mkfs.ext4",
-            object: image.display().to_string(),
-            detail: format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
-        });
-    }
-    Ok(())
+    run_mkfs("mkfs.ext4", &["-q", "-F", "-m", "0", "-E", "nodiscard,lazy_itable_init=1"], image)
 }
 
 /// Runs a mkfs tool (`program` with `args`, then `target`), reporting its stderr on failure.
+/// It dies with the thread that runs it: a server killed half-way through a create leaves
+/// no mkfs holding a device that the restarted server must remove.
 pub fn run_mkfs(program: &'static str, args: &[&str], target: &Path) -> VolumeResult<()> {
     let package = if program == "mkfs.xfs" { "xfsprogs" } else { "e2fsprogs" };
     let path = berth_util::tool::find(program).ok_or_else(|| VolumeError::Command {
@@ -96,8 +81,10 @@ pub fn run_mkfs(program: &'static str, args: &[&str], target: &Path) -> VolumeRe
         object: target.display().to_string(),
         detail: format!("{program} not found (install {package})"),
     })?;
-    let output =
-        Command::new(path).args(args).arg(target).output().map_err(VolumeError::io("running mkfs on", target.display()))?;
+    let mut command = Command::new(path);
+    command.args(args).arg(target);
+    berth_util::tool::die_with_parent(&mut command);
+    let output = command.output().map_err(VolumeError::io("running mkfs on", target.display()))?;
     if !output.status.success() {
         return Err(VolumeError::Command {
             command: program,

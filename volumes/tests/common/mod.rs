@@ -2,6 +2,9 @@
 //! objects made inside them, servers stopped on drop, and a raw HTTP client.
 #![allow(dead_code)]
 
+pub mod dm;
+pub mod kill;
+
 use berth_volumes::plugin::{Server, ServerOptions, StopHandle};
 use berth_volumes::sys::MountTable;
 use berth_volumes::VolumeStore;
@@ -17,6 +20,38 @@ use std::time::{Duration, Instant};
 /// Privileged tests need root: they fail loudly rather than skip without a word.
 pub fn require_root(test: &str) {
     assert!(nix::unistd::geteuid().is_root(), "{test} is a privileged test (loop devices, mounts, podman): run it as root");
+}
+
+/// Outside the kernel lab, runs the test `name` inside it and shows what it printed there.
+pub fn lab_report(name: &str) {
+    let out = berth_conformance::lab::assert_test_passes_inside(name);
+    show_lab_run(name, &out);
+}
+
+/// As [`lab_report`], handing on the environment variables `vars` that are set here.
+pub fn lab_report_with(name: &str, vars: &[&str]) {
+    use berth_conformance::lab::Lab;
+    let exe = std::env::current_exe().expect("the test binary").display().to_string();
+    let argv = [exe.as_str(), "--exact", name, "--nocapture", "--test-threads=1"];
+    let lab = Lab::ensure().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut command = lab.command(&argv);
+    for var in vars {
+        if let Ok(value) = std::env::var(var) {
+            command = command.env(var, &value);
+        }
+    }
+    let out = command.run().unwrap_or_else(|e| panic!("{name} in the kernel lab: {e}"));
+    assert!(out.success() && out.stdout.contains("1 passed"), "{name} failed in the kernel lab:\n{out}");
+    show_lab_run(name, &out);
+}
+
+fn show_lab_run(name: &str, out: &berth_conformance::lab::LabOutput) {
+    eprintln!(
+        "kernel lab: {name} started {:.1}s after boot, whole run {:.1}s; inside:\n{}",
+        out.booted_after.unwrap_or_default().as_secs_f64(),
+        out.elapsed.as_secs_f64(),
+        out.stdout.trim_end()
+    );
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
@@ -241,12 +276,18 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     pub fn start(socket: &Path, state: &Path, log: &Path) -> ServeProcess {
+        ServeProcess::start_with(socket, state, log, &[])
+    }
+
+    /// As [`ServeProcess::start`], with more options for `serve`.
+    pub fn start_with(socket: &Path, state: &Path, log: &Path, options: &[&str]) -> ServeProcess {
         let log_file = std::fs::File::create(log).expect("create server log");
         let child = Command::new(env!("CARGO_BIN_EXE_berth-volume"))
             .args(["serve", "--socket"])
             .arg(socket)
             .arg("--state-dir")
             .arg(state)
+            .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -266,6 +307,16 @@ impl ServeProcess {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as the OOM killer or a power cut would stop it, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status's success.

@@ -18,11 +18,11 @@
 use crate::error::{VolumeError, VolumeResult};
 use crate::spec::{Bytes, DriverOptions};
 use crate::sys::loopdev;
-use berth_util::fs::{write_durably, LockFile};
+use berth_util::fs::{remove_staged, write_durably, LockFile};
 use berth_util::hash::fnv1a32;
 use devicemapper::{
-    DevId, Device, DmDevice, DmError, DmName, DmNameBuf, DmOptions, LinearDev, LinearDevTargetParams, LinearTargetParams,
-    Sectors, TargetLine, ThinDev, ThinDevId, ThinPoolDev, ThinPoolStatus, ThinPoolStatusSummary, DM,
+    DevId, Device, DmDevice, DmError, DmFlags, DmName, DmNameBuf, DmOptions, LinearDev, LinearDevTargetParams,
+    LinearTargetParams, Sectors, TargetLine, ThinDev, ThinDevId, ThinPoolDev, ThinPoolStatus, ThinPoolStatusSummary, DM,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -32,7 +32,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 pub const DEFAULT_POOL: &str = "berth";
 /// Docker's loop-lvm defaults: sparse files, so they cost only what is written.
@@ -53,6 +53,8 @@ const MAX_METADATA: Bytes = Bytes(16 << 30);
 /// Thin IDs are 24-bit.
 const MAX_THIN_ID: u32 = (1 << 24) - 1;
 const CONTROL: &str = "/dev/mapper/control";
+/// How long removing a thin device waits while it is busy.
+const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Where a pool's blocks come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +266,8 @@ impl Pool {
         let lock = LockFile::acquire(&pools.join(format!("{name}.lock")))?;
         let dir = pools.join(name);
         let record_path = dir.join("pool.json");
+        // Left by a writer killed before its rename; with the lock, no writer is under way.
+        remove_staged(&record_path);
         let record = match std::fs::read(&record_path) {
             Ok(text) => serde_json::from_slice::<PoolRecord>(&text).map_err(|err| VolumeError::CorruptMetadata {
                 volume: volume.to_string(),
@@ -456,8 +460,12 @@ impl Pool {
         let (origin_id, snapshot_id) = (Self::thin_id(origin)?, Self::thin_id(id)?);
         let made = if devicemapper::device_exists(dm, &origin_name).map_err(dm_error("looking for", &*origin_name))? {
             ThinDev::setup(dm, &origin_name, None, Sectors(size.0 / SECTOR), pool, origin_id).and_then(|origin_dev| {
+                let snapshot = origin_dev.snapshot(dm, &snapshot_name, None, pool, snapshot_id);
+                // The crate leaves the origin suspended when the pool refuses the snapshot,
+                // and every write to the mounted origin would wait for ever.
+                let _ = resume(dm, &origin_name);
                 // The snapshot comes out active: it is activated again on its first Mount.
-                origin_dev.snapshot(dm, &snapshot_name, None, pool, snapshot_id)?.teardown(dm)
+                snapshot?.teardown(dm)
             })
         } else {
             devicemapper::message(dm, pool, &format!("create_snap {id} {origin}"))
@@ -479,6 +487,11 @@ impl Pool {
             .map_err(dm_error("activating", &*name))
     }
 
+    /// The volume the pool gives thin `id` to.
+    pub fn owner_of(&self, id: u32) -> Option<&str> {
+        self.record.thins.get(&id).map(String::as_str)
+    }
+
     /// Removes thin device `id` from the kernel's table (its data stays in the pool).
     pub fn deactivate_thin(&self, dm: &DM, id: u32) -> VolumeResult<()> {
         remove_if_present(dm, &self.thin_name(id)?)
@@ -486,14 +499,14 @@ impl Pool {
 
     /// Deletes thin device `id` and its data, if `owner` owns it; forgets the ID.
     pub fn delete_thin(&mut self, dm: &DM, pool: &ThinPoolDev, id: u32, owner: &str) -> VolumeResult<()> {
-        if self.record.thins.get(&id).map(String::as_str) != Some(owner) {
+        if self.owner_of(id) != Some(owner) {
             return Ok(());
         }
-        self.deactivate_thin(dm, id)?;
+        remove_patiently(dm, &self.thin_name(id)?)?;
         match devicemapper::message(dm, pool, &format!("delete {id}")) {
             Ok(()) => {}
             // The pool answers ENODATA for an ID it does not have: already deleted.
-            Err(DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno))) if *errno == nix::errno::Errno::ENODATA => {}
+            Err(err) if errno_of(&err) == Some(nix::errno::Errno::ENODATA) => {}
             Err(err) => return Err(dm_error("deleting thin device", format!("{id} of volume {owner}"))(err)),
         }
         self.record.thins.remove(&id);
@@ -540,6 +553,41 @@ impl Pool {
             PoolSource::Loopback { .. } => self.dir.join("metadata.img"),
         }
     }
+
+    /// Resumes the pool's devices that a crash left suspended (a snapshot suspends its
+    /// mounted origin for an instant; killed then, it stays so, and every write to it
+    /// waits); returns their names. The pool's lock keeps snapshots out meanwhile.
+    pub fn resume_suspended(&self, dm: &DM) -> VolumeResult<Vec<String>> {
+        let prefix = format!("{}-", self.record.dm_prefix);
+        let devices = dm.list_devices().map_err(dm_error("listing", "device-mapper devices"))?;
+        let mut resumed = Vec::new();
+        for (name, _, _) in devices.iter().filter(|(name, _, _)| name.to_string().starts_with(&prefix)) {
+            let info = dm.device_info(&DevId::Name(name)).map_err(dm_error("reading the state of", &**name))?;
+            if info.flags().contains(DmFlags::DM_SUSPEND) {
+                resume(dm, name)?;
+                resumed.push(name.to_string());
+            }
+        }
+        Ok(resumed)
+    }
+}
+
+/// The names of the pools of the state directory `state`.
+pub fn pool_names(state: &Path) -> VolumeResult<Vec<String>> {
+    let pools = state.join("thin");
+    let entries = match std::fs::read_dir(&pools) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(VolumeError::io("listing", pools.display())(err)),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().join("pool.json").is_file())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| check_pool_name(name).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Whether the pool options a volume gives agree with the pool as it is: the option, what
@@ -574,6 +622,37 @@ fn remove_if_present(dm: &DM, name: &DmName) -> VolumeResult<()> {
         return Ok(());
     }
     dm.device_remove(&DevId::Name(name), DmOptions::default()).map(|_| ()).map_err(dm_error("removing", name))
+}
+
+/// As [`remove_if_present`], waiting a moment while the device is busy: a tool we started
+/// on it (mkfs, when a crash cut its create short) dies with its parent, but not at once.
+fn remove_patiently(dm: &DM, name: &DmName) -> VolumeResult<()> {
+    let deadline = Instant::now() + BUSY_PATIENCE;
+    loop {
+        if !devicemapper::device_exists(dm, name).map_err(dm_error("looking for", name))? {
+            return Ok(());
+        }
+        match dm.device_remove(&DevId::Name(name), DmOptions::default()) {
+            Ok(_) => return Ok(()),
+            Err(err) if errno_of(&err) == Some(nix::errno::Errno::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(err) => return Err(dm_error("removing", name)(err)),
+        }
+    }
+}
+
+/// Resumes `name` if it is suspended (a resume of an active device changes nothing).
+fn resume(dm: &DM, name: &DmName) -> VolumeResult<()> {
+    dm.device_suspend(&DevId::Name(name), DmOptions::default()).map(|_| ()).map_err(dm_error("resuming", name))
+}
+
+/// The kernel's errno behind a device-mapper failure, if that is what it is.
+fn errno_of(err: &DmError) -> Option<nix::errno::Errno> {
+    match err {
+        DmError::Core(devicemapper::errors::Error::Ioctl(_, _, _, errno)) => Some(**errno),
+        _ => None,
+    }
 }
 
 /// A pool's storage when it is first made: its directory, and in loopback mode its sparse
@@ -704,6 +783,22 @@ mod tests {
         assert_eq!(check_agrees(&record, &devices).unwrap_err(), ("datadev", "/dev/sdb".to_string(), "(loopback)".to_string()));
         let base = PoolSetup { basesize: Some(Bytes(1 << 30)), ..Default::default() };
         assert_eq!(check_agrees(&record, &base).unwrap_err().0, "basesize");
+    }
+
+    #[test]
+    fn opening_a_pool_deletes_records_staged_by_a_killed_writer() {
+        let state = std::env::temp_dir().join(format!("berth-pool-staged-{}", std::process::id()));
+        let setup =
+            PoolSetup { loopdatasize: Some(Bytes(16 << 20)), loopmetadatasize: Some(Bytes(2 << 20)), ..Default::default() };
+        drop(Pool::open(&state, "p", Some(&setup), "v").unwrap());
+        // What write_durably leaves when its process dies before the rename.
+        let staged = state.join("thin/p/pool.tmp.4242");
+        std::fs::write(&staged, "{\"half\":").unwrap();
+        let pool = Pool::open(&state, "p", None, "v").unwrap();
+        assert!(!staged.exists(), "the staged record is left");
+        assert_eq!(pool_names(&state).unwrap(), vec!["p".to_string()]);
+        drop(pool);
+        let _ = std::fs::remove_dir_all(&state);
     }
 
     #[test]
