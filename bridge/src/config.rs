@@ -5,6 +5,7 @@ use berth_cni::spec::decode_plugin_conf;
 use berth_cni::{CniError, CniResult};
 use berth_firewall::FirewallBackend;
 use berth_netlink::MacAddr;
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -23,6 +24,14 @@ pub struct BridgeConf {
     /// Masquerade the container's routed traffic behind the host's address.
     #[serde(rename = "ipMasq", default)]
     pub ip_masq: bool,
+    /// With `ipMasq`: prefixes whose traffic keeps the container's own address (other hosts'
+    /// container subnets, routed to without NAT), as written; [`BridgeConf::no_masquerade`]
+    /// is what they say.
+    #[serde(rename = "noMasqueradeDestinations", default)]
+    no_masquerade_destinations: Vec<String>,
+    /// The prefixes of `noMasqueradeDestinations`, checked by `parse`.
+    #[serde(skip)]
+    pub no_masquerade: Vec<IpNet>,
     /// "auto" (nftables when `nft` is installed, else iptables), "nftables", "iptables",
     /// "iptables-nft", "iptables-legacy" or "none" (no NAT, port mappings or isolation), as
     /// written; [`BridgeConf::firewall_backend`] is what it names.
@@ -134,6 +143,17 @@ impl VxlanConf {
     }
 }
 
+/// Prefixes (`10.62.0.0/24`, `fd02::/64`; a bare address is one host), truncated to their
+/// network.
+fn parse_prefixes(field: &str, values: &[String]) -> CniResult<Vec<IpNet>> {
+    let parse = |v: &String| {
+        let net = v.parse::<IpNet>().or_else(|_| v.parse::<IpAddr>().map(IpNet::from));
+        net.map(|n| n.trunc())
+            .map_err(|_| CniError::invalid_config(format!("{field}: {v:?} is not an IP prefix (such as 10.62.0.0/24)")))
+    };
+    values.iter().map(parse).collect()
+}
+
 fn auto() -> String {
     "auto".into()
 }
@@ -157,6 +177,7 @@ impl BridgeConf {
             .map_err(|e| CniError::invalid_config(format!("bridge: {}", e.msg)).with_details(&conf.bridge))?;
         // Checked before anything is created, not when the firewall is first used.
         conf.firewall_backend = conf.firewall_backend_name.parse()?;
+        conf.no_masquerade = parse_prefixes("noMasqueradeDestinations", &conf.no_masquerade_destinations)?;
         if conf.firewall_backend != FirewallBackend::None {
             berth_firewall::check_bridge_name(&conf.bridge)?;
         }
@@ -209,6 +230,19 @@ mod tests {
         let err = conf(r#", "firewallBackend": "pf""#).unwrap_err();
         assert_eq!(err.code, 7);
         assert!(err.msg.contains("firewallBackend \"pf\""), "{err}");
+    }
+
+    #[test]
+    fn no_masquerade_destinations_are_prefixes() {
+        let conf = |v: &str| {
+            BridgeConf::parse(&request(&format!(r#"{{"name": "n", "type": "berth-bridge", "noMasqueradeDestinations": {v}}}"#)))
+        };
+        let ok = conf(r#"["10.62.0.9/24", "fd02::/64", "192.0.2.7"]"#).unwrap().no_masquerade;
+        let want: Vec<IpNet> = ["10.62.0.0/24", "fd02::/64", "192.0.2.7/32"].iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(ok, want);
+        let err = conf(r#"["10.62.0.0/33"]"#).unwrap_err();
+        assert_eq!(err.code, 7);
+        assert!(err.msg.starts_with("noMasqueradeDestinations: \"10.62.0.0/33\""), "{err}");
     }
 
     #[test]

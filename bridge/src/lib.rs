@@ -105,7 +105,9 @@ impl Plugin for BridgePlugin {
     }
 
     /// Releases addresses, removes the veths and firewall entries of every attachment of this
-    /// network that is not in `cni.dev/valid-attachments`.
+    /// network that is not in `cni.dev/valid-attachments`, and the veths of ADDs killed before
+    /// they named their owner. (An attachment whose ADD is under way is not valid yet: a
+    /// runtime does not collect a network's garbage while it attaches to it.)
     fn gc(&self, req: &Request) -> CniResult<()> {
         let conf = BridgeConf::parse(req)?;
         let keep: Vec<(String, String)> =
@@ -116,16 +118,29 @@ impl Plugin for BridgePlugin {
         firewall::backend(conf.firewall_backend)?.gc(&req.conf.name, &keep)?;
         let mut host = Netlink::open()?;
         let Some(bridge) = host.link_by_name(&conf.bridge)? else { return Ok(()) };
+        let kept_names: Vec<String> = keep.iter().map(|(id, ifname)| host_veth_name(id, ifname)).collect();
         for port in host.links_detailed()? {
-            let owner = port.alias.as_deref().and_then(parse_veth_alias);
-            let Some((container_id, ifname)) = owner else { continue };
-            let kept = keep.iter().any(|(id, name)| *id == container_id && *name == ifname);
-            if port.link.master == Some(bridge.index) && !kept {
+            if port.link.master != Some(bridge.index) || port.link.kind.as_deref() != Some("veth") {
+                continue;
+            }
+            let doomed = match port.alias.as_deref().and_then(parse_veth_alias) {
+                Some((container_id, ifname)) => !keep.iter().any(|(id, name)| *id == container_id && *name == ifname),
+                // No owner yet: an ADD killed between the veth's creation and its alias (the
+                // creation is the slow step, so a kill often lands there). Its name says it
+                // is berth's, and it is none of the kept attachments'.
+                None => is_host_veth_name(&port.link.name) && !kept_names.contains(&port.link.name),
+            };
+            if doomed {
                 host.delete_link(port.link.index)?;
             }
         }
         Ok(())
     }
+}
+
+/// Whether `name` has the form of [`host_veth_name`]'s names: `veth` and eight hex digits.
+fn is_host_veth_name(name: &str) -> bool {
+    name.strip_prefix("veth").is_some_and(|hash| hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Puts back one attachment's firewall entries as ADD made them (after `nft flush ruleset`,
@@ -173,6 +188,7 @@ fn firewall_attachment<'a>(
         bridge: &conf.bridge,
         addresses,
         masquerade: conf.ip_masq,
+        no_masquerade: &conf.no_masquerade,
         isolate: conf.isolate_networks,
         port_mappings,
     }
@@ -362,6 +378,14 @@ esac
             stdin,
             version: Version::V1_0_0,
             options: Options::default(),
+        }
+    }
+
+    #[test]
+    fn host_veth_names_are_recognised() {
+        assert!(is_host_veth_name(&host_veth_name("c1", "eth0")));
+        for other in ["veth", "veth1234567", "veth123456789", "vethxyz12345", "eth0", "bwb1234abcd"] {
+            assert!(!is_host_veth_name(other), "{other}");
         }
     }
 

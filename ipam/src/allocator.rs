@@ -45,21 +45,33 @@ pub fn allocate(store: &Store, sets: &[RangeSet], owner: &Owner) -> CniResult<Ve
                 leases.push(lease);
             }
             Err(e) => {
-                for ip in fresh {
-                    let _ = store.release(ip);
-                }
+                undo(store, owner, reserves.then_some(&held_before), fresh);
                 return Err(e);
             }
         }
     }
     let ips: Vec<IpAddr> = leases.iter().map(|l| l.ip).collect();
     if let Err(e) = store.write_index(owner, &ips) {
-        for ip in fresh {
-            let _ = store.release(ip);
-        }
+        undo(store, owner, Some(&held_before), fresh);
         return Err(e);
     }
     Ok(leases)
+}
+
+/// A failed ADD gives back the addresses it reserved and puts the owner's index back as it
+/// was (`held_before`, when the ADD rewrote it): none at all when the owner holds nothing, so
+/// a failed ADD leaves no file behind.
+fn undo(store: &Store, owner: &Owner, held_before: Option<&Vec<IpAddr>>, fresh: Vec<IpAddr>) {
+    for ip in fresh {
+        let _ = store.release(ip);
+    }
+    match held_before {
+        Some(held) if held.is_empty() => store.remove_index(owner),
+        Some(held) => {
+            let _ = store.write_index(owner, held);
+        }
+        None => {}
+    }
 }
 
 fn allocate_in(
@@ -471,6 +483,23 @@ mod tests {
         assert_eq!(f.add("b").unwrap_err().code, 50);
         let held: Vec<IpAddr> = f.store().allocations().unwrap().iter().map(|a| a.ip).collect();
         assert_eq!(held, ["10.0.0.2".parse::<IpAddr>().unwrap(), "10.1.0.2".parse().unwrap()]);
+    }
+
+    /// Black-box fuzzing (berth-fuzz, tests/blackbox.rs): an ADD whose first range set had every
+    /// address excluded (`"exclude": ["10.22.0.0/16"]` in 10.22.0.0/16) failed with code 50
+    /// but left the container's owner index (`.owner-HASH`) behind, one more file per failed
+    /// container for ever.
+    #[test]
+    fn a_failed_add_leaves_no_owner_index() {
+        let f =
+            Fixture::new(json!({"ranges": [[{"subnet": "10.0.0.0/24", "exclude": ["10.0.0.0/24"]}], [{"subnet": "fd00::/64"}]]}));
+        assert_eq!(f.add("a").unwrap_err().code, 50);
+        assert_eq!(f.store().index(&Owner::new("a", "eth0")), None);
+        let g = Fixture::new(json!({"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.1.0.0/30"}]]}));
+        g.add("a").unwrap();
+        assert!(g.add("b").is_err());
+        assert_eq!(g.store().index(&Owner::new("b", "eth0")), None, "nor when a later set fails");
+        assert!(g.store().index(&Owner::new("a", "eth0")).is_some_and(|i| i.complete), "another owner's is kept");
     }
 
     #[test]

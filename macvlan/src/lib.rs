@@ -57,13 +57,17 @@ impl Plugin for MacvlanPlugin {
         // when that fails, and the release's error is the one reported.
         let released = if conf.with_ipam { IPAM.del(req) } else { Ok(()) };
         if let Some(ns) = &container {
-            let mut nl = Netlink::open_in(ns)?;
-            if let Some(link) = nl.link_by_name(&req.ifname)? {
-                // Gone from every list when this returns, so the sub-interface's users below
-                // no longer count it. When main chose not to wait for the kernel to free it,
-                // the process left waiting keeps the trunk lock until then, as a synchronous
-                // delete does.
-                iface::delete_link(req, nl, link.index)?;
+            // CNI_IFNAME, or the name ADD makes the macvlan under, when that ADD was killed
+            // before the rename.
+            for name in [req.ifname.clone(), temporary_name(&req.container_id, &req.ifname)] {
+                let mut nl = Netlink::open_in(ns)?;
+                if let Some(link) = nl.link_by_name(&name)? {
+                    // Gone from every list when this returns, so the sub-interface's users
+                    // below no longer count it. When main chose not to wait for the kernel to
+                    // free it, the process left waiting keeps the trunk lock until then, as a
+                    // synchronous delete does.
+                    iface::delete_link(req, nl, link.index)?;
+                }
             }
         }
         let trunk = release_trunk(&conf, container);
@@ -90,6 +94,17 @@ impl Plugin for MacvlanPlugin {
         let expected_nsid = if conf.link_in_container { None } else { found.nl.nsid_of(&parent.ns)? };
         if detail.parent != Some(parent.link.index) || detail.parent_netnsid != expected_nsid {
             return Err(mismatch(format!("{} is not a macvlan of {}", req.ifname, parent.link.name)));
+        }
+        Ok(())
+    }
+
+    /// Releases the addresses of this network's attachments that are not in
+    /// `cni.dev/valid-attachments`: an ADD killed after IPAM, or a container gone without a
+    /// DEL, leaves them allocated; its macvlan went with its namespace.
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        let conf = MacvlanConf::parse(req)?;
+        if conf.with_ipam {
+            IPAM.forward(req)?;
         }
         Ok(())
     }
@@ -186,8 +201,12 @@ fn add_on_parent<'a>(
     let mut container = Netlink::open_in(ns)?;
     iface::require_unused_name(&mut container, req)?;
     // Made under a temporary name directly in the container (the final name may exist on
-    // the host), then renamed there.
-    let tmp_name = format!("berthmv{}", std::process::id());
+    // the host), then renamed there. The name is the attachment's, so a DEL after an ADD
+    // killed before the rename finds the macvlan; one such ADD's is replaced here.
+    let tmp_name = temporary_name(&req.container_id, &req.ifname);
+    if let Some(stale) = container.link_by_name(&tmp_name)? {
+        container.delete_link(stale.index)?;
+    }
     let spec = MacvlanSpec {
         name: &tmp_name,
         parent: parent.index,
@@ -207,6 +226,14 @@ fn add_on_parent<'a>(
     // (berth-dhcp, the reference dhcp) leases on that interface.
     let allocated = if conf.with_ipam { IPAM.add_undoable(req, undo)? } else { RunResult::default() };
     configure(req, ns, &mut container, &link, &allocated)
+}
+
+/// The macvlan's name in the container until it is renamed CNI_IFNAME: the attachment's own
+/// (container ID and CNI_IFNAME), so DEL can find it.
+pub fn temporary_name(container_id: &str, ifname: &str) -> String {
+    // The NUL keeps ("ab", "c") and ("a", "bc") apart.
+    let hash = berth_util::hash::fnv1a32([container_id.as_bytes(), &[0], ifname.as_bytes()]);
+    format!("mvtmp{hash:08x}")
 }
 
 /// Gives the new link (already named CNI_IFNAME) the IPAM result, and builds the ADD result.

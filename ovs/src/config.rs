@@ -1,7 +1,8 @@
 //! berth-ovs's configuration: ovs-cni's keys (`bridge`, `vlan`, `trunk`, `mtu`,
-//! `socket_file`), berth's `ovsdbSocket` and `createBridge`, and the MAC sources every
-//! berth plugin reads.
+//! `socket_file`), berth's `ovsdbSocket`, `createBridge` and `tunnels`, and the MAC sources
+//! every berth plugin reads.
 
+use crate::tunnel::{Tunnel, TunnelKind};
 use crate::vswitch::Vlans;
 use berth_netlink::MacAddr;
 use berth_cni::skel::{validate_ifname, Request};
@@ -35,6 +36,21 @@ struct RawConf {
     ovsdb_socket: Option<String>,
     #[serde(rename = "createBridge", default)]
     create_bridge: bool,
+    #[serde(default)]
+    tunnels: Vec<RawTunnel>,
+}
+
+/// One of `tunnels`: `{"type": "gre", "remote_ip": "192.0.2.2", "key": 5, "name": "gre0"}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    #[serde(rename = "type")]
+    kind: String,
+    remote_ip: String,
+    #[serde(default)]
+    key: Option<u64>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,7 +58,8 @@ pub struct OvsConf {
     pub bridge: String,
     /// An access port on `vlan`, a trunk of `trunk`, or (neither) a trunk of every VLAN.
     pub vlans: Vlans,
-    /// Of both ends of the veth; `None` (or 0 in the JSON): the kernel's default.
+    /// Of both ends of the veth, as configured; `None` (or 0 in the JSON): the kernel's
+    /// default, or lowered for `tunnels` ([`OvsConf::veth_mtu`]).
     pub mtu: Option<u32>,
     pub mac: Option<String>,
     /// `unix:/path` or `/path`.
@@ -51,6 +68,10 @@ pub struct OvsConf {
     pub create_bridge: bool,
     /// IPAM configured (a non-empty `ipam.type`); without it the link is layer 2 only.
     pub with_ipam: bool,
+    /// GRE and VXLAN ports to other hosts, made with the network's first port on the bridge.
+    pub tunnels: Vec<Tunnel>,
+    /// The network's name (`name`): whose ports and tunnels they are.
+    pub network: String,
 }
 
 impl OvsConf {
@@ -72,6 +93,10 @@ impl OvsConf {
         }
         let ovsdb_socket = raw.ovsdb_socket.filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_OVSDB_SOCKET.to_string());
         crate::ovsdb::socket_path(&ovsdb_socket).map_err(|e| CniError::invalid_config(format!("ovsdbSocket: {e}")))?;
+        let tunnels = raw.tunnels.iter().enumerate().map(|(i, t)| parse_tunnel(i, t)).collect::<CniResult<Vec<_>>>()?;
+        if let Some(twice) = tunnels.iter().enumerate().find_map(|(i, t)| tunnels[..i].iter().find(|o| o.name == t.name)) {
+            return Err(CniError::invalid_config(format!("tunnels: two tunnels are named {}", twice.name)));
+        }
         Ok(OvsConf {
             bridge,
             vlans: Vlans { tag, trunks: trunks.unwrap_or_default() },
@@ -80,7 +105,17 @@ impl OvsConf {
             ovsdb_socket,
             create_bridge: raw.create_bridge,
             with_ipam: req.conf.ipam.as_ref().is_some_and(|i| !i.plugin_type.is_empty()),
+            tunnels,
+            network: req.conf.name.clone(),
         })
+    }
+
+    /// The MTU of both ends of the veth: `mtu` when set, else with tunnels the underlay's
+    /// (1500) less the largest encapsulation's overhead, so that full-size frames cross in one
+    /// underlay packet.
+    pub fn veth_mtu(&self) -> Option<u32> {
+        let overhead = self.tunnels.iter().map(Tunnel::overhead).max();
+        self.mtu.or(overhead.map(|o| crate::tunnel::UNDERLAY_MTU - o))
     }
 
     /// The container MAC, by the precedence of every berth plugin: CNI_ARGS MAC,
@@ -88,6 +123,26 @@ impl OvsConf {
     pub fn container_mac(&self, req: &Request) -> CniResult<Option<MacAddr>> {
         berth_cni::iface::requested_mac(req, self.mac.as_deref())
     }
+}
+
+/// `tunnels[i]`, checked: a known type, an address, a key in the type's range, a usable name.
+fn parse_tunnel(i: usize, raw: &RawTunnel) -> CniResult<Tunnel> {
+    let bad = |msg: String| CniError::invalid_config(format!("tunnels[{i}].{msg}"));
+    let kind = match raw.kind.as_str() {
+        "gre" => TunnelKind::Gre,
+        "vxlan" => TunnelKind::Vxlan,
+        other => return Err(bad(format!("type: {other:?} is not \"gre\" or \"vxlan\""))),
+    };
+    let remote_ip = raw.remote_ip.parse().map_err(|_| bad(format!("remote_ip: {:?} is not an IP address", raw.remote_ip)))?;
+    let key = match raw.key {
+        Some(key) if key > kind.max_key() => {
+            return Err(bad(format!("key: {key} is outside 0..={} for {}", kind.max_key(), kind.name())))
+        }
+        key => key.map(|k| k as u32),
+    };
+    let tunnel = Tunnel::new(kind, remote_ip, key, raw.name.clone());
+    validate_ifname(&tunnel.name).map_err(|e| bad(format!("name: {}", e.msg)))?;
+    Ok(tunnel)
 }
 
 fn vid(field: &str, v: i64) -> CniResult<u16> {
@@ -233,6 +288,34 @@ mod tests {
         assert_eq!(conf(json!({"vlan": "100"})).unwrap_err().code, 7);
         let no_bridge = OvsConf::parse(&req(json!({"cniVersion": "1.0.0", "name": "n", "type": "berth-ovs"}), &[])).unwrap_err();
         assert!(no_bridge.msg.starts_with("bridge"), "{no_bridge}");
+    }
+
+    #[test]
+    fn tunnels_are_checked_and_lower_the_mtu() {
+        let c = conf(json!({"tunnels": [{"type": "gre", "remote_ip": "192.0.2.2", "key": 5}]})).unwrap();
+        let gre = &c.tunnels[0];
+        assert_eq!((gre.kind, gre.remote_ip.to_string(), gre.key), (TunnelKind::Gre, "192.0.2.2".into(), Some(5)));
+        assert!(gre.name.starts_with("gre-") && gre.name.len() <= 15, "{}", gre.name);
+        assert_eq!(c.veth_mtu(), Some(1458), "GRE with a key: 42 bytes of encapsulation");
+        let c = conf(json!({"tunnels": [{"type": "gre", "remote_ip": "192.0.2.2"}, {"type": "vxlan", "remote_ip": "192.0.2.3", "key": 42}]})).unwrap();
+        assert_eq!(c.veth_mtu(), Some(1450), "the largest overhead: VXLAN's 50");
+        assert_ne!(c.tunnels[0].name, c.tunnels[1].name);
+        let c = conf(json!({"tunnels": [{"type": "vxlan", "remote_ip": "fd00::2", "name": "vx0"}], "mtu": 1400})).unwrap();
+        assert_eq!((c.tunnels[0].name.as_str(), c.veth_mtu()), ("vx0", Some(1400)), "an explicit mtu is kept");
+        assert_eq!(conf(json!({"tunnels": [{"type": "vxlan", "remote_ip": "fd00::2"}]})).unwrap().veth_mtu(), Some(1430));
+        assert_eq!(conf(json!({})).unwrap().veth_mtu(), None);
+        for (tunnels, says) in [
+            (json!([{"type": "geneve", "remote_ip": "192.0.2.2"}]), "tunnels[0].type"),
+            (json!([{"type": "gre", "remote_ip": "host-b"}]), "tunnels[0].remote_ip"),
+            (json!([{"type": "vxlan", "remote_ip": "192.0.2.2", "key": 16777216}]), "tunnels[0].key"),
+            (json!([{"type": "gre", "remote_ip": "192.0.2.2", "key": 4294967296u64}]), "tunnels[0].key"),
+            (json!([{"type": "gre", "remote_ip": "192.0.2.2", "name": "a/b"}]), "tunnels[0].name"),
+            (json!([{"type": "gre", "remote_ip": "192.0.2.2"}, {"type": "gre", "remote_ip": "192.0.2.2"}]), "tunnels: two"),
+        ] {
+            let err = conf(json!({ "tunnels": tunnels })).unwrap_err();
+            assert_eq!(err.code, 7, "{tunnels}: {err}");
+            assert!(err.msg.starts_with(says), "{tunnels}: {err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! berth-ovs: attaches a container to an Open vSwitch bridge through a veth pair (the host
 //! end a port of the bridge, on an access VLAN or a trunk), with addresses and routes from
-//! the IPAM plugin. ovs-cni's configuration keys.
+//! the IPAM plugin, and joins the bridge to other hosts' through GRE or VXLAN tunnel ports
+//! ([`tunnel`]). ovs-cni's configuration keys, and berth's `tunnels`.
 //!
 //! It speaks OVSDB (RFC 7047) to ovsdb-server over its unix socket ([`ovsdb`]); the
 //! transactions are in [`vswitch`]. ADD returns once ovs-vswitchd has applied the change
@@ -9,10 +10,12 @@
 mod config;
 pub mod error;
 pub mod ovsdb;
+pub mod tunnel;
 pub mod vswitch;
 
 pub use config::{OvsConf, DEFAULT_OVSDB_SOCKET};
 pub use error::OvsError;
+pub use tunnel::remove_tunnels;
 
 use berth_cni::iface::{self, VethSpec};
 use berth_cni::ipam::Ipam;
@@ -45,13 +48,16 @@ impl Plugin for OvsPlugin {
         let mut ovs = connect(&conf)?;
         ensure_bridge(&mut ovs, &conf)?;
         let mut host = Netlink::open()?;
-        // Leave nothing half-made: the veth, the port and the addresses go again, in reverse
-        // order, if a later step fails.
+        // Leave nothing half-made: the tunnels this ADD made, the veth, the port and the
+        // addresses go again, in reverse order, if a later step fails.
         let mut undo = Rollback::new();
-        let spec = VethSpec { container_mac: mac, mtu: conf.mtu, master: None };
+        tunnel::ensure(&mut ovs, &conf, &mut undo)?;
+        let spec = VethSpec { container_mac: mac, mtu: conf.veth_mtu(), master: None };
         let veth = iface::create_veth(req, &ns, &mut host, &mut container, &spec, &mut undo)?;
         host.set_up(veth.host.index)?;
         add_port(req, &conf, &mut ovs, &veth.host.name, &mut undo)?;
+        // ovs-vswitchd has applied the tunnels too by now: one it could not set up fails here.
+        tunnel::check(&mut ovs, &conf)?;
         // IPAM once the container's interface is on the switch, as in the reference plugin: a
         // DHCP client (berth-dhcp, the reference dhcp) leases on that interface.
         let allocated = if conf.with_ipam { IPAM.add_undoable(req, &mut undo)? } else { RunResult::default() };
@@ -68,9 +74,12 @@ impl Plugin for OvsPlugin {
         let conf = OvsConf::parse(req)?;
         let released = if conf.with_ipam { IPAM.del(req) } else { Ok(()) };
         let name = iface::host_end_name(req)?;
-        // Both are tried whatever the other did; the port's error is the one reported.
+        // Both are tried whatever the other did; the port's error is the one reported. The
+        // network's last container port takes its tunnels with it.
         let port = connect(&conf).and_then(|mut ovs| {
-            Ok(remove_port(&mut ovs, &name, true).map_err(doing(format!("remove port {name}"), &conf.ovsdb_socket))?)
+            remove_port(&mut ovs, &name, true).map_err(doing(format!("remove port {name}"), &conf.ovsdb_socket))?;
+            let tunnels = format!("remove the tunnels of network {}", conf.network);
+            Ok(tunnel::remove_if_unused(&mut ovs, &conf).map_err(doing(tunnels, &conf.ovsdb_socket))?)
         });
         let veth = iface::remove_veth(req);
         port.and(veth)?;
@@ -83,7 +92,40 @@ impl Plugin for OvsPlugin {
         if conf.with_ipam {
             IPAM.check(req)?;
         }
-        check_attachment(req, &conf, &prev)
+        check_attachment(req, &conf, &prev)?;
+        tunnel::check(&mut connect(&conf)?, &conf)
+    }
+
+    /// Removes this network's container ports whose attachments are not in
+    /// `cni.dev/valid-attachments`, with their veths (gone already when their containers
+    /// are: Open vSwitch keeps the port all the same), then releases their addresses.
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        let conf = OvsConf::parse(req)?;
+        let keep = req.conf.valid_attachments()?;
+        let mut ovs = connect(&conf)?;
+        let socket = &conf.ovsdb_socket;
+        let ours = [("owner", OWNER), ("network", conf.network.as_str())];
+        let ports = ovs.ports_with(&ours).map_err(doing(format!("list the ports of network {}", conf.network), socket))?;
+        let mut host = Netlink::open()?;
+        for port in ports {
+            // Tunnel ports name no container.
+            let (Some(id), Some(ifname)) = (port.external_ids.get("container-id"), port.external_ids.get("ifname")) else {
+                continue;
+            };
+            if keep.iter().any(|a| a.container_id == *id && a.ifname == *ifname) {
+                continue;
+            }
+            remove_port(&mut ovs, &port.name, true).map_err(doing(format!("remove port {}", port.name), socket))?;
+            if let Some(veth) = host.link_by_name(&port.name)?.filter(|l| l.kind.as_deref() == Some("veth")) {
+                host.delete_link(veth.index)?;
+            }
+        }
+        let tunnels = format!("remove the tunnels of network {}", conf.network);
+        tunnel::remove_if_unused(&mut ovs, &conf).map_err(doing(tunnels, socket))?;
+        if conf.with_ipam {
+            IPAM.forward(req)?;
+        }
+        Ok(())
     }
 }
 
@@ -106,8 +148,14 @@ fn ensure_bridge(ovs: &mut Vswitch, conf: &OvsConf) -> CniResult<()> {
 /// The port for the host end, once ovs-vswitchd has it in the datapath. Its removal is pushed
 /// on `undo`.
 fn add_port<'a>(req: &Request, conf: &'a OvsConf, ovs: &mut Vswitch, name: &str, undo: &mut Rollback<'a>) -> CniResult<()> {
-    let external_ids = [("owner", OWNER), ("container-id", req.container_id.as_str()), ("ifname", req.ifname.as_str())];
-    let port = NewPort { bridge: &conf.bridge, name, vlans: &conf.vlans, external_ids: &external_ids };
+    let external_ids = [
+        ("owner", OWNER),
+        ("network", conf.network.as_str()),
+        ("container-id", req.container_id.as_str()),
+        ("ifname", req.ifname.as_str()),
+    ];
+    let port =
+        NewPort { bridge: &conf.bridge, name, iface_type: "", options: &[], vlans: &conf.vlans, external_ids: &external_ids };
     let what = || format!("add port {name} to Open vSwitch bridge {}", conf.bridge);
     let socket = &conf.ovsdb_socket;
     // Pushed first: a port whose transaction committed but that vswitchd did not apply must

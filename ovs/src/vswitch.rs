@@ -48,11 +48,15 @@ impl Vlans {
     }
 }
 
-/// A port to add: a system interface (the host end of a veth) of the same name.
+/// A port to add, with its interface of the same name: a system interface (the host end of a
+/// veth: `iface_type` ""), or a tunnel (`"gre"`, `"vxlan"`, with `options` such as
+/// `remote_ip` and `key`).
 #[derive(Debug, Clone)]
 pub struct NewPort<'a> {
     pub bridge: &'a str,
     pub name: &'a str,
+    pub iface_type: &'a str,
+    pub options: &'a [(&'a str, &'a str)],
     pub vlans: &'a Vlans,
     pub external_ids: &'a [(&'a str, &'a str)],
 }
@@ -76,6 +80,14 @@ impl PortRow {
     pub fn vlans(&self) -> Vlans {
         Vlans { tag: self.tag, trunks: self.trunks.clone() }
     }
+}
+
+/// An Interface row: its type and options as configured, and what ovs-vswitchd made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceRow {
+    pub iface_type: String,
+    pub options: BTreeMap<String, String>,
+    pub state: InterfaceState,
 }
 
 /// What ovs-vswitchd reports about an interface once it has applied the configuration.
@@ -123,8 +135,12 @@ pub fn add_port_ops(p: &NewPort) -> Vec<Value> {
     if !p.vlans.trunks.is_empty() {
         port["trunks"] = set(p.vlans.trunks.iter().map(|&v| json!(v)));
     }
+    let mut iface = json!({"name": p.name, "type": p.iface_type});
+    if !p.options.is_empty() {
+        iface["options"] = map(p.options.iter().copied());
+    }
     vec![
-        json!({"op": "insert", "table": "Interface", "uuid-name": "iface", "row": {"name": p.name, "type": ""}}),
+        json!({"op": "insert", "table": "Interface", "uuid-name": "iface", "row": iface}),
         json!({"op": "insert", "table": "Port", "uuid-name": "port", "row": port}),
         json!({
             "op": "mutate", "table": "Bridge", "where": by_name(p.bridge),
@@ -206,6 +222,11 @@ fn require_root_row(mutate_result: &Value) -> OvsdbResult<()> {
     Ok(())
 }
 
+/// The UUIDs of a set of references.
+fn uuids(value: Option<&Value>) -> Vec<String> {
+    value.map(set_atoms).unwrap_or_default().into_iter().filter_map(ovsdb::uuid_of).map(str::to_string).collect()
+}
+
 fn small_ints(value: Option<&Value>) -> Vec<u16> {
     let mut out: Vec<u16> = value
         .map(set_atoms)
@@ -239,6 +260,15 @@ fn interface_state(result: &Value) -> Option<InterfaceState> {
     Some(InterfaceState {
         ofport: row.get("ofport").map(set_atoms).and_then(|a| a.first().and_then(|v| v.as_i64())),
         error: row.get("error").map(set_atoms).and_then(|a| a.first().and_then(|v| v.as_str()).map(str::to_string)),
+    })
+}
+
+fn interface_row(result: &Value) -> Option<InterfaceRow> {
+    let row = *ovsdb::rows(result).first()?;
+    Some(InterfaceRow {
+        iface_type: row.get("type").and_then(Value::as_str).unwrap_or_default().to_string(),
+        options: row.get("options").map(ovsdb::string_map).unwrap_or_default(),
+        state: interface_state(result)?,
     })
 }
 
@@ -300,19 +330,35 @@ impl Vswitch {
         ovsdb::rows(&results[0]).first().map(|r| port_row(r)).transpose()
     }
 
+    /// The ports whose `external_ids` include all of `ids`.
+    pub fn ports_with(&mut self, ids: &[(&str, &str)]) -> OvsdbResult<Vec<PortRow>> {
+        let results = self.transact(&[json!({
+            "op": "select", "table": "Port", "where": [condition("external_ids", "includes", map(ids.iter().copied()))],
+            "columns": ["_uuid", "name", "tag", "trunks", "vlan_mode", "external_ids"],
+        })])?;
+        ovsdb::rows(&results[0]).into_iter().map(port_row).collect()
+    }
+
+    /// The interface `name`: type, options and state.
+    pub fn interface(&mut self, name: &str) -> OvsdbResult<Option<InterfaceRow>> {
+        let columns = ["type", "options", "ofport", "error"];
+        let results =
+            self.transact(&[json!({"op": "select", "table": "Interface", "where": by_name(name), "columns": columns})])?;
+        Ok(interface_row(&results[0]))
+    }
+
+    /// The UUIDs of the bridge's ports; `None` when there is no such bridge.
+    pub fn bridge_ports(&mut self, bridge: &str) -> OvsdbResult<Option<Vec<String>>> {
+        let results =
+            self.transact(&[json!({"op": "select", "table": "Bridge", "where": by_name(bridge), "columns": ["ports"]})])?;
+        Ok(ovsdb::rows(&results[0]).first().map(|row| uuids(row.get("ports"))))
+    }
+
     /// The port, the bridge's ports and the interface, read in one transaction.
     pub fn view(&mut self, name: &str, bridge: &str) -> OvsdbResult<PortView> {
         let results = self.transact(&select_port_ops(name, Some(bridge)))?;
         let port = ovsdb::rows(&results[0]).first().map(|r| port_row(r)).transpose()?;
-        let bridge_ports = ovsdb::rows(&results[1]).first().map(|row| {
-            row.get("ports")
-                .map(set_atoms)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(ovsdb::uuid_of)
-                .map(str::to_string)
-                .collect()
-        });
+        let bridge_ports = ovsdb::rows(&results[1]).first().map(|row| uuids(row.get("ports")));
         Ok(PortView { port, bridge_ports, interface: interface_state(&results[2]) })
     }
 
@@ -336,7 +382,14 @@ mod tests {
     #[test]
     fn add_port_is_one_transaction_with_named_uuids() {
         let vlans = Vlans { tag: Some(100), trunks: vec![] };
-        let ops = add_port_ops(&NewPort { bridge: "br0", name: "veth1", vlans: &vlans, external_ids: &[("owner", OWNER)] });
+        let ops = add_port_ops(&NewPort {
+            bridge: "br0",
+            name: "veth1",
+            iface_type: "",
+            options: &[],
+            vlans: &vlans,
+            external_ids: &[("owner", OWNER)],
+        });
         assert_eq!(
             ops[0],
             json!({"op": "insert", "table": "Interface", "uuid-name": "iface", "row": {"name": "veth1", "type": ""}})
@@ -352,10 +405,32 @@ mod tests {
         assert_eq!(ops[4]["columns"], json!(["next_cfg"]));
 
         let trunk = Vlans { tag: None, trunks: vec![100, 200] };
-        let ops = add_port_ops(&NewPort { bridge: "br0", name: "veth2", vlans: &trunk, external_ids: &[] });
+        let ops = add_port_ops(&NewPort {
+            bridge: "br0",
+            name: "veth2",
+            iface_type: "",
+            options: &[],
+            vlans: &trunk,
+            external_ids: &[],
+        });
         assert_eq!(ops[1]["row"]["trunks"], json!(["set", [100, 200]]));
         assert_eq!(ops[1]["row"]["vlan_mode"], "trunk");
         assert!(ops[1]["row"].get("tag").is_none());
+
+        // A tunnel, as `ovs-vsctl add-port br0 gre0 -- set interface gre0 type=gre options:...`.
+        let options = [("remote_ip", "192.0.2.2"), ("key", "5")];
+        let ops = add_port_ops(&NewPort {
+            bridge: "br0",
+            name: "gre0",
+            iface_type: "gre",
+            options: &options,
+            vlans: &trunk,
+            external_ids: &[],
+        });
+        assert_eq!(
+            ops[0]["row"],
+            json!({"name": "gre0", "type": "gre", "options": ["map", [["remote_ip", "192.0.2.2"], ["key", "5"]]]})
+        );
     }
 
     #[test]

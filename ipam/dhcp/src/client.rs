@@ -12,11 +12,12 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// The first retransmission comes after this, then twice as late each time up to 4 s (RFC
-/// 2131 4.1 starts at 4 s; a container's ADD cannot wait that long). A new link drops what
-/// is sent in the first milliseconds after its carrier comes up (until the kernel gives it
-/// a queue): the early retries cost a duplicate or two on a slow server, and save an ADD
-/// from waiting for a packet that was never sent.
-const FIRST_RETRY: Duration = Duration::from_millis(10);
+/// 2131 4.1 starts at 4 s; a container's ADD cannot wait that long). ADD sends once the
+/// link is operational, yet on a busy host the far end of a new veth (the bridge port) can
+/// still be a few milliseconds from forwarding: early retries cost a duplicate or two on a
+/// slow server, and save an ADD from waiting for a packet that was never delivered. (The
+/// kernel rounds a receive timeout up to its clock tick, 4 ms on a 250 Hz kernel.)
+const FIRST_RETRY: Duration = Duration::from_millis(2);
 const MAX_RETRY: Duration = Duration::from_secs(4);
 /// Between a refused REQUEST and the next DISCOVER.
 const RESTART_PAUSE: Duration = Duration::from_millis(50);

@@ -86,7 +86,9 @@ impl Grant {
         // An infinite lease (0xffffffff) is renewed daily all the same: the keeper then
         // notices a namespace that is gone.
         let lease_time = ack.u32_option(opt::LEASE_TIME).unwrap_or(3600).clamp(4, u32::MAX / 2);
-        let t1 = ack.u32_option(opt::T1).filter(|&t| t < lease_time).unwrap_or(lease_time / 2);
+        // T1 < T2 < lease time (RFC 2131, 4.4.5): a T1 that leaves no second for T2 before
+        // the lease runs out is the server's mistake, and the default is taken instead.
+        let t1 = ack.u32_option(opt::T1).filter(|&t| t < lease_time - 1).unwrap_or(lease_time / 2);
         let t2 = ack.u32_option(opt::T2).filter(|&t| t > t1 && t < lease_time).unwrap_or((lease_time / 8 * 7).max(t1 + 1));
         let classless_routes = match ack.option(opt::CLASSLESS_ROUTES) {
             Some(v) => message::classless_routes(v)?,
@@ -178,6 +180,26 @@ mod tests {
             m.push(*c, v.to_vec());
         }
         m
+    }
+
+    /// Fuzzing (berth-fuzz, AFL++ on `dhcp_packet`): an ACK with a lease time of 16843022 s
+    /// and a T1 one second shorter, without T2, gave T2 == the lease time: the keeper would
+    /// have tried to rebind only when the lease had already run out.
+    #[test]
+    fn renew_and_rebind_come_before_expiry_whatever_t1_says() {
+        for t1 in [16_843_021u32, 16_843_022, 16_843_020, 0] {
+            let m = ack(&[
+                (opt::SERVER_ID, &[10, 5, 0, 1]),
+                (opt::LEASE_TIME, &16_843_022u32.to_be_bytes()),
+                (opt::T1, &t1.to_be_bytes()),
+            ]);
+            let g = Grant::from_ack(&m, None).unwrap();
+            assert!(g.t1 < g.t2 && g.t2 < g.lease_time, "T1 {t1}: {} {} {}", g.t1, g.t2, g.lease_time);
+        }
+        let shortest =
+            ack(&[(opt::SERVER_ID, &[10, 5, 0, 1]), (opt::LEASE_TIME, &0u32.to_be_bytes()), (opt::T1, &3u32.to_be_bytes())]);
+        let g = Grant::from_ack(&shortest, None).unwrap();
+        assert!(g.t1 < g.t2 && g.t2 < g.lease_time, "{} {} {}", g.t1, g.t2, g.lease_time);
     }
 
     #[test]

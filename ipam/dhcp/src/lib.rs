@@ -85,14 +85,14 @@ fn owner(req: &Request, conf: &DhcpConf) -> Owner {
     Owner { network: conf.network.clone(), container_id: req.container_id.clone(), ifname: req.ifname.clone() }
 }
 
-/// How long ADD waits for a new link's carrier (a veth's peer up, a macvlan's parent) before
-/// it sends anyway: what is sent before is lost.
+/// How long ADD waits for a new link to be operational (its carrier seen to by the kernel: a
+/// veth's peer up, a macvlan's parent) before it sends anyway: what is sent before is lost.
 const CARRIER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn wait_for_carrier(nl: &mut Netlink, index: u32, wait: std::time::Duration) -> Result<(), DhcpError> {
+fn wait_until_running(nl: &mut Netlink, index: u32, wait: std::time::Duration) -> Result<(), DhcpError> {
     let deadline = std::time::Instant::now() + wait;
     while std::time::Instant::now() < deadline {
-        if nl.link_by_index(index)?.is_some_and(|l| l.carrier) {
+        if nl.link_by_index(index)?.is_some_and(|l| l.carrier && l.running) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
@@ -111,7 +111,7 @@ fn obtain(req: &Request, conf: &DhcpConf) -> Result<Lease, DhcpError> {
     if !link.up {
         nl.set_up(link.index)?;
     }
-    wait_for_carrier(&mut nl, link.index, conf.timeout.min(CARRIER_WAIT))?;
+    wait_until_running(&mut nl, link.index, conf.timeout.min(CARRIER_WAIT))?;
     let mac = link.mac.map(|m| m.0).ok_or_else(|| DhcpError::NoInterface { ifname: req.ifname.clone() })?;
     let client = Client::open(&ns, &req.ifname, mac)?;
     let (grant, _) = client.acquire(&Identity { provide: &conf.provide, request: &conf.request }, conf.timeout)?;

@@ -1,7 +1,9 @@
 //! `berth-dhcp`: the CNI IPAM plugin; `berth-dhcp daemon` runs its lease keeper.
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // args_os: std::env::args panics when a runtime's CNI_PATH makes argv[0] not UTF-8. The
+    // keeper's own arguments come from the JSON configuration, so they are UTF-8.
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     if args.first().map(String::as_str) == Some("daemon") {
         std::process::exit(berth_dhcp::keeper::main(&args[1..]));
     }

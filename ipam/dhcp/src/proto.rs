@@ -80,9 +80,14 @@ pub fn ask(socket: &Path, request: &Ask, start: bool) -> Result<()> {
     let body = serde_json::to_vec(request).map_err(|e| unreachable("cannot encode the request")(e.into()))?;
     stream.write_all(&body).map_err(unreachable("cannot send the request"))?;
     stream.shutdown(std::net::Shutdown::Write).map_err(unreachable("cannot send the request"))?;
-    let mut reply = Vec::new();
-    stream.take(MAX_MESSAGE).read_to_end(&mut reply).map_err(unreachable("no answer"))?;
-    let answer: Answer = serde_json::from_slice(&reply).map_err(|e| unreachable("unreadable answer")(e.into()))?;
+    // The answer is complete when its JSON value is, without waiting for the keeper's
+    // thread to close the connection.
+    let answer: Answer = match serde_json::Deserializer::from_reader(stream.take(MAX_MESSAGE)).into_iter().next() {
+        Some(Ok(answer)) => answer,
+        Some(Err(e)) if e.is_io() => return Err(unreachable("no answer")(e.into())),
+        Some(Err(e)) => return Err(unreachable("unreadable answer")(e.into())),
+        None => return Err(unreachable("no answer")(std::io::ErrorKind::UnexpectedEof.into())),
+    };
     if answer.ok {
         return Ok(());
     }

@@ -92,19 +92,50 @@ impl Plugin for BandwidthPlugin {
     }
 
     /// Removes the ifbs of this network's attachments that are not in
-    /// `cni.dev/valid-attachments` (the qdiscs on their veths went with the veths).
+    /// `cni.dev/valid-attachments` (the qdiscs on their veths went with the veths), and the
+    /// ifbs of ADDs killed before they named their owner.
     fn gc(&self, req: &Request) -> CniResult<()> {
         let keep = req.conf.valid_attachments()?;
         let mut host = Netlink::open()?;
-        for link in host.links_detailed()? {
-            let Some((network, id, ifname)) = link.alias.as_deref().and_then(parse_ifb_alias) else { continue };
-            let kept = keep.iter().any(|a| a.container_id == id && a.ifname == ifname);
-            if link.link.kind.as_deref() == Some("ifb") && network == req.conf.name && !kept {
-                host.delete_link(link.link.index)?;
+        let mut unowned = Vec::new();
+        for link in host.links_detailed()?.into_iter().filter(|l| l.link.kind.as_deref() == Some("ifb")) {
+            match link.alias.as_deref().and_then(parse_ifb_alias) {
+                Some((network, id, ifname)) => {
+                    let kept = keep.iter().any(|a| a.container_id == id && a.ifname == ifname);
+                    if network == req.conf.name && !kept {
+                        host.delete_link(link.link.index)?;
+                    }
+                }
+                None if is_ifb_name(&link.link.name) => unowned.push(link.link),
+                None => {}
             }
         }
-        Ok(())
+        remove_unused_ifbs(&mut host, unowned)
     }
+}
+
+/// Removes the ifbs among `unowned` (ours by their name, without an alias) that no link
+/// redirects to: an ADD killed between the ifb's creation and its alias made them (the
+/// creation is the slow step, so a kill often lands there). They shape nothing, and their
+/// network is unknown: GC of any network removes them. (An ADD under way is not valid yet:
+/// a runtime does not collect garbage while it attaches.)
+fn remove_unused_ifbs(host: &mut Netlink, unowned: Vec<Link>) -> CniResult<()> {
+    if unowned.is_empty() {
+        return Ok(());
+    }
+    let mut used = Vec::new();
+    for link in host.links()? {
+        used.extend(host.ingress_redirects(link.index)?);
+    }
+    for ifb in unowned.into_iter().filter(|ifb| !used.contains(&ifb.index)) {
+        host.delete_link(ifb.index)?;
+    }
+    Ok(())
+}
+
+/// Whether `name` has the form of [`ifb_name`]'s names: `bwb` and eight hex digits.
+fn is_ifb_name(name: &str) -> bool {
+    name.strip_prefix("bwb").is_some_and(|hash| hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The ifb's name, from what every command has (prevResult may be missing on DEL): the
@@ -204,7 +235,11 @@ fn shape_egress<'a>(
         Some(link) if link.kind.as_deref() != Some("ifb") => {
             return Err(CniError::new(Code::Kernel, format!("link {name} exists and is not an ifb")));
         }
-        Some(ifb) => ifb,
+        Some(ifb) => {
+            // One an ADD killed before its alias left has none: GC must know whose it is.
+            host.set_alias(ifb.index, &ifb_alias(req))?;
+            ifb
+        }
         None => {
             let ifb = host.create_ifb(&name, Some(veth.mtu), &ifb_alias(req))?;
             let index = ifb.index;
@@ -268,6 +303,14 @@ mod tests {
     fn buckets_in_bytes_with_a_queue_of_25_ms() {
         let b = token_bucket(Limit { rate: 8_000_000, burst: 262_144 });
         assert_eq!(b, TokenBucket { rate: 1_000_000, burst: 32_768, limit: 25_000 + 32_768 });
+    }
+
+    #[test]
+    fn ifb_names_are_recognised() {
+        assert!(is_ifb_name(&ifb_name("n", "c1", "eth0")));
+        for other in ["bwb", "bwb1234567", "bwb123456789", "bwbxyz12345", "veth1234abcd"] {
+            assert!(!is_ifb_name(other), "{other}");
+        }
     }
 
     #[test]

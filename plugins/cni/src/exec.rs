@@ -63,6 +63,9 @@ pub fn exec_plugin(plugin: &Path, env: &CallEnv, stdin: &[u8], inside: Option<&N
     if let Some(ns) = inside {
         ns.prepare_command(&mut cmd)?;
     }
+    // A delegated plugin (the IPAM plugin) must not go on after its caller was killed: its
+    // ADD would allocate after the runtime's DEL has released.
+    berth_util::tool::die_with_parent(&mut cmd);
     let name = plugin.display();
     let mut child = cmd.spawn().map_err(|e| CniError::io(format!("cannot run plugin {name}"), e))?;
     let mut pipe = child.stdin.take().expect("stdin is piped");

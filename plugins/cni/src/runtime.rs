@@ -122,17 +122,27 @@ impl Runtime {
         Ok(())
     }
 
-    /// CNI 1.1 GC through the chain: each plugin removes what it holds for attachments of
-    /// this network not in `keep` (`cni.dev/valid-attachments`). Plugins that speak an older
-    /// version get no GC, as libcni does; every plugin is asked even when one fails.
+    /// GC as libcni does it: first a DEL (with its cached result) of every cached attachment
+    /// of this network not in `keep`, which also forgets it; then CNI 1.1 GC through the
+    /// chain: each plugin removes what it holds for attachments of this network not in `keep`
+    /// (`cni.dev/valid-attachments`). Plugins that speak an older version get no GC; every
+    /// plugin is asked even when one fails.
     pub fn gc(&self, list: &ConfList, keep: &[(String, String)]) -> CniResult<()> {
+        let mut first_error = None;
+        for cached in self.cached_attachments()?.into_iter().filter(|c| c.network == list.name) {
+            let att = &cached.attachment;
+            if !keep.iter().any(|(id, ifname)| *id == att.container_id && *ifname == att.ifname) {
+                if let Err(e) = self.del(list, att) {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
         let version = list.effective_version(SUPPORTED);
         if crate::spec::Version::parse(&version).is_ok_and(|v| v < crate::spec::Version::V1_1_0) {
-            return Ok(());
+            return first_error.map_or(Ok(()), Err);
         }
         let valid: Vec<Value> =
             keep.iter().map(|(id, ifname)| serde_json::json!({"containerID": id, "ifname": ifname})).collect();
-        let mut first_error = None;
         for plugin in &list.plugins {
             let mut conf = plugin_config(list, &version, plugin, &Map::new(), None)?;
             conf.insert("cni.dev/valid-attachments".into(), Value::Array(valid.clone()));

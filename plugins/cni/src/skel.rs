@@ -4,6 +4,7 @@
 use crate::error::{CniError, CniResult, Code};
 use crate::spec::{NetConf, RunResult, Version, LATEST, SUPPORTED};
 use berth_util::names::{check_identifier, check_interface_name};
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -111,12 +112,29 @@ impl Invocation {
     pub fn from_process() -> CniResult<Invocation> {
         let mut stdin = Vec::new();
         std::io::stdin().read_to_end(&mut stdin).map_err(|e| CniError::io("cannot read stdin", e))?;
-        Ok(Invocation { env: std::env::vars().collect(), stdin })
+        Ok(Invocation { env: text_env(std::env::vars_os())?, stdin })
     }
 
     fn var(&self, key: &str) -> Option<&str> {
         self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
     }
+}
+
+/// The variables of a process as text. `std::env::vars` panics on one that is not UTF-8 (an
+/// abort, with panic=abort); a CNI_* one is refused (code 4), any other is none of a plugin's
+/// business and left out.
+fn text_env(vars: impl Iterator<Item = (OsString, OsString)>) -> CniResult<Vec<(String, String)>> {
+    let mut env = Vec::new();
+    for (key, value) in vars {
+        match (key.into_string(), value.into_string()) {
+            (Ok(key), Ok(value)) => env.push((key, value)),
+            (Ok(key), Err(value)) if key.starts_with("CNI_") => {
+                return Err(CniError::invalid_env(format!("{key} is not UTF-8")).with_details(value.to_string_lossy()));
+            }
+            _ => {}
+        }
+    }
+    Ok(env)
 }
 
 /// The request `plugin` would get for `command` from `inv`, checked as the skel checks it:
@@ -388,6 +406,19 @@ mod tests {
         assert_eq!(v["code"], 100);
         assert_eq!(v["cniVersion"], "0.4.0");
         assert!(v["msg"].as_str().unwrap().contains("eth0"));
+    }
+
+    /// Black-box fuzzing (berth-fuzz, tests/blackbox.rs): a variable that is not UTF-8, a
+    /// stray `BERTH_FUZZ_STRAY=\xff\xfex` or CNI_ARGS with `\xff`, made every plugin abort
+    /// (std::env::vars panics) instead of answering.
+    #[test]
+    fn variables_that_are_not_utf8_are_left_out_or_refused() {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let stray = vec![(bytes(b"CNI_COMMAND"), bytes(b"ADD")), (bytes(b"BERTH_FUZZ_STRAY"), bytes(b"\xff\xfex"))];
+        assert_eq!(text_env(stray.into_iter()).unwrap(), vec![("CNI_COMMAND".to_string(), "ADD".to_string())]);
+        let args = vec![(bytes(b"CNI_ARGS"), bytes(b"IP=\xff"))];
+        assert_eq!(text_env(args.into_iter()).unwrap_err().code, 4);
     }
 
     #[test]

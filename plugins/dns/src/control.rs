@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 /// How long the server may take to answer its control socket, or to go once stopped.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends `command`; the server's answer, or `None` when no server is listening.
+/// Sends `command`; the server's answer, or `None` when no server is listening, or the one
+/// that was went away without answering (told to stop by a plugin killed since).
 pub fn ask(dir: &Path, command: &str) -> DnsResult<Option<String>> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionRefused, ConnectionReset, NotFound};
     let mut conn = match UnixStream::connect(control_path(dir)) {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) if matches!(e.kind(), NotFound | ConnectionRefused) => return Ok(None),
         Err(e) => return Err(DnsError::server("connecting to its control socket", dir, e)),
     };
     let talk = |conn: &mut UnixStream| -> std::io::Result<String> {
@@ -29,15 +31,24 @@ pub fn ask(dir: &Path, command: &str) -> DnsResult<Option<String>> {
         conn.read_to_string(&mut reply)?;
         Ok(reply.trim().to_string())
     };
-    talk(&mut conn).map(Some).map_err(|e| DnsError::server(format!("asking it to {command}"), dir, e))
+    match talk(&mut conn) {
+        Ok(reply) if reply.is_empty() => Ok(None),
+        Ok(reply) => Ok(Some(reply)),
+        Err(e) if matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted) => Ok(None),
+        Err(e) => Err(DnsError::server(format!("asking it to {command}"), dir, e)),
+    }
 }
 
 /// Makes the running server read its records again, or starts one that reads them.
 pub fn reload_or_start(dir: &Path) -> DnsResult<()> {
-    match ask(dir, "reload")? {
-        Some(reply) if reply.starts_with("ok") => Ok(()),
-        Some(reply) => Err(DnsError::Start { dir: dir.to_path_buf(), reason: reply }),
-        None => start(dir),
+    let deadline = Instant::now() + CONTROL_TIMEOUT;
+    loop {
+        match ask(dir, "reload")? {
+            Some(reply) if reply.starts_with("ok") => return Ok(()),
+            Some(reply) => return Err(DnsError::Start { dir: dir.to_path_buf(), reason: reply }),
+            None if servers_of(dir).is_empty() => return start(dir),
+            None => settle(dir, deadline)?,
+        }
     }
 }
 
@@ -51,12 +62,18 @@ pub fn reload_if_running(dir: &Path) -> DnsResult<()> {
 
 /// Stops the server, if one runs, and waits until it is gone (its sockets closed).
 pub fn stop(dir: &Path) -> DnsResult<()> {
-    let Some(reply) = ask(dir, "stop")? else { return Ok(()) };
+    let deadline = Instant::now() + CONTROL_TIMEOUT;
+    let reply = loop {
+        match ask(dir, "stop")? {
+            Some(reply) => break reply,
+            None if servers_of(dir).is_empty() => return Ok(()),
+            None => settle(dir, deadline)?,
+        }
+    };
     let pid = reply
         .strip_prefix("stopping ")
         .and_then(|p| p.parse::<u32>().ok())
         .ok_or_else(|| DnsError::Start { dir: dir.to_path_buf(), reason: format!("it answered {reply:?} to stop") })?;
-    let deadline = Instant::now() + CONTROL_TIMEOUT;
     while is_running(pid) {
         if Instant::now() >= deadline {
             let e = std::io::Error::from(std::io::ErrorKind::TimedOut);
@@ -65,6 +82,33 @@ pub fn stop(dir: &Path) -> DnsResult<()> {
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
+}
+
+/// Waits a little for a server of `dir` that does not listen: one still starting (its ADD
+/// was killed before it was ready) or still stopping (told to by a plugin killed before it
+/// waited). Either holds the network's addresses, and will listen or be gone soon.
+fn settle(dir: &Path, deadline: Instant) -> DnsResult<()> {
+    if Instant::now() >= deadline {
+        let e = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        return Err(DnsError::server("waiting for a server that neither listens nor exits", dir, e));
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    Ok(())
+}
+
+/// The processes serving `dir` (`berth-dns serve --dir DIR`), whether they listen or not.
+fn servers_of(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let wanted: [&[u8]; 3] = [b"serve", b"--dir", dir.as_os_str().as_encoded_bytes()];
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).skip(1).take(3).collect();
+            args == wanted && is_running(*pid)
+        })
+        .collect()
 }
 
 /// Whether `pid` is a process that has not exited (a zombie has).

@@ -103,12 +103,25 @@ impl NetworkState {
 
 /// The network's lock, held for a whole ADD, DEL or GC.
 pub fn lock(dir: &Path) -> DnsResult<LockFile> {
-    Ok(LockFile::acquire(&dir.join(LOCK))?)
+    let lock = LockFile::acquire(&dir.join(LOCK))?;
+    remove_staged_records(dir);
+    Ok(lock)
 }
 
 /// As [`lock`], but `None` when the network has no folder (nothing to undo).
 pub fn lock_existing(dir: &Path) -> DnsResult<Option<LockFile>> {
-    Ok(LockFile::acquire_in_existing_dir(&dir.join(LOCK))?)
+    let lock = LockFile::acquire_in_existing_dir(&dir.join(LOCK))?;
+    if lock.is_some() {
+        remove_staged_records(dir);
+    }
+    Ok(lock)
+}
+
+/// Removes the records a plugin killed while it saved them left staged beside the real ones
+/// (they name its containers): records are only written under the lock, so whoever holds it
+/// next knows their writer is gone.
+fn remove_staged_records(dir: &Path) {
+    berth_util::fs::remove_staged(&dir.join(RECORDS));
 }
 
 pub fn control_path(dir: &Path) -> PathBuf {

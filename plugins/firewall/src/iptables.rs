@@ -12,6 +12,7 @@
 //! -A POSTROUTING -m comment --comment "berth jump" -j BERTH-POSTROUTING
 //! -A BERTH-POSTROUTING -m comment --comment "berth net=NAME" -j BERTH-POST-h
 //! -A BERTH-POST-h -s A/32 -o BR -m conntrack --ctstate DNAT -m comment --comment C -j MASQUERADE    (hairpin)
+//! -A BERTH-POST-h -s A/32 -d PEER/24 -m comment --comment C -j RETURN       (ipMasq, each no-masquerade destination)
 //! -A BERTH-POST-h -s A/32 ! -d 224.0.0.0/4 ! -o BR -m comment --comment C -j MASQUERADE          (ipMasq)
 //! -A BERTH-DNAT [-d HOSTIP/32] -p tcp -m tcp --dport P -m comment --comment C -j DNAT --to-destination A:p
 //! *filter
@@ -158,6 +159,9 @@ fn attachment_rules(a: &Attachment, plan: &Plan, family: Family) -> Vec<Rule> {
         let me = format!("{ip}/{host_len}");
         out.push(Rule::new(Table::Nat, &n.post, format!("-s {me} -o {br} -m conntrack --ctstate DNAT {c} -j MASQUERADE")));
         if a.masquerade {
+            for dst in a.no_masquerade.iter().filter(|d| Family::of(&d.addr()) == family) {
+                out.push(Rule::new(Table::Nat, &n.post, format!("-s {me} -d {} {c} -j RETURN", dst.trunc())));
+            }
             out.push(Rule::new(Table::Nat, &n.post, format!("-s {me} ! -d {multicast} ! -o {br} {c} -j MASQUERADE")));
         }
         let fwd = |spec: String| Rule::new(Table::Filter, &n.fwd, spec);
@@ -224,6 +228,15 @@ impl Saved {
     fn has_rule(&self, rule: &Rule) -> bool {
         self.rules.iter().any(|r| same_rule(r, rule))
     }
+}
+
+/// [`Saved::parse`] and what the backend reads from each rule, for [`crate::fuzzing`].
+pub(crate) fn decode_for_fuzzing(text: &str) -> bool {
+    let saved = Saved::parse(text);
+    for rule in &saved.rules {
+        let _ = (owner_of(rule), jump_target(rule), dnat_of(rule), is_network_chain(&rule.chain));
+    }
+    !saved.rules.is_empty()
 }
 
 /// The same rule, wherever it was inserted.
@@ -656,11 +669,23 @@ mod tests {
             bridge: "br0",
             addresses: &addrs,
             masquerade: true,
+            no_masquerade: &["fd02::/64".parse().unwrap(), "10.2.0.0/24".parse().unwrap()],
             isolate: true,
             port_mappings: &pms,
         };
         let plan = Plan::new(&a).unwrap();
         let rules = attachment_rules(&a, &plan, Family::V6);
+        let post: Vec<&str> = rules.iter().filter(|r| r.chain.starts_with(POST_PREFIX)).map(|r| r.spec.as_str()).collect();
+        let c = "-m comment --comment \"berth net=n id=c1 if=eth0\"";
+        let expected = [
+            format!("-s fd01::2/128 -d fd02::/64 {c} -j RETURN"),
+            format!("-s fd01::2/128 ! -d ff00::/8 ! -o br0 {c} -j MASQUERADE"),
+        ];
+        assert_eq!(
+            post[1..],
+            expected.iter().map(String::as_str).collect::<Vec<_>>(),
+            "the exception of its family, before the masquerade"
+        );
         let dnat = rules.iter().find(|r| r.chain == DNAT).unwrap();
         assert_eq!(
             dnat.spec,
@@ -680,6 +705,7 @@ mod tests {
             bridge: "br0",
             addresses: &addrs,
             masquerade: false,
+            no_masquerade: &[],
             isolate: true,
             port_mappings: &[],
         };

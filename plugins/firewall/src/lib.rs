@@ -5,7 +5,8 @@
 //! - [`Nftables`] (preferred): berth's own `table inet berth`; per-container state lives as
 //!   elements of named maps, so an ADD is one batch whose cost does not grow with the number
 //!   of containers, sent over nfnetlink from the plugin itself, as is the table's creation on
-//!   a host without it (`nft` only lists the table and repairs or upgrades it);
+//!   a host without it, as is a DEL without prevResult, which lists the maps' elements to
+//!   find the attachment's (`nft` only lists the table for CHECK and repairs or upgrades it);
 //! - [`Iptables`] (`iptables-nft` or `iptables-legacy`): per-container rules in berth's own
 //!   chains, one `iptables-save` read and one `iptables-restore --noflush` per family.
 //!
@@ -16,7 +17,9 @@
 //!
 //! What [`Firewall::add`] sets up for an [`Attachment`]:
 //! - masquerade of routed traffic from the container's addresses leaving through any interface
-//!   but its own bridge (when `masquerade`);
+//!   but its own bridge (when `masquerade`), except traffic to the `no_masquerade`
+//!   destinations of the same family, which keeps the container's address (peers routed
+//!   without NAT: per attachment, one element or rule per address and destination);
 //! - DNAT of `hostIP:hostPort/protocol` (any local address without `hostIP`) to the container's
 //!   first address of that family, from outside (prerouting) and from the host (output);
 //! - hairpin: DNATed traffic that leaves through the bridge its (berth container) source lives
@@ -33,6 +36,8 @@
 //!   container has, when `masquerade` is on, there are port mappings or it is open.
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod iptables;
 mod nfnl;
 mod nft;
@@ -44,6 +49,7 @@ pub use nft::Nftables;
 use berth_cni::spec::PortMapping;
 use berth_util::hash::fnv1a32;
 use berth_util::names::{check_identifier, check_interface_name};
+use ipnet::IpNet;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
@@ -67,6 +73,9 @@ pub struct Attachment<'a> {
     pub addresses: &'a [IpAddr],
     /// `ipMasq`: masquerade the container's routed traffic behind the host's address.
     pub masquerade: bool,
+    /// With `masquerade`: destinations whose traffic keeps the container's own address
+    /// (`noMasqueradeDestinations`: other hosts' container subnets, routed without NAT).
+    pub no_masquerade: &'a [IpNet],
     /// `isolateNetworks`: false lets routed traffic between this container and the containers
     /// of other berth networks through, both ways (see the module docs for the rule).
     pub isolate: bool,
@@ -470,6 +479,9 @@ pub(crate) fn run_tool(tool: &Path, args: &[&str], input: Option<&str>) -> Resul
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("LC_ALL", "C");
+    // Killed with the plugin: an iptables-restore left running would apply a batch after
+    // our lock is gone, under a retried DEL that has already read the rules.
+    berth_util::tool::die_with_parent(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
     if let Some(input) = input {
         // Written whole before reading: nft and iptables-restore read all input first.
@@ -511,6 +523,7 @@ mod tests {
             bridge: "br0",
             addresses,
             masquerade: true,
+            no_masquerade: &[],
             isolate: true,
             port_mappings: pms,
         }

@@ -1,8 +1,9 @@
 //! nftables over nfnetlink, without `nft`: the hot path of the nftables backend (ADD's element
 //! batch, DEL's add-then-delete batch) and the first ADD on a host (the whole table, created in
 //! one batch), sent from the plugin process over one NETLINK_NETFILTER socket of berth-netlink's
-//! transport ([`berth_netlink::socket::Transport`], which also reads the kernel's answers).
-//! Everything else (repairs, upgrades, listings) stays with `nft`.
+//! transport ([`berth_netlink::socket::Transport`], which also reads the kernel's answers);
+//! and the elements of a map, dumped ([`Conn::set_elements`]) for a DEL without prevResult.
+//! Everything else (repairs, upgrades, the whole table's listing) stays with `nft`.
 //!
 //! A batch is what `nft -f` sends for the same commands (compared byte for byte with
 //! `nft --debug=mnl`, see the tests here and in [`super::nft`]):
@@ -45,7 +46,7 @@ mod rules;
 
 pub(super) use rules::{Field, Rule, CT_STATE_ESTABLISHED, CT_STATE_RELATED, CT_STATUS_DNAT};
 
-use berth_netlink::socket::{messages, NlError, Protocol, Transport};
+use berth_netlink::socket::{attributes, messages, NlError, Protocol, Transport};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
@@ -53,6 +54,8 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
+/// NLM_F_ROOT | NLM_F_MATCH.
+const NLM_F_DUMP: u16 = 0x300;
 const NLA_F_NESTED: u16 = 0x8000;
 
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -62,6 +65,7 @@ const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFPROTO_INET: u8 = 1;
 
@@ -86,9 +90,14 @@ const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_USERDATA: u16 = 13;
+const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
+const NFT_SET_CONCAT: u32 = 0x80;
+const NFTA_SET_DESC_CONCAT: u16 = 2;
+const NFTA_SET_FIELD_LEN: u16 = 1;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -98,6 +107,7 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_DATA_VALUE: u16 = 1;
 
 // libnftnl's user data: TLVs (u8 type, u8 length) that the kernel stores and `nft` reads back.
@@ -130,6 +140,18 @@ impl Value {
         self.0.extend_from_slice(bytes);
         self.0.resize(self.0.len().next_multiple_of(4), 0);
         self
+    }
+    /// The components of a key or data of `types`, each without its padding; `None` when the
+    /// length is not theirs.
+    pub(super) fn components(&self, types: &[Type]) -> Option<Vec<&[u8]>> {
+        let mut rest = self.0.as_slice();
+        let mut out = Vec::with_capacity(types.len());
+        for ty in types {
+            let len = ty.len() as usize;
+            out.push(rest.get(..len)?);
+            rest = rest.get(len.next_multiple_of(4)..)?;
+        }
+        rest.is_empty().then_some(out)
     }
     /// An interface name: 16 bytes (IFNAMSIZ), zero-padded.
     pub(super) fn push_ifname(&mut self, name: &str) -> &mut Value {
@@ -241,14 +263,20 @@ impl Batch {
         self.set_len(start);
     }
 
-    /// `add set inet <table> <name> { type <key>; [comment ".."]; }`, or with `data` `add map`
-    /// (`type <key> : <data>`).
-    pub(super) fn add_set(&mut self, name: &str, key: &[Type], data: Option<&[Type]>, comment: Option<&str>) {
+    /// `add set inet <table> <name> { type <key>; [flags interval;] [comment ".."]; }`, or
+    /// with `data` `add map` (`type <key> : <data>`). An interval set whose key is a
+    /// concatenation also describes each field's length, as nft does (the kernel's pipapo set
+    /// needs them).
+    pub(super) fn add_set(&mut self, name: &str, key: &[Type], data: Option<&[Type]>, interval: bool, comment: Option<&str>) {
         let start = self.header(NFT_MSG_NEWSET, NLM_F_CREATE);
         let table = self.table.clone();
         self.attr_str(NFTA_SET_TABLE, &table);
         self.attr_str(NFTA_SET_NAME, name);
-        self.attr_u32(NFTA_SET_FLAGS, if data.is_some() { NFT_SET_MAP } else { 0 });
+        let mut flags = if data.is_some() { NFT_SET_MAP } else { 0 };
+        if interval {
+            flags |= NFT_SET_INTERVAL | if key.len() > 1 { NFT_SET_CONCAT } else { 0 };
+        }
+        self.attr_u32(NFTA_SET_FLAGS, flags);
         let (key_type, key_len, key_order) = type_attrs(key);
         self.attr_u32(NFTA_SET_KEY_TYPE, key_type);
         self.attr_u32(NFTA_SET_KEY_LEN, key_len);
@@ -261,6 +289,17 @@ impl Batch {
         }
         self.sets.push(name.to_string());
         self.attr_u32(NFTA_SET_ID, self.sets.len() as u32);
+        if interval && key.len() > 1 {
+            let desc = self.nest(NFTA_SET_DESC);
+            let fields = self.nest(NFTA_SET_DESC_CONCAT);
+            for ty in key {
+                let field = self.nest(NFTA_LIST_ELEM);
+                self.attr_u32(NFTA_SET_FIELD_LEN, ty.len());
+                self.end_nest(field);
+            }
+            self.end_nest(fields);
+            self.end_nest(desc);
+        }
         // nft describes a concatenation ("typeof" user data) with no expressions in it.
         let concat = |ty| {
             let mut inner = udata_u32(NFTNL_UDATA_SET_TYPEOF_EXPR, EXPR_CONCAT);
@@ -300,15 +339,23 @@ impl Batch {
 
     /// `add element inet <table> <set> { key [comment ".."] [: data] }`.
     pub(super) fn add(&mut self, set: &str, key: &Value, data: Option<&Value>, comment: Option<&str>) {
+        self.add_range(set, key, key, data, comment);
+    }
+
+    /// `add element` of an interval set's range (a prefix: `10.62.0.0/24`) from `first` to
+    /// `last`. As nft writes it, the last value (NFTA_SET_ELEM_KEY_END) is left out when it is
+    /// the first.
+    pub(super) fn add_range(&mut self, set: &str, first: &Value, last: &Value, data: Option<&Value>, comment: Option<&str>) {
         let start = self.header(NFT_MSG_NEWSETELEM, NLM_F_CREATE);
-        self.elem_list(set, key, data, comment);
+        self.elem_list(set, first, Some(last).filter(|l| *l != first), data, comment);
         self.set_len(start);
     }
 
-    /// `delete element inet <table> <set> { key }`.
-    pub(super) fn delete(&mut self, set: &str, key: &Value) {
+    /// `delete element inet <table> <set> { key }`, the key a range as [`Batch::add_range`]
+    /// takes it (`first` and `last` the same for a single value).
+    pub(super) fn delete_range(&mut self, set: &str, first: &Value, last: &Value) {
         let start = self.header(NFT_MSG_DELSETELEM, 0);
-        self.elem_list(set, key, None, None);
+        self.elem_list(set, first, Some(last).filter(|l| *l != first), None, None);
         self.set_len(start);
     }
 
@@ -362,7 +409,7 @@ impl Batch {
         self.sets.iter().position(|s| s == set).map(|i| i as u32 + 1)
     }
 
-    fn elem_list(&mut self, set: &str, key: &Value, data: Option<&Value>, comment: Option<&str>) {
+    fn elem_list(&mut self, set: &str, key: &Value, key_end: Option<&Value>, data: Option<&Value>, comment: Option<&str>) {
         let table = self.table.clone();
         self.attr_str(NFTA_SET_ELEM_LIST_TABLE, &table);
         self.attr_str(NFTA_SET_ELEM_LIST_SET, set);
@@ -371,9 +418,10 @@ impl Batch {
         }
         let elements = self.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
         let elem = self.nest(NFTA_LIST_ELEM);
-        let k = self.nest(NFTA_SET_ELEM_KEY);
-        self.attr(NFTA_DATA_VALUE, &key.0);
-        self.end_nest(k);
+        self.data_value(NFTA_SET_ELEM_KEY, &key.0);
+        if let Some(end) = key_end {
+            self.data_value(NFTA_SET_ELEM_KEY_END, &end.0);
+        }
         if let Some(data) = data {
             let d = self.nest(NFTA_SET_ELEM_DATA);
             self.attr(NFTA_DATA_VALUE, &data.0);
@@ -426,6 +474,76 @@ impl Batch {
     }
 }
 
+/// One element of a set or map as the kernel lists it: key (in an interval set, the first
+/// value of its range, and the last when it differs), data (maps only) and the comment
+/// libnftnl's user data carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SetElement {
+    pub key: Value,
+    pub key_end: Option<Value>,
+    pub data: Option<Value>,
+    pub comment: Option<String>,
+}
+
+/// The sequence number of dump requests (a batch's messages count from 0).
+const DUMP_SEQ: u32 = 0x6265_7274;
+
+/// `list set inet <table> <set>`'s request for the elements: NFT_MSG_GETSETELEM with
+/// NLM_F_DUMP, outside any batch, answered by NFT_MSG_NEWSETELEM messages (see
+/// [`parse_elements`]) and NLMSG_DONE, or by ENOENT when the table or the set is missing.
+fn get_elements_request(table: &str, set: &str) -> Vec<u8> {
+    let mut msg = Batch { buf: Vec::with_capacity(64), table: table.to_string(), seq: DUMP_SEQ, acks: 0, sets: Vec::new() };
+    msg.nlmsghdr(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_DUMP);
+    msg.buf.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+    // In nft's order.
+    msg.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+    msg.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+    msg.set_len(0);
+    msg.buf
+}
+
+/// The elements of one NFT_MSG_NEWSETELEM message of a dump: nfgenmsg, then the list's
+/// attributes, laid out as in a batch's (see the module docs). An element without a key is
+/// skipped.
+fn parse_elements(payload: &[u8], out: &mut Vec<SetElement>) {
+    let lists = attributes(payload.get(4..).unwrap_or_default()).filter(|(ty, _)| *ty == NFTA_SET_ELEM_LIST_ELEMENTS);
+    for (_, list) in lists {
+        for (_, elem) in attributes(list).filter(|(ty, _)| *ty == NFTA_LIST_ELEM) {
+            let (mut key, mut key_end, mut data, mut comment) = (None, None, None, None);
+            for (ty, value) in attributes(elem) {
+                match ty {
+                    NFTA_SET_ELEM_KEY => key = data_value(value),
+                    NFTA_SET_ELEM_KEY_END => key_end = data_value(value),
+                    NFTA_SET_ELEM_DATA => data = data_value(value),
+                    NFTA_SET_ELEM_USERDATA => comment = udata_comment(value),
+                    _ => {}
+                }
+            }
+            if let Some(key) = key {
+                out.push(SetElement { key, key_end, data, comment });
+            }
+        }
+    }
+}
+
+/// The NFTA_DATA_VALUE of a nested key or data attribute.
+fn data_value(nested: &[u8]) -> Option<Value> {
+    attributes(nested).find(|(ty, _)| *ty == NFTA_DATA_VALUE).map(|(_, bytes)| Value(bytes.to_vec()))
+}
+
+/// An element's comment in libnftnl's user data (TLVs, see [`udata`]), without its NUL.
+fn udata_comment(mut udata: &[u8]) -> Option<String> {
+    while let [ty, len, rest @ ..] = udata {
+        let value = rest.get(..usize::from(*len))?;
+        if *ty == NFTNL_UDATA_SET_ELEM_COMMENT {
+            let text = value.split(|b| *b == 0).next().unwrap_or_default();
+            return String::from_utf8(text.to_vec()).ok();
+        }
+        udata = &rest[value.len()..];
+    }
+    None
+}
+
 /// One TLV of libnftnl's user data: type, length, value (no padding).
 fn udata(ty: u8, value: &[u8]) -> Vec<u8> {
     let len = u8::try_from(value.len()).unwrap_or(u8::MAX);
@@ -464,18 +582,66 @@ impl Clone for Conn {
 
 impl Conn {
     fn exchange(&self, bytes: &[u8], acks: usize) -> Result<(), NlError> {
+        self.with_transport(|transport| exchange(transport, bytes, acks))
+    }
+
+    /// Every element of `set` in `table inet <table>`, from a dump during which nothing
+    /// changed in nf_tables (see [`dump_elements`]); ENOENT when the table or the set does not
+    /// exist.
+    pub(super) fn set_elements(&self, table: &str, set: &str) -> Result<Vec<SetElement>, NlError> {
+        const ATTEMPTS: usize = 8;
+        self.with_transport(|transport| {
+            for _ in 0..ATTEMPTS {
+                if let Some(elements) = dump_elements(transport, table, set)? {
+                    return Ok(elements);
+                }
+            }
+            Err(NlError::Protocol(format!("set {set} changed during each of {ATTEMPTS} dumps of its elements")))
+        })
+    }
+
+    /// Runs `f` on the socket of the calling thread's namespace, opened when there is none.
+    /// The socket is kept after a success or the kernel's refusal, when every answer has been
+    /// read, and not after a failure part-way, which may leave answers unread.
+    fn with_transport<T>(&self, f: impl FnOnce(&mut Transport) -> Result<T, NlError>) -> Result<T, NlError> {
         let ns = std::fs::metadata("/proc/thread-self/ns/net").map(|m| (m.dev(), m.ino()))?;
         let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut transport = match guard.take() {
             Some((have, transport)) if have == ns => transport,
             _ => Transport::open(Protocol::Netfilter)?,
         };
-        // Kept after a success only: a failed exchange may have left answers unread (and
-        // failures are the slow path anyway).
-        exchange(&mut transport, bytes, acks)?;
-        *guard = Some((ns, transport));
-        Ok(())
+        let out = f(&mut transport);
+        if matches!(out, Ok(_) | Err(NlError::Kernel { .. })) {
+            *guard = Some((ns, transport));
+        }
+        out
     }
+}
+
+/// One dump of a set's elements; `None` when nf_tables' generation changed between two of
+/// its datagrams. A dump resumes by counting the elements it has sent, so a commit in between
+/// (another plugin's DEL) makes it skip some: 20 elements deleted between the first and the
+/// second datagram of a dump of 2000 made it miss 20 others (kernel 6.18), and it flags no
+/// interrupted dump (NLM_F_DUMP_INTR). Each message's nfgenmsg carries the generation
+/// counter (res_id), which a commit changes.
+fn dump_elements(transport: &mut Transport, table: &str, set: &str) -> Result<Option<Vec<SetElement>>, NlError> {
+    const NEWSETELEM: u16 = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM;
+    // The datagrams are read first and parsed after, so that the dump takes as short a
+    // time as it can: the kernel makes each next part when the previous one has been read.
+    let (mut parts, mut generation, mut changed) = (Vec::new(), None, false);
+    transport.exchange(&get_elements_request(table, set), DUMP_SEQ, |kind, payload| {
+        if kind == NEWSETELEM {
+            let res_id = payload.get(2..4).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            changed |= *generation.get_or_insert(res_id) != res_id;
+            parts.push(payload.to_vec());
+        }
+    })?;
+    if changed {
+        return Ok(None);
+    }
+    let mut elements = Vec::new();
+    parts.iter().for_each(|part| parse_elements(part, &mut elements));
+    Ok(Some(elements))
 }
 
 /// Sends one batch and reads every answer. The kernel processes a batch synchronously in
@@ -552,6 +718,52 @@ pub(super) mod tests {
     const NFT_DEL_MASQ4: &str = "01000000 0a000100 62657274 68000000 0a000200 6d617371 34000000
         14000380 10000180 0c000180 08000100 0a010002";
 
+    /// `nft --debug=mnl list map inet berth ctr4` (nftables 1.0.6) sends NFT_MSG_GETSETELEM
+    /// with NLM_F_DUMP, nfgenmsg { NFPROTO_INET, v0, 0 }, the set's name, then the table's.
+    #[test]
+    fn element_dump_request_is_what_nft_sends() {
+        let bytes = get_elements_request("berth", "ctr4");
+        let msgs = messages(&bytes);
+        assert_eq!(msgs.len(), 1);
+        let (ty, flags, payload) = &msgs[0];
+        assert_eq!((*ty, *flags), (0x0a0d, NLM_F_REQUEST | NLM_F_DUMP));
+        assert_eq!(payload[..4], [NFPROTO_INET, 0, 0, 0]);
+        let attrs: Vec<(u16, &[u8])> = attributes(&payload[4..]).collect();
+        assert_eq!(attrs, [(NFTA_SET_ELEM_LIST_SET, &b"ctr4\0"[..]), (NFTA_SET_ELEM_LIST_TABLE, &b"berth\0"[..])]);
+    }
+
+    /// A dump's NFT_MSG_NEWSETELEM lays its elements out as a batch's does (the kernel adds
+    /// flags, which are skipped); user data may hold other TLVs before the comment.
+    #[test]
+    fn dumped_elements_give_key_data_and_comment() {
+        let mut key = Value::default();
+        key.push(&[10, 1, 0, 2]).push_ifname("br0");
+        let mut tag = Value::default();
+        tag.push(&0x1234_5678u32.to_ne_bytes());
+        let mut b = Batch::new("berth");
+        b.add("ctr4", &key, Some(&tag), Some("berth net=n id=c1 if=eth0"));
+        let (mut first, mut last) = (Value::default(), Value::default());
+        first.push(&[10, 1, 0, 2]).push(&[10, 62, 0, 0]);
+        last.push(&[10, 1, 0, 2]).push(&[10, 62, 0, 255]);
+        b.add_range("nomasq4", &first, &last, None, None);
+        let (bytes, _) = b.into_bytes();
+        let mut elements = Vec::new();
+        for (_, _, payload) in &messages(&bytes)[1..3] {
+            parse_elements(payload, &mut elements);
+        }
+        let comment = Some("berth net=n id=c1 if=eth0".to_string());
+        let commented = SetElement { key: key.clone(), key_end: None, data: Some(tag), comment };
+        let range = SetElement { key: first, key_end: Some(last), data: None, comment: None };
+        assert_eq!(elements, [commented, range]);
+
+        let mut udata = udata_u32(3, 7);
+        udata.extend(udata_str(NFTNL_UDATA_SET_ELEM_COMMENT, "berth net=n id=c2 if=eth1"));
+        assert_eq!(udata_comment(&udata).as_deref(), Some("berth net=n id=c2 if=eth1"));
+        assert_eq!(udata_comment(&udata[..udata.len() - 3]), None, "a cut TLV is no comment");
+        assert_eq!(key.components(&[Type::Ipv4Addr, Type::Ifname]).unwrap(), [&[10, 1, 0, 2][..], &key.0[4..20]]);
+        assert_eq!(key.components(&[Type::Ipv4Addr]), None, "a key of other types");
+    }
+
     #[test]
     #[cfg(target_endian = "little")]
     fn messages_match_what_nft_sends() {
@@ -572,7 +784,7 @@ pub(super) mod tests {
 
         let mut key = Value::default();
         key.push(&[10, 1, 0, 2]);
-        b.delete("masq4", &key);
+        b.delete_range("masq4", &key, &key);
 
         let (bytes, acks) = b.into_bytes();
         assert_eq!(acks, 3);

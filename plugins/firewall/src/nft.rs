@@ -3,8 +3,9 @@
 //! elements. An ADD is one batch of a handful of `add element` commands, whatever the number
 //! of containers already there; a DEL one batch of element commands too. Those two batches,
 //! the hot path, go straight to the kernel over nfnetlink ([`super::nfnl`]: no `nft` process);
-//! so does the first ADD on a host, which creates the whole table in one batch (below); `nft`
-//! lists the table and rewrites it on the other slow paths.
+//! so does the first ADD on a host, which creates the whole table in one batch (below), and so
+//! does a DEL without prevResult (below); `nft` lists the table and rewrites it on ADD's slow
+//! path, and lists it for CHECK.
 //!
 //! Every element is a map entry commented `berth net=.. id=.. if=..`. The address maps carry
 //! the attachment's 32-bit tag as data, the port maps their DNAT target, and `add element` of
@@ -16,6 +17,13 @@
 //!   removes nothing;
 //! - DEL: `add` (the same check: never removes another attachment's element), then `delete`:
 //!   absent elements are no error, without a listing (`destroy element` needs nft >= 1.0.8).
+//!
+//! A DEL without prevResult (a runtime that lost its result cache: containerd after a
+//! restart, Kubernetes) does not know the keys. It dumps each map's elements over nfnetlink
+//! (NFT_MSG_GETSETELEM, a few microseconds a map), picks those whose comment names the
+//! attachment, and sends the same add-then-delete batch for them; so does a DEL whose batch
+//! failed (a key another attachment holds now), and GC, for the attachments it collects. A
+//! missing table or map holds nothing: such a DEL succeeds.
 //!
 //! The ADD batch also adds an element to a set named after a hash of the rules
 //! (`rules_XXXXXXXX`): when the table, a map or that set is missing (first ADD, rules of
@@ -45,14 +53,24 @@
 //! now (an absent one is added and deleted in the same batch), and the slow path of an
 //! isolated ADD removes any left on its keys, so a stale one never opens the next holder of
 //! an address.
+//!
+//! A masqueraded container's exceptions (`no_masquerade`) are elements of `nomasq4`/`nomasq6`,
+//! interval maps keyed `container address . destination prefix` (`10.1.0.2 . 10.62.0.0/24`),
+//! which postrouting looks up before the masquerade, to `return`. A prefix is a range: its
+//! element carries the first and the last key (NFTA_SET_ELEM_KEY_END) in nfnetlink, as nft
+//! writes it, and its DEL names both. A key overlapping another element's fails the `add`
+//! with EEXIST as a held key does; the slow path of an ADD removes the exceptions listed for
+//! its addresses that it does not ask for (stale, or of its own configuration before).
 
 use super::nfnl;
 use super::{
     enable_forwarding, port_taken, require_tool, run_tool, socket, Attachment, Family, Firewall, FirewallError, FirewallResult,
     Mapping, Owner, Plan, Proto,
 };
+use berth_netlink::socket::NlError;
+use ipnet::IpNet;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
@@ -67,6 +85,8 @@ const SENTINEL_COMMENT: &str = "marks the chains' rules as those of this berth v
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ty {
     Addr,
+    /// A prefix, in an interval map: `10.62.0.0/24`.
+    Net,
     Ifname,
     Proto,
     Port,
@@ -83,30 +103,34 @@ struct MapDef {
     key: &'static [Ty],
     data: DataTy,
     decl: &'static str,
+    /// `flags interval`: its keys may be prefixes.
+    interval: bool,
 }
 
 const MAPS: &[MapDef] = &[
     // Every container address and its bridge (isolation, hairpin): data is the owner's tag.
-    MapDef { name: "ctr4", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv4_addr . ifname : mark" },
-    MapDef { name: "ctr6", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv6_addr . ifname : mark" },
+    MapDef { name: "ctr4", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv4_addr . ifname : mark", interval: false },
+    MapDef { name: "ctr6", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv6_addr . ifname : mark", interval: false },
     // Containers open to other berth networks (isolateNetworks false), keyed like ctr4/ctr6.
-    MapDef { name: "open4", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv4_addr . ifname : mark" },
-    MapDef { name: "open6", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv6_addr . ifname : mark" },
+    MapDef { name: "open4", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv4_addr . ifname : mark", interval: false },
+    MapDef { name: "open6", key: &[Ty::Addr, Ty::Ifname], data: DataTy::Tag, decl: "ipv6_addr . ifname : mark", interval: false },
     // Addresses of containers with ipMasq.
-    MapDef { name: "masq4", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv4_addr : mark" },
-    MapDef { name: "masq6", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv6_addr : mark" },
+    MapDef { name: "masq4", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv4_addr : mark", interval: false },
+    MapDef { name: "masq6", key: &[Ty::Addr], data: DataTy::Tag, decl: "ipv6_addr : mark", interval: false },
     // Published ports on every local address: protocol . port -> container address . port.
     MapDef {
         name: "ports4",
         key: &[Ty::Proto, Ty::Port],
         data: DataTy::Target,
         decl: "inet_proto . inet_service : ipv4_addr . inet_service",
+        interval: false,
     },
     MapDef {
         name: "ports6",
         key: &[Ty::Proto, Ty::Port],
         data: DataTy::Target,
         decl: "inet_proto . inet_service : ipv6_addr . inet_service",
+        interval: false,
     },
     // Published ports on one host address (hostIP): looked up first.
     MapDef {
@@ -114,12 +138,30 @@ const MAPS: &[MapDef] = &[
         key: &[Ty::Addr, Ty::Proto, Ty::Port],
         data: DataTy::Target,
         decl: "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+        interval: false,
     },
     MapDef {
         name: "hostports6",
         key: &[Ty::Addr, Ty::Proto, Ty::Port],
         data: DataTy::Target,
         decl: "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
+        interval: false,
+    },
+    // Destinations a masqueraded container's traffic keeps its own address to
+    // (noMasqueradeDestinations): container address . destination prefix.
+    MapDef {
+        name: "nomasq4",
+        key: &[Ty::Addr, Ty::Net],
+        data: DataTy::Tag,
+        decl: "ipv4_addr . ipv4_addr : mark",
+        interval: true,
+    },
+    MapDef {
+        name: "nomasq6",
+        key: &[Ty::Addr, Ty::Net],
+        data: DataTy::Tag,
+        decl: "ipv6_addr . ipv6_addr : mark",
+        interval: true,
     },
 ];
 
@@ -130,6 +172,14 @@ add chain inet berth postrouting { type nat hook postrouting priority srcnat; po
 add chain inet berth forward { type filter hook forward priority filter; policy accept; }
 ";
 
+impl MapDef {
+    /// What `add map` declares: `type ...;`, and `flags interval;` for an interval map.
+    fn declaration(&self) -> String {
+        let flags = if self.interval { " flags interval;" } else { "" };
+        format!("type {};{flags}", self.decl)
+    }
+}
+
 /// The set whose presence says the chains hold this version's rules: named after a hash of
 /// the chains, the maps' types and the rules' text (computed once: every ADD names it).
 fn sentinel() -> String {
@@ -137,7 +187,7 @@ fn sentinel() -> String {
     NAME.get_or_init(|| {
         let mut text = String::from(CHAINS);
         for m in MAPS {
-            text += m.decl;
+            text += &m.declaration();
         }
         for (chain, rules) in rules() {
             text += chain;
@@ -163,7 +213,7 @@ fn sentinel_ref_nfnl(batch: &mut nfnl::Batch) {
 fn setup(listing: &Listing) -> String {
     let mut s = format!("add table {TABLE} {{ comment \"{TABLE_COMMENT}\"; }}\n");
     for m in MAPS {
-        let _ = writeln!(s, "add map {TABLE} {} {{ type {}; }}", m.name, m.decl);
+        let _ = writeln!(s, "add map {TABLE} {} {{ {} }}", m.name, m.declaration());
     }
     s += CHAINS;
     for (chain, rules) in rules() {
@@ -207,9 +257,11 @@ fn rules() -> [(&'static str, Vec<nfnl::Rule>); 4] {
         ("postrouting", vec![
             r().nfproto(V4).ct_status(CT_STATUS_DNAT).lookup(&[Saddr(V4), Oifname], "ctr4").masquerade().comment("hairpin"),
             r().nfproto(V4).lookup(&[Saddr(V4), Oifname], "ctr4").ret().comment("stays on its own bridge"),
+            r().nfproto(V4).lookup(&[Saddr(V4), Daddr(V4)], "nomasq4").ret().comment("noMasqueradeDestinations"),
             r().nfproto(V4).lookup(&[Saddr(V4)], "masq4").not_in(Daddr(V4), multicast4, 4).masquerade().comment("ipMasq"),
             r().nfproto(V6).ct_status(CT_STATUS_DNAT).lookup(&[Saddr(V6), Oifname], "ctr6").masquerade().comment("hairpin"),
             r().nfproto(V6).lookup(&[Saddr(V6), Oifname], "ctr6").ret().comment("stays on its own bridge"),
+            r().nfproto(V6).lookup(&[Saddr(V6), Daddr(V6)], "nomasq6").ret().comment("noMasqueradeDestinations"),
             r().nfproto(V6).lookup(&[Saddr(V6)], "masq6").not_in(Daddr(V6), multicast6, 8).masquerade().comment("ipMasq"),
         ]),
         ("forward", vec![
@@ -229,8 +281,11 @@ fn rules() -> [(&'static str, Vec<nfnl::Rule>); 4] {
     ]
 }
 
+/// A map's key and data types.
+type MapTypes = (Vec<nfnl::Type>, Vec<nfnl::Type>);
+
 /// A map's `type` declaration (`ipv4_addr . ifname : mark`): key and data types.
-fn map_types(decl: &str) -> Option<(Vec<nfnl::Type>, Vec<nfnl::Type>)> {
+fn map_types(decl: &str) -> Option<MapTypes> {
     let types = |s: &str| s.split('.').map(|t| nfnl::Type::parse(t.trim())).collect::<Option<Vec<_>>>();
     let (key, data) = decl.split_once(':')?;
     Some((types(key)?, types(data)?))
@@ -269,7 +324,7 @@ fn create_batch(elems: &[Elem], comment: &str) -> Result<nfnl::Batch, String> {
     batch.create_table(TABLE_COMMENT);
     for m in MAPS {
         let (key, data) = map_types(m.decl).ok_or_else(|| format!("map {}: cannot read type {:?}", m.name, m.decl))?;
-        batch.add_set(m.name, &key, Some(&data), None);
+        batch.add_set(m.name, &key, Some(&data), m.interval, None);
     }
     for line in CHAINS.lines() {
         let (name, ty, hook, priority) = base_chain(line).ok_or_else(|| format!("cannot read chain {line:?}"))?;
@@ -278,7 +333,7 @@ fn create_batch(elems: &[Elem], comment: &str) -> Result<nfnl::Batch, String> {
     for (chain, rules) in rules() {
         rules.iter().for_each(|rule| batch.add_rule(chain, rule));
     }
-    batch.add_set(&sentinel(), &[nfnl::Type::Mark], None, Some(SENTINEL_COMMENT));
+    batch.add_set(&sentinel(), &[nfnl::Type::Mark], None, false, Some(SENTINEL_COMMENT));
     sentinel_ref_nfnl(&mut batch);
     elems.iter().for_each(|e| e.add_nfnl(&mut batch, comment));
     Ok(batch)
@@ -287,6 +342,8 @@ fn create_batch(elems: &[Elem], comment: &str) -> Result<nfnl::Batch, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Addr(IpAddr),
+    /// A prefix (truncated), in an interval map's key.
+    Net(IpNet),
     Ifname(String),
     Proto(Proto),
     Port(u16),
@@ -322,21 +379,34 @@ impl Elem {
     fn delete(&self) -> String {
         delete_text(self.map, &self.key)
     }
-    /// [`Elem::add`] in an nfnetlink batch.
+    /// [`Elem::add`] in an nfnetlink batch (a key with a prefix is a range).
     fn add_nfnl(&self, batch: &mut nfnl::Batch, comment: &str) {
-        batch.add(self.map, &key_value(&self.key), Some(&self.data.value()), Some(comment));
+        batch.add_range(self.map, &key_value(&self.key), &key_last(&self.key), Some(&self.data.value()), Some(comment));
     }
     /// [`Elem::delete`] in an nfnetlink batch.
     fn delete_nfnl(&self, batch: &mut nfnl::Batch) {
-        batch.delete(self.map, &key_value(&self.key));
+        batch.delete_range(self.map, &key_value(&self.key), &key_last(&self.key));
     }
 }
 
-/// A key as the kernel compares it (see [`nfnl::Value`] for each type's bytes).
+/// A key as the kernel compares it (see [`nfnl::Value`] for each type's bytes); in an interval
+/// map, the first value of its range (a prefix's network address).
 fn key_value(key: &[Part]) -> nfnl::Value {
     let mut v = nfnl::Value::default();
     for part in key {
         part.push_to(&mut v);
+    }
+    v
+}
+
+/// The last value of a key's range: a prefix's last address (the key itself without one).
+fn key_last(key: &[Part]) -> nfnl::Value {
+    let mut v = nfnl::Value::default();
+    for part in key {
+        match part {
+            Part::Net(net) => Part::Addr(net.broadcast()).push_to(&mut v),
+            other => other.push_to(&mut v),
+        }
     }
     v
 }
@@ -346,10 +416,44 @@ impl Part {
         match self {
             Part::Addr(IpAddr::V4(ip)) => v.push(&ip.octets()),
             Part::Addr(IpAddr::V6(ip)) => v.push(&ip.octets()),
+            Part::Net(net) => match net.network() {
+                IpAddr::V4(ip) => v.push(&ip.octets()),
+                IpAddr::V6(ip) => v.push(&ip.octets()),
+            },
             Part::Ifname(name) => v.push_ifname(name),
             Part::Proto(proto) => v.push(&[proto.number()]),
             Part::Port(port) => v.push(&port.to_be_bytes()),
         };
+    }
+
+    /// One component of a key of type `ty` as the kernel holds it
+    /// ([`nfnl::Value::components`]), `nf` its nft type; `last`, the same component of the
+    /// range's last value (in an interval map; else the same bytes). A prefix is the range
+    /// from its network address to its last address.
+    fn read(ty: Ty, nf: nfnl::Type, first: &[u8], last: &[u8]) -> Option<Part> {
+        let addr = |bytes: &[u8]| match nf {
+            nfnl::Type::Ipv4Addr => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+            nfnl::Type::Ipv6Addr => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+            _ => None,
+        };
+        Some(match ty {
+            Ty::Addr => Part::Addr(addr(first)?),
+            Ty::Net => {
+                let (first, last) = (addr(first)?, addr(last)?);
+                let bits = if first.is_ipv4() { 32 } else { 128 };
+                let prefix = (0..=bits)
+                    .rev()
+                    .map(|len| IpNet::new(first, len))
+                    .find_map(|net| net.ok().filter(|net| net.network() == first && net.broadcast() == last));
+                Part::Net(prefix?)
+            }
+            Ty::Ifname => {
+                let name = first.split(|b| *b == 0).next().unwrap_or_default();
+                Part::Ifname(String::from_utf8(name.to_vec()).ok()?)
+            }
+            Ty::Proto => Part::Proto(Proto::from_number(u64::from(*first.first()?))?),
+            Ty::Port => Part::Port(u16::from_be_bytes(first.try_into().ok()?)),
+        })
     }
 }
 
@@ -373,6 +477,9 @@ fn key_text(key: &[Part]) -> String {
         .iter()
         .map(|p| match p {
             Part::Addr(ip) => ip.to_string(),
+            // A whole address is written, and listed, without its prefix length.
+            Part::Net(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
+            Part::Net(net) => net.to_string(),
             Part::Ifname(name) => format!("\"{name}\""),
             Part::Proto(proto) => proto.to_string(),
             Part::Port(port) => port.to_string(),
@@ -409,6 +516,10 @@ fn elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
         }
         if a.masquerade {
             out.push(Elem { map: v(family, "masq4", "masq6"), key: vec![Part::Addr(*ip)], data: tag.clone(), mapping: None });
+            for dst in a.no_masquerade.iter().filter(|d| Family::of(&d.addr()) == family) {
+                let key = vec![Part::Addr(*ip), Part::Net(dst.trunc())];
+                out.push(Elem { map: v(family, "nomasq4", "nomasq6"), key, data: tag.clone(), mapping: None });
+            }
         }
     }
     for m in &plan.mappings {
@@ -468,23 +579,68 @@ impl Listing {
     /// Whom an element belongs to: its comment's owner, except for a port element aimed at an
     /// address another attachment now holds (see the module docs).
     fn owner_of<'a>(&'a self, l: &'a Listed) -> Option<&'a Owner> {
-        let Some(Data::Target(target, _)) = l.data else { return l.owner.as_ref() };
-        let holders: Vec<&Owner> = self
-            .elems
-            .iter()
-            .filter(|e| matches!(e.map, "ctr4" | "ctr6") && e.key.first() == Some(&Part::Addr(target)))
-            .filter_map(|e| e.owner.as_ref())
-            .collect();
-        match (&l.owner, holders.first()) {
-            (Some(own), _) if holders.iter().any(|h| h.same_attachment(own)) => Some(own),
-            (_, Some(holder)) => Some(holder),
-            (own, None) => own.as_ref(),
-        }
+        owner_among(l, &self.address_holders())
     }
 
-    fn owned_by<'a>(&'a self, pick: impl Fn(&Owner) -> bool + 'a) -> impl Iterator<Item = &'a Listed> + 'a {
-        self.elems.iter().filter(move |l| self.owner_of(l).is_some_and(&pick))
+    /// The elements of the attachments `pick` chooses, with their owners. The address holders
+    /// are gathered once, not once per port element (a listing of a thousand attachments).
+    fn owned_by<'a>(&'a self, pick: impl Fn(&Owner) -> bool + 'a) -> impl Iterator<Item = (&'a Listed, &'a Owner)> + 'a {
+        let holders = self.address_holders();
+        self.elems.iter().filter_map(move |l| owner_among(l, &holders).filter(|o| pick(o)).map(|o| (l, o)))
     }
+
+    /// The attachments whose `ctr4`/`ctr6` elements hold each address, in listing order.
+    fn address_holders(&self) -> HashMap<IpAddr, Vec<&Owner>> {
+        let mut holders: HashMap<IpAddr, Vec<&Owner>> = HashMap::new();
+        for e in self.elems.iter().filter(|e| matches!(e.map, "ctr4" | "ctr6")) {
+            if let (Some(Part::Addr(ip)), Some(owner)) = (e.key.first(), &e.owner) {
+                holders.entry(*ip).or_default().push(owner);
+            }
+        }
+        holders
+    }
+}
+
+/// [`Listing::owner_of`], given the listing's [`Listing::address_holders`].
+fn owner_among<'a>(l: &'a Listed, holders: &HashMap<IpAddr, Vec<&'a Owner>>) -> Option<&'a Owner> {
+    let Some(Data::Target(target, _)) = l.data else { return l.owner.as_ref() };
+    let holders = holders.get(&target).map(Vec::as_slice).unwrap_or_default();
+    match (&l.owner, holders.first()) {
+        (Some(own), _) if holders.iter().any(|h| h.same_attachment(own)) => Some(own),
+        (_, Some(holder)) => Some(*holder),
+        (own, None) => own.as_ref(),
+    }
+}
+
+/// An element of map `def` as nfnetlink lists it; `None` when its key or data is not of the
+/// map's types (a map of that name that berth did not write).
+fn listed_element(def: &MapDef, (key_types, data_types): &MapTypes, e: &nfnl::SetElement) -> Option<Listed> {
+    let first = e.key.components(key_types)?;
+    let last = match &e.key_end {
+        Some(end) => end.components(key_types)?,
+        None => first.clone(),
+    };
+    let types = def.key.iter().zip(key_types);
+    let key =
+        types.zip(first.iter().zip(&last)).map(|((ty, nf), (f, l))| Part::read(*ty, *nf, f, l)).collect::<Option<Vec<_>>>()?;
+    let data = match (def.data, &e.data.as_ref()?.components(data_types)?[..], &data_types[..]) {
+        (DataTy::Tag, [mark], _) => Data::Tag(u32::from_ne_bytes((*mark).try_into().ok()?)),
+        (DataTy::Target, [addr, port], [addr_type, _]) => match Part::read(Ty::Addr, *addr_type, addr, addr)? {
+            Part::Addr(ip) => Data::Target(ip, u16::from_be_bytes((*port).try_into().ok()?)),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Listed { map: def.name, key, data: Some(data), owner: e.comment.as_deref().and_then(Owner::parse) })
+}
+
+/// [`parse_listing`] and every element's owner, for [`crate::fuzzing`].
+pub(crate) fn decode_for_fuzzing(json: &str) -> bool {
+    let Ok(listing) = parse_listing(json) else { return false };
+    for elem in &listing.elems {
+        let _ = listing.owner_of(elem);
+    }
+    true
 }
 
 fn parse_listing(json: &str) -> Result<Listing, String> {
@@ -534,6 +690,15 @@ fn parse_parts(val: &Value, types: &[Ty]) -> Option<Vec<Part>> {
 fn parse_part(v: &Value, ty: Ty) -> Option<Part> {
     match ty {
         Ty::Addr => v.as_str()?.parse().ok().map(Part::Addr),
+        // `"10.62.0.5"` (a whole address) or `{"prefix": {"addr": "10.62.0.0", "len": 24}}`.
+        Ty::Net => match (v.as_str(), v.get("prefix")) {
+            (Some(addr), _) => addr.parse::<IpAddr>().ok().map(IpNet::from),
+            (None, Some(prefix)) => {
+                IpNet::new(prefix["addr"].as_str()?.parse().ok()?, u8::try_from(prefix["len"].as_u64()?).ok()?).ok()
+            }
+            (None, None) => None,
+        }
+        .map(Part::Net),
         Ty::Ifname => v.as_str().map(|s| Part::Ifname(s.to_string())),
         Ty::Proto => match v {
             Value::String(s) => Proto::parse(s),
@@ -609,6 +774,15 @@ impl Nftables {
                 batch += &e.delete();
             }
         }
+        // Exceptions of its addresses it does not ask for (an address has one holder: they are
+        // stale, or of its own configuration before): one overlapping a wanted prefix would
+        // make the `add` fail.
+        let wanted = |l: &Listed| elems.iter().any(|e| e.map == l.map && e.key == l.key);
+        for l in listing.elems.iter().filter(|l| matches!(l.map, "nomasq4" | "nomasq6") && !wanted(l)) {
+            if matches!(l.key.first(), Some(Part::Addr(ip)) if a.addresses.contains(ip)) {
+                batch += &delete_text(l.map, &l.key);
+            }
+        }
         for e in elems {
             if let Some(have) = listing.find(e.map, &e.key) {
                 let holder = listing.owner_of(have);
@@ -638,16 +812,94 @@ impl Nftables {
         setup(&Listing::default())
     }
 
-    /// Deletes the elements a listing attributes to attachments `pick` chooses.
-    fn delete_owned(&self, pick: impl Fn(&Owner) -> bool, what: impl FnOnce() -> String) -> FirewallResult<()> {
-        let listing = self.list()?;
-        let batch: String = listing.owned_by(pick).map(|l| delete_text(l.map, &l.key)).collect();
-        if batch.is_empty() {
-            return Ok(());
+    /// The elements of the table's maps that attachments `pick` chooses may own, listed over
+    /// nfnetlink (one dump per map), without `nft`: every `ctr4`/`ctr6` element (their holders
+    /// decide whom a port element belongs to, see [`Listing::owner_of`]), and of the other
+    /// maps those whose comment names such an attachment, or, in the port maps, aimed at an
+    /// address one holds. What DEL without prevResult and GC look for; the others are not
+    /// decoded (a thousand attachments have a few thousand elements). A table or map that
+    /// does not exist holds nothing.
+    fn list_elements(&self, pick: &dyn Fn(&Owner) -> bool) -> FirewallResult<Listing> {
+        let mut listing = Listing::default();
+        // Filled from ctr4 and ctr6, which come first in MAPS.
+        let mut picked_holds: HashSet<IpAddr> = HashSet::new();
+        for def in MAPS {
+            let elements = match self.nfnl.set_elements(TABLE_NAME, def.name) {
+                Ok(elements) => elements,
+                Err(e) if e.errno() == Some(libc::ENOENT) => continue,
+                Err(e) => {
+                    return Err(FirewallError::kernel_because(format!("nftables: cannot list map {} of {TABLE}", def.name), e))
+                }
+            };
+            listing.exists = true;
+            let (Some(types), holders) = (map_types(def.decl), matches!(def.name, "ctr4" | "ctr6")) else { continue };
+            for e in &elements {
+                let picked = e.comment.as_deref().and_then(Owner::parse).is_some_and(|o| pick(&o));
+                if !(picked || holders || def.data == DataTy::Target) {
+                    continue;
+                }
+                let Some(listed) = listed_element(def, &types, e) else { continue };
+                match (&listed.key[..], &listed.data) {
+                    ([Part::Addr(ip), ..], _) if holders && picked => _ = picked_holds.insert(*ip),
+                    (_, Some(Data::Target(ip, _))) if !picked && !picked_holds.contains(ip) => continue,
+                    _ => {}
+                }
+                listing.elems.push(listed);
+            }
         }
-        self.apply(&batch).map_err(|e| FirewallError::kernel_because(format!("nftables: cannot remove {}", what()), e))
+        Ok(listing)
+    }
+
+    /// Deletes the elements a listing attributes to attachments `pick` chooses, in nfnetlink
+    /// batches that add each as listed, then delete it (as DEL's own batch does): an element
+    /// another DEL or GC removed since the listing is no error. When a batch fails all the
+    /// same (an ADD took a key over since, the table was deleted), the maps are listed again.
+    fn delete_owned(&self, pick: impl Fn(&Owner) -> bool, what: impl Fn() -> String) -> FirewallResult<()> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let listing = self.list_elements(&pick)?;
+            let doomed: Vec<(Elem, String)> = listing
+                .owned_by(&pick)
+                .filter_map(|(listed, owner)| {
+                    let elem = Elem { map: listed.map, key: listed.key.clone(), data: listed.data.clone()?, mapping: None };
+                    Some((elem, owner.comment()))
+                })
+                .collect();
+            match self.delete_elements(&doomed) {
+                Ok(()) => return Ok(()),
+                Err(_) if attempt < ATTEMPTS => continue,
+                Err(e) => {
+                    return Err(FirewallError::kernel_because(
+                        format!("nftables: cannot remove {}", what()),
+                        format!("nfnetlink batch: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// [`Nftables::delete_owned`]'s batches, each of at most [`BATCH_ELEMENTS`] elements.
+    fn delete_elements(&self, doomed: &[(Elem, String)]) -> Result<(), NlError> {
+        for chunk in doomed.chunks(BATCH_ELEMENTS) {
+            let mut batch = nfnl::Batch::new(TABLE_NAME);
+            for (elem, comment) in chunk {
+                elem.add_nfnl(&mut batch, comment);
+                elem.delete_nfnl(&mut batch);
+            }
+            batch.send(&self.nfnl)?;
+        }
+        Ok(())
     }
 }
+
+/// A batch is one datagram, which must fit the socket's send buffer, and the kernel answers
+/// each of its messages with an ACK of its own, which must fit the receive buffer (both
+/// net.core.[rw]mem_default, 208 KiB here; an ACK takes about 1 KiB of it): 64 elements added
+/// and deleted are 128 ACKs. One batch for a GC of 560 attachments failed with EMSGSIZE, one
+/// of 256 elements with ENOBUFS.
+const BATCH_ELEMENTS: usize = 64;
 
 impl Firewall for Nftables {
     fn name(&self) -> &'static str {
@@ -814,9 +1066,11 @@ mod tests {
             &[
                 "meta nfproto ipv4 ct status dnat ip saddr . oifname @ctr4 masquerade comment \"hairpin\"",
                 "meta nfproto ipv4 ip saddr . oifname @ctr4 return comment \"stays on its own bridge\"",
+                "meta nfproto ipv4 ip saddr . ip daddr @nomasq4 return comment \"noMasqueradeDestinations\"",
                 "meta nfproto ipv4 ip saddr @masq4 ip daddr != 224.0.0.0/4 masquerade comment \"ipMasq\"",
                 "meta nfproto ipv6 ct status dnat ip6 saddr . oifname @ctr6 masquerade comment \"hairpin\"",
                 "meta nfproto ipv6 ip6 saddr . oifname @ctr6 return comment \"stays on its own bridge\"",
+                "meta nfproto ipv6 ip6 saddr . ip6 daddr @nomasq6 return comment \"noMasqueradeDestinations\"",
                 "meta nfproto ipv6 ip6 saddr @masq6 ip6 daddr != ff00::/8 masquerade comment \"ipMasq\"",
             ],
         ),
@@ -921,11 +1175,34 @@ mod tests {
         08000100 00000001";
 
     // add set inet berth rules_00000000 { type mark; comment "marks the chains' rules as those of this berth version"; }
+    // (the batch's thirteenth set: set ID 0x0d)
     #[cfg(target_endian = "little")]
     const NFT_SENTINEL: &str = "01000000 0a000100 62657274 68000000 13000200 72756c65 735f3030 30303030 30300000
-        08000300 00000000 08000400 00000013 08000500 00000004 08000a00 0000000b 43000d00
+        08000300 00000000 08000400 00000013 08000500 00000004 08000a00 0000000d 43000d00
         00040100 00000737 6d61726b 73207468 65206368 61696e73 27207275 6c657320 61732074
         686f7365 206f6620 74686973 20626572 74682076 65727369 6f6e0000";
+
+    // add map inet berth nomasq4 { type ipv4_addr . ipv4_addr : mark; flags interval; }, the
+    // eleventh set of the batch (set ID 0x0b): flags map, interval and concat, and the lengths
+    // of the concatenation's fields (NFTA_SET_DESC).
+    #[cfg(target_endian = "little")]
+    const NFT_MAP_NOMASQ4: &str = "01000000 0a000100 62657274 68000000 0c000200 6e6f6d61 73713400 08000300 0000008c
+        08000400 000001c7 08000500 00000008 08000600 00000013 08000700 00000004 08000a00 0000000b
+        20000980 1c000280 0c000180 08000100 00000004 0c000180 08000100 00000004 20000d00 00040000
+        00000104 01000000 03080004 0d000000 01000604 00000000";
+
+    // postrouting: meta nfproto ipv4 ip saddr . ip daddr @nomasq4 return comment "noMasqueradeDestinations"
+    // (the lookup names set ID 0x0b, nomasq4 in the same batch)
+    #[cfg(target_endian = "little")]
+    const NFT_RULE_NOMASQ4: &str = "01000000 0a000100 62657274 68000000 10000200 706f7374 726f7574 696e6700 1c010480
+        24000180 09000100 6d657461 00000000 14000280 08000200 0000000f 08000100 00000001 2c000180
+        08000100 636d7000 20000280 08000100 00000001 08000200 00000000 0c000380 05000100 02000000
+        34000180 0c000100 7061796c 6f616400 24000280 08000100 00000001 08000200 00000001 08000300
+        0000000c 08000400 00000004 34000180 0c000100 7061796c 6f616400 24000280 08000100 00000009
+        08000200 00000001 08000300 00000010 08000400 00000004 30000180 0b000100 6c6f6f6b 75700000
+        20000280 08000200 00000001 0c000100 6e6f6d61 73713400 08000400 0000000b 30000180 0e000100
+        696d6d65 64696174 65000000 1c000280 08000100 00000000 10000280 0c000280 08000100 fffffffb
+        1f000700 00196e6f 4d617371 75657261 64654465 7374696e 6174696f 6e730000";
 
     #[test]
     #[cfg(target_endian = "little")]
@@ -942,6 +1219,8 @@ mod tests {
         let rule = |chain: &str, i: usize| {
             first_rule + all.iter().take_while(|(c, _)| *c != chain).map(|(_, r)| r.len()).sum::<usize>() + i
         };
+        let nomasq4 = MAPS.iter().position(|m| m.name == "nomasq4").unwrap();
+        assert_eq!(nomasq4 + 1, 0x0b, "nomasq4's set ID in the captures");
         let renamed = |captured: &str| hex(&unhex(captured)).replace(&hex(b"rules_00000000"), &hex(sentinel().as_bytes()));
         for (i, captured) in [
             (1, NFT_TABLE),
@@ -949,7 +1228,9 @@ mod tests {
             (8, NFT_MAP_PORTS4),
             (2 + MAPS.len(), NFT_CHAIN_PREROUTING),
             (rule("output", 2), NFT_RULE_OUTPUT_HOSTPORTS6),
-            (rule("postrouting", 2), NFT_RULE_MASQ4),
+            (rule("postrouting", 3), NFT_RULE_MASQ4),
+            (2 + nomasq4, NFT_MAP_NOMASQ4),
+            (rule("postrouting", 2), NFT_RULE_NOMASQ4),
             (rule("forward", 0), NFT_RULE_ESTABLISHED),
             (first_rule + rules, NFT_SENTINEL),
         ] {
@@ -964,6 +1245,128 @@ mod tests {
         assert!(msgs[first_rule..first_rule + rules].iter().all(|m| (m.0, m.1) == (newrule, 0xc05)));
         assert_eq!((msgs[first_rule + rules].0, msgs[first_rule + rules].1), (newset, 0x405));
         assert_eq!((msgs[first_rule + rules + 1].0, msgs[first_rule + rules + 1].1), (newsetelem, 0x405));
+    }
+
+    /// Each map's elements, as the kernel holds them (the bytes an ADD's batch writes), read
+    /// back as the keys, data and owners the listing compares.
+    #[test]
+    fn elements_read_back_from_the_kernels_bytes() {
+        use berth_cni::spec::PortMapping;
+        let addrs: Vec<IpAddr> = vec!["10.1.0.2".parse().unwrap(), "fd01::2".parse().unwrap()];
+        let nets: Vec<IpNet> = ["10.62.0.0/24", "192.0.2.7/32", "fd62::/64"].iter().map(|n| n.parse().unwrap()).collect();
+        let pms = [
+            PortMapping { host_port: 8080, container_port: 80, protocol: "tcp".into(), host_ip: String::new() },
+            PortMapping { host_port: 5353, container_port: 53, protocol: "sctp".into(), host_ip: "fd99::1".into() },
+        ];
+        let a = Attachment {
+            network: "n",
+            container_id: "c1",
+            ifname: "eth0",
+            bridge: "br-long-name-15",
+            addresses: &addrs,
+            masquerade: true,
+            no_masquerade: &nets,
+            isolate: false,
+            port_mappings: &pms,
+        };
+        // `list_elements` learns the address holders from ctr4 and ctr6 before the port maps.
+        let position = |pred: &dyn Fn(&MapDef) -> bool| MAPS.iter().position(pred).unwrap();
+        assert!(position(&|m| m.name == "ctr6") < position(&|m| m.data == DataTy::Target));
+        let plan = Plan::new(&a).unwrap();
+        let elems = elements(&a, &plan);
+        assert_eq!(elems.len(), 12, "ctr, open and masq of two addresses, three no-masquerade and three port elements");
+        for e in &elems {
+            let def = MAPS.iter().find(|m| m.name == e.map).unwrap();
+            let (first, last) = (key_value(&e.key), key_last(&e.key));
+            let key_end = Some(last).filter(|last| *last != first);
+            let held = nfnl::SetElement { key: first, key_end, data: Some(e.data.value()), comment: Some(plan.owner.comment()) };
+            let types = map_types(def.decl).unwrap();
+            let listed = listed_element(def, &types, &held).unwrap_or_else(|| panic!("{} {{ {} }}", e.map, e.key_text()));
+            assert_eq!((listed.map, &listed.key, listed.data.as_ref()), (e.map, &e.key, Some(&e.data)));
+            assert_eq!(listed.owner.as_ref(), Some(&plan.owner));
+            // The same bytes in a map of other types are not berth's elements.
+            let other = MAPS.iter().find(|m| m.key.len() != def.key.len()).unwrap();
+            assert!(listed_element(other, &map_types(other.decl).unwrap(), &held).is_none(), "{} read as {}", e.map, other.name);
+        }
+    }
+
+    // add element inet berth nomasq4 { 10.1.0.2 . 10.62.0.0/24 comment "berth net=n id=c1 if=eth0" : 0x12345678 }
+    // minus NFTA_SET_ELEM_LIST_SET_ID: the prefix is a range, its last address in
+    // NFTA_SET_ELEM_KEY_END.
+    #[cfg(target_endian = "little")]
+    const NFT_NOMASQ4: &str = "01000000 0a000100 62657274 68000000 0c000200 6e6f6d61 73713400 54000380 50000180
+        10000180 0c000100 0a010002 0a3e0000 10000a80 0c000100 0a010002 0a3e00ff 0c000280 08000100
+        78563412 20000600 001a6265 72746820 6e65743d 6e206964 3d633120 69663d65 74683000";
+
+    // add element inet berth nomasq6 { fd01::2 . fd02::/64 comment "x" : 0x12345678 }, the same.
+    #[cfg(target_endian = "little")]
+    const NFT_NOMASQ6: &str = "01000000 0a000100 62657274 68000000 0c000200 6e6f6d61 73713600 6c000380 68000180
+        28000180 24000100 fd010000 00000000 00000000 00000002 fd020000 00000000 00000000 00000000
+        28000a80 24000100 fd010000 00000000 00000000 00000002 fd020000 00000000 ffffffff ffffffff
+        0c000280 08000100 78563412 08000600 00027800";
+
+    /// The exceptions of a masqueraded attachment: one element per address and destination of
+    /// its family, a range as nft writes it, and as `nft -f` text.
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn exceptions_are_ranges_of_their_family() {
+        use super::nfnl::tests::{hex, messages, unhex};
+        let addrs: Vec<IpAddr> = vec!["10.1.0.2".parse().unwrap(), "fd01::2".parse().unwrap()];
+        let peers: Vec<IpNet> =
+            vec!["10.62.0.7/24".parse().unwrap(), "fd02::/64".parse().unwrap(), "10.63.0.9/32".parse().unwrap()];
+        let a = Attachment {
+            network: "n",
+            container_id: "c1",
+            ifname: "eth0",
+            bridge: "br0",
+            addresses: &addrs,
+            masquerade: true,
+            no_masquerade: &peers,
+            isolate: true,
+            port_mappings: &[],
+        };
+        let plan = Plan::new(&a).unwrap();
+        let keys = |a: &Attachment| -> Vec<String> {
+            elements(a, &plan)
+                .iter()
+                .filter(|e| e.map.starts_with("nomasq"))
+                .map(|e| format!("{} {}", e.map, e.key_text()))
+                .collect()
+        };
+        assert_eq!(keys(&a), ["nomasq4 10.1.0.2 . 10.62.0.0/24", "nomasq4 10.1.0.2 . 10.63.0.9", "nomasq6 fd01::2 . fd02::/64"]);
+        assert!(keys(&Attachment { masquerade: false, ..a }).is_empty(), "nothing to except without ipMasq");
+
+        let tag = Data::Tag(0x1234_5678);
+        let nomasq4 = Elem {
+            map: "nomasq4",
+            key: vec![Part::Addr(addrs[0]), Part::Net(peers[0].trunc())],
+            data: tag.clone(),
+            mapping: None,
+        };
+        let nomasq6 = Elem { map: "nomasq6", key: vec![Part::Addr(addrs[1]), Part::Net(peers[1])], data: tag, mapping: None };
+        let mut batch = nfnl::Batch::new(TABLE_NAME);
+        nomasq4.add_nfnl(&mut batch, "berth net=n id=c1 if=eth0");
+        nomasq6.add_nfnl(&mut batch, "x");
+        let (bytes, _) = batch.into_bytes();
+        let msgs = messages(&bytes);
+        assert_eq!(hex(&msgs[1].2), hex(&unhex(NFT_NOMASQ4)));
+        assert_eq!(hex(&msgs[2].2), hex(&unhex(NFT_NOMASQ6)));
+        assert_eq!(nomasq4.add("c"), "add element inet berth nomasq4 { 10.1.0.2 . 10.62.0.0/24 comment \"c\" : 0x12345678 }\n");
+        assert_eq!(nomasq4.delete(), "delete element inet berth nomasq4 { 10.1.0.2 . 10.62.0.0/24 }\n");
+    }
+
+    /// `nft -j` lists a prefix as `{"prefix": ..}` and a whole address bare.
+    #[test]
+    fn listed_exceptions_parse_as_prefixes() {
+        let json = r#"{"nftables": [{"map": {"name": "nomasq4", "type": ["ipv4_addr", "ipv4_addr"], "map": "mark",
+          "flags": ["interval"], "elem": [
+            [{"elem": {"val": {"concat": ["10.1.0.2", {"prefix": {"addr": "10.62.0.0", "len": 24}}]}, "comment": "berth net=n id=c1 if=eth0"}}, 305419896],
+            [{"elem": {"val": {"concat": ["10.1.0.2", "10.63.0.9"]}, "comment": "berth net=n id=c1 if=eth0"}}, 305419896]]}}]}"#;
+        let l = parse_listing(json).unwrap();
+        let net = |s: &str| Part::Net(s.parse().unwrap());
+        let addr = Part::Addr("10.1.0.2".parse().unwrap());
+        assert!(l.find("nomasq4", &[addr.clone(), net("10.62.0.0/24")]).is_some());
+        assert!(l.find("nomasq4", &[addr, net("10.63.0.9/32")]).is_some());
     }
 
     #[test]
@@ -991,6 +1394,7 @@ mod tests {
             bridge: "br0",
             addresses: &addrs,
             masquerade: false,
+            no_masquerade: &[],
             isolate: false,
             port_mappings: &[],
         };

@@ -42,6 +42,13 @@ enum Device {
     Mac(String),
 }
 
+/// Checks a request's configuration as ADD does, before anything is touched: for the fuzz
+/// targets (berth-fuzz), which must not reach the kernel.
+#[doc(hidden)]
+pub fn check_config(req: &Request) -> CniResult<()> {
+    parse(req).map(drop)
+}
+
 fn parse(req: &Request) -> CniResult<(Device, bool)> {
     let raw: RawConf = decode_plugin_conf(&req.stdin)?;
     if raw.kernel_path.is_some() || raw.pci_bus_id.is_some() {
@@ -57,11 +64,14 @@ fn parse(req: &Request) -> CniResult<(Device, bool)> {
 }
 
 fn find(host: &mut Netlink, device: &Device) -> CniResult<Link> {
-    let found = match device {
+    lookup(host, device)?.ok_or_else(|| CniError::invalid_config(format!("the host has no interface {device:?}")))
+}
+
+fn lookup(host: &mut Netlink, device: &Device) -> CniResult<Option<Link>> {
+    Ok(match device {
         Device::Name(name) => host.link_by_name(name)?,
         Device::Mac(mac) => host.links()?.into_iter().find(|l| l.mac.is_some_and(|m| m.to_string() == *mac)),
-    };
-    found.ok_or_else(|| CniError::invalid_config(format!("the host has no interface {device:?}")))
+    })
 }
 
 impl Plugin for HostDevicePlugin {
@@ -85,9 +95,14 @@ impl Plugin for HostDevicePlugin {
     /// addresses. Succeeds when the interface or the namespace is gone (the kernel gives a
     /// physical interface back to the host itself when a namespace goes).
     fn del(&self, req: &Request) -> CniResult<()> {
-        let (_, with_ipam) = parse(req)?;
+        let (device, with_ipam) = parse(req)?;
         if let Some(ns) = req.netns.as_ref().and_then(|p| NetNs::open(p).ok()) {
             give_back(req, &ns)?;
+        }
+        // An ADD killed before the move, or a DEL killed after it, leaves the mark on the
+        // interface in the host.
+        if let Some(link) = lookup(&mut Netlink::open()?, &device)? {
+            unmark(&link.name)?;
         }
         if with_ipam {
             IPAM.del(req)?;
@@ -110,6 +125,16 @@ impl Plugin for HostDevicePlugin {
         iface::check(&mut nl, &link, &prev, index)?;
         if with_ipam {
             IPAM.check(req)?;
+        }
+        Ok(())
+    }
+
+    /// Releases the addresses of this network's attachments that are not in
+    /// `cni.dev/valid-attachments` (an ADD killed after IPAM, a container gone without a DEL).
+    fn gc(&self, req: &Request) -> CniResult<()> {
+        let (_, with_ipam) = parse(req)?;
+        if with_ipam {
+            IPAM.forward(req)?;
         }
         Ok(())
     }
@@ -140,10 +165,12 @@ fn move_in<'a>(
 }
 
 /// CNI_IFNAME in the container, when this plugin moved it there: down, its host name back,
-/// into the namespace this plugin runs in.
+/// into the namespace this plugin runs in, and only there without its mark: a DEL killed
+/// on the way leaves the interface marked, so the next one still knows it.
 fn give_back(req: &Request, ns: &NetNs) -> CniResult<()> {
     let mut container = Netlink::open_in(ns)?;
-    // Under CNI_IFNAME, or still under its host name when ADD failed before the rename.
+    // Under CNI_IFNAME, or still under its host name when ADD failed before the rename (or a
+    // DEL was killed after it).
     let mut candidates = vec![req.ifname.clone()];
     for link in container.links_detailed()? {
         if link.alias.as_deref().is_some_and(|a| a.starts_with(ALIAS_PREFIX)) {
@@ -156,10 +183,20 @@ fn give_back(req: &Request, ns: &NetNs) -> CniResult<()> {
         let Some(host_name) = detail.alias.as_deref().and_then(|a| a.strip_prefix(ALIAS_PREFIX)) else { continue };
         let host_name = host_name.to_string();
         container.set_down(link.index)?;
-        container.set_alias(link.index, "")?;
         container.rename(link.index, &host_name)?;
         container.move_to_netns(link.index, &NetNs::current()?)?;
-        return Ok(());
+        return unmark(&host_name);
+    }
+    Ok(())
+}
+
+/// Clears this plugin's mark from the host interface `name`, if it carries it.
+fn unmark(name: &str) -> CniResult<()> {
+    let mut host = Netlink::open()?;
+    let Some(link) = host.link_by_name(name)? else { return Ok(()) };
+    let marked = host.link_detail(link.index)?.and_then(|d| d.alias).is_some_and(|a| a.starts_with(ALIAS_PREFIX));
+    if marked {
+        host.set_alias(link.index, "")?;
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! A socket belongs to the namespace it was opened in, so `Netlink::open_in(ns)` configures
 //! that namespace without the caller staying inside it.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod links_extra;
 mod parse;
 mod rules;
@@ -87,6 +89,9 @@ pub struct Link {
     pub up: bool,
     /// The link has carrier (IFF_LOWER_UP): a veth whose peer is up, a NIC with a cable.
     pub carrier: bool,
+    /// Operational (IFF_RUNNING): the kernel has acted on the carrier, given the link its
+    /// queue and told the bridge it is a port. Frames sent between carrier and this are lost.
+    pub running: bool,
     pub promisc: bool,
     /// For a veth: the peer's index (in whichever namespace the peer lives).
     pub peer_index: Option<u32>,
@@ -471,6 +476,26 @@ impl Netlink {
         })
         .map_err(|e| NetlinkError::kernel("list routes", e))?;
         Ok(out)
+    }
+
+    /// The route the kernel takes to `ip`, as `ip route get` shows it: its gateway (none when
+    /// `ip` is on-link) and outgoing interface. `None` when `ip` is unreachable or local.
+    pub fn route_to(&mut self, ip: IpAddr) -> Result<Option<RouteEntry>> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family(ip);
+        msg.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
+        msg.attributes.push(RouteAttribute::Destination(RouteAddress::from(ip)));
+        let mut found = None;
+        let res = self.query(Rtm::GetRoute(msg), |kind, payload| {
+            if kind == RTM_NEWROUTE && found.is_none() {
+                found = parse::route(payload).filter(|r| r.kind == RouteType::Unicast).map(|r| r.entry);
+            }
+        });
+        match res {
+            Ok(()) => Ok(found),
+            Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => Ok(None),
+            Err(e) => Err(NetlinkError::kernel(format!("look up the route to {ip}"), e)),
+        }
     }
 
     // ---- private helpers ----

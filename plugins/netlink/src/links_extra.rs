@@ -201,7 +201,7 @@ impl Netlink {
     }
 }
 
-const RTM_NEWNSID: u16 = 88;
+pub(super) const RTM_NEWNSID: u16 = 88;
 const NSID_HEADER_LEN: usize = 4;
 const NETNSA_NSID: u16 = 1;
 const LINK_HEADER_LEN: usize = 16;
@@ -215,7 +215,7 @@ const IFLA_MACVLAN_MODE: u16 = 1;
 const IFLA_VLAN_ID: u16 = 1;
 
 /// The RTM_NEWLINK payload of one link, with the attributes `parse::link` leaves out.
-fn link_detail(payload: &[u8]) -> Option<LinkDetail> {
+pub(super) fn link_detail(payload: &[u8]) -> Option<LinkDetail> {
     let link = parse::link(payload)?;
     let mut detail =
         LinkDetail { link, parent: None, parent_netnsid: None, alias: None, macvlan_mode: None, vlan_id: None };
@@ -261,7 +261,7 @@ fn read_info_data(linkinfo: &[u8], detail: &mut LinkDetail) {
 }
 
 /// NETNSA_NSID of an RTM_NEWNSID payload.
-fn nsid(payload: &[u8]) -> Option<i32> {
+pub(super) fn nsid(payload: &[u8]) -> Option<i32> {
     for nla in NlasIterator::new(payload.get(NSID_HEADER_LEN..)?) {
         let nla = nla.ok()?;
         if nla.kind() == NETNSA_NSID {

@@ -33,6 +33,7 @@ pub(super) fn link(payload: &[u8]) -> Option<Link> {
         master: None,
         up: header.flags.contains(LinkFlags::Up),
         carrier: header.flags.contains(LinkFlags::LowerUp),
+        running: header.flags.contains(LinkFlags::Running),
         promisc: header.flags.contains(LinkFlags::Promisc),
         peer_index: None,
     };

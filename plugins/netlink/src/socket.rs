@@ -3,13 +3,16 @@
 //! and one reader of the kernel's answers (ACK, errno, extended-ACK message). The rtnetlink
 //! client ([`crate::Netlink`]) and berth-firewall's nfnetlink batches both go through it.
 
-use netlink_packet_core::{parse_string, NlasIterator, NLMSG_ERROR, NLM_F_ACK_TLVS, NLM_F_CAPPED};
+use netlink_packet_core::{
+    parse_string, NlasIterator, NLA_TYPE_MASK, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK_TLVS, NLM_F_CAPPED,
+};
 use netlink_sys::{protocols, Socket, SocketAddr};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-/// Initial receive buffer; grown when the kernel announces a larger datagram.
+/// Initial receive buffer; grown when the kernel announces a larger datagram. Never zeroed:
+/// only the pages the kernel writes are touched, so a plugin's memory is what it receives.
 const RECV_BUF_LEN: usize = 64 * 1024;
 /// Asked of the kernel for a route socket's receive queue, so that large dumps are not dropped.
 const SOCK_RCVBUF: libc::c_int = 1024 * 1024;
@@ -118,7 +121,7 @@ impl Transport {
             // returns that link's addresses, not every address of every veth on the host).
             let _ = socket.set_netlink_get_strict_chk(true);
         }
-        Ok(Transport { socket, port: local.port_number(), buf: vec![0; RECV_BUF_LEN] })
+        Ok(Transport { socket, port: local.port_number(), buf: Vec::with_capacity(RECV_BUF_LEN) })
     }
 
     /// Our netlink port id: the kernel's answers carry it.
@@ -156,21 +159,43 @@ impl Transport {
     /// Receives one datagram whole into `self.buf`, growing it when the kernel's is larger.
     fn recv_with(&mut self, flags: libc::c_int) -> Result<usize, NlError> {
         loop {
-            // Peek first: a datagram larger than the buffer would otherwise be cut and lost.
-            let mut probe: &mut [u8] = &mut self.buf[..];
-            let size = match self.socket.recv(&mut probe, flags | libc::MSG_PEEK | libc::MSG_TRUNC) {
+            // The size first (MSG_TRUNC reports it whole, nothing copied): a datagram larger
+            // than the buffer would otherwise be cut and lost.
+            let size = match recv_into(self.socket.as_raw_fd(), &mut Vec::new(), flags | libc::MSG_PEEK | libc::MSG_TRUNC) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(NlError::Io(e)),
             };
-            if size > self.buf.len() {
-                self.buf.resize(size, 0);
-            }
-            let mut dst: &mut [u8] = &mut self.buf[..];
-            match self.socket.recv(&mut dst, flags) {
+            self.buf.clear();
+            self.buf.reserve(size);
+            match recv_into(self.socket.as_raw_fd(), &mut self.buf, flags) {
                 Ok(n) => return Ok(n.min(self.buf.len())),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(NlError::Io(e)),
+            }
+        }
+    }
+
+    /// Sends one request whose messages carry sequence number `seq` and hands every reply to
+    /// it to `each` (message type, payload), until the ACK, an error, or NLMSG_DONE (the end of
+    /// a dump, which carries the error that stopped a dump part-way).
+    pub fn exchange(&mut self, bytes: &[u8], seq: u32, mut each: impl FnMut(u16, &[u8])) -> Result<(), NlError> {
+        self.send(bytes)?;
+        let port = self.port;
+        loop {
+            for reply in messages(self.recv()?) {
+                let reply = reply?;
+                if reply.seq != seq || (reply.port != port && reply.port != 0) {
+                    // A late answer to an earlier request that was given up on.
+                    continue;
+                }
+                match reply.kind {
+                    NLMSG_NOOP => {}
+                    NLMSG_ERROR => return reply.ack().unwrap_or(Ok(())),
+                    NLMSG_DONE => return reply.done(),
+                    NLMSG_OVERRUN => return Err(NlError::Protocol("NLMSG_OVERRUN: data lost".into())),
+                    kind => each(kind, reply.payload),
+                }
             }
         }
     }
@@ -229,9 +254,47 @@ impl Message<'_> {
         Some(match read_i32(self.payload) {
             None => Err(NlError::Protocol("truncated NLMSG_ERROR".into())),
             Some(0) => Ok(()),
-            Some(code) => Err(NlError::Kernel { errno: -code, msg: error_extack(self.flags, self.payload) }),
+            Some(code) => Err(NlError::Kernel { errno: code.saturating_neg(), msg: error_extack(self.flags, self.payload) }),
         })
     }
+
+    /// For an NLMSG_DONE, how the dump ended: its errno when it failed part-way.
+    pub(crate) fn done(&self) -> Result<(), NlError> {
+        match read_i32(self.payload) {
+            Some(code) if code < 0 => {
+                let tlvs = &self.payload[4..];
+                let msg = if self.flags & NLM_F_ACK_TLVS != 0 { extack_msg(tlvs) } else { None };
+                Err(NlError::Kernel { errno: code.saturating_neg(), msg })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `recv(2)` into `buf`'s spare capacity, which is never zeroed; `buf` holds what was
+/// written. Returns what the kernel returned: with MSG_TRUNC, the datagram's whole size.
+fn recv_into(fd: RawFd, buf: &mut Vec<u8>, flags: libc::c_int) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: the kernel writes at most `spare.len()` bytes into memory `buf` owns.
+    let rc = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), flags) };
+    let Ok(n) = usize::try_from(rc) else { return Err(io::Error::last_os_error()) };
+    let written = n.min(spare.len());
+    // SAFETY: the first `written` bytes of the spare capacity were just initialised.
+    unsafe { buf.set_len(buf.len() + written) };
+    Ok(n)
+}
+
+/// The attributes of a message or of a nested attribute, in order: type (without the
+/// NLA_F_NESTED and byte-order flags) and payload; a malformed one ends them.
+pub fn attributes(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes([*rest.first()?, *rest.get(1)?]));
+        let kind = u16::from_ne_bytes([*rest.get(2)?, *rest.get(3)?]) & NLA_TYPE_MASK;
+        let value = rest.get(4..len)?;
+        rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
+        Some((kind, value))
+    })
 }
 
 /// The messages of one datagram, in order; a malformed one ends it with an error.
@@ -285,6 +348,23 @@ pub(crate) fn extack_msg(tlvs: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzzing (berth-fuzz, target `netlink_reply`): an NLMSG_ERROR or NLMSG_DONE whose
+    /// errno is i32::MIN panicked negating it ("attempt to negate with overflow").
+    #[test]
+    fn an_errno_of_i32_min_is_an_error_not_a_panic() {
+        for kind in [NLMSG_ERROR, NLMSG_DONE] {
+            let mut d = Vec::new();
+            d.extend_from_slice(&36u32.to_ne_bytes());
+            d.extend_from_slice(&kind.to_ne_bytes());
+            d.extend_from_slice(&[0; 10]);
+            d.extend_from_slice(&i32::MIN.to_ne_bytes());
+            d.extend_from_slice(&[0; NLMSG_HDRLEN]);
+            let message = messages(&d).next().unwrap().unwrap();
+            let answer = if kind == NLMSG_ERROR { message.ack().unwrap() } else { message.done() };
+            assert!(matches!(answer, Err(NlError::Kernel { errno: i32::MAX, .. })), "{answer:?}");
+        }
+    }
 
     #[test]
     fn acks_and_errnos_with_extended_messages() {

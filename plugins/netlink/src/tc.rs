@@ -63,8 +63,8 @@ const TC_ACT_STOLEN: i32 = 4;
 const TCA_EGRESS_REDIR: i32 = 1;
 const TC_LINKLAYER_ETHERNET: u8 = 1;
 const ETH_P_ALL: u16 = 0x0003;
-const RTM_NEWQDISC: u16 = 36;
-const RTM_NEWTFILTER: u16 = 44;
+pub(super) const RTM_NEWQDISC: u16 = 36;
+pub(super) const RTM_NEWTFILTER: u16 = 44;
 const TC_HEADER_LEN: usize = 20;
 /// The filter's priority among the ingress qdisc's filters (`tc filter ... prio 1`).
 const FILTER_PRIO: u32 = 1;
@@ -85,7 +85,11 @@ impl Netlink {
             .map_err(|e| NetlinkError::kernel(format!("create ifb {name}"), e))?;
         let link =
             self.link_by_name(name)?.ok_or_else(|| NetlinkError::kernel(format!("create ifb {name}"), "the new link is gone"))?;
-        self.set_alias(link.index, alias)?;
+        if let Err(e) = self.set_alias(link.index, alias) {
+            // An ifb without its alias belongs to nobody: it goes with the failed call.
+            let _ = self.delete_link(link.index);
+            return Err(e);
+        }
         Ok(link)
     }
 
@@ -196,7 +200,7 @@ fn tc_message(index: u32, handle: u32, parent: u32) -> TcMessage {
 /// The kernel's clock for qdisc times, from /proc/net/psched, as iproute2's `tc_core_init`
 /// reads it: tbf takes its buffer in these ticks, not in bytes or microseconds.
 #[derive(Debug, Clone, Copy)]
-struct Psched {
+pub(super) struct Psched {
     ticks_per_usec: f64,
 }
 
@@ -216,7 +220,7 @@ impl Psched {
         Psched::parse(&text).ok_or_else(|| NetlinkError::kernel("read /proc/net/psched", format!("unexpected content {text:?}")))
     }
 
-    fn parse(text: &str) -> Option<Psched> {
+    pub(super) fn parse(text: &str) -> Option<Psched> {
         let mut fields = text.split_whitespace().map(|f| u32::from_str_radix(f, 16).ok());
         let (mut t2us, us2t, clock_res) = (fields.next()??, fields.next()??, fields.next()??);
         if us2t == 0 {
@@ -322,7 +326,7 @@ fn read_u32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// An RTM_NEWQDISC payload: (link index, qdisc).
-fn parse_qdisc(payload: &[u8], ticks: &Psched) -> Option<(u32, Qdisc)> {
+pub(super) fn parse_qdisc(payload: &[u8], ticks: &Psched) -> Option<(u32, Qdisc)> {
     let header = TcHeader::parse(payload).ok()?;
     let mut qdisc = Qdisc { kind: String::new(), handle: header.handle.into(), parent: header.parent.into(), token_bucket: None };
     let mut options = None;
@@ -359,7 +363,7 @@ fn parse_tbf(options: &[u8], ticks: &Psched) -> Option<TokenBucket> {
 }
 
 /// The redirect targets of the mirred actions of one RTM_NEWTFILTER payload (u32 filters).
-fn parse_redirects(payload: &[u8]) -> Vec<u32> {
+pub(super) fn parse_redirects(payload: &[u8]) -> Vec<u32> {
     let mut out = Vec::new();
     let Some(attrs) = payload.get(TC_HEADER_LEN..) else { return out };
     for (kind, options) in attributes(attrs) {

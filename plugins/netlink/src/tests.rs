@@ -370,6 +370,19 @@ fn detail(err: &NetlinkError) -> String {
     std::error::Error::source(err).map(|s| s.to_string()).unwrap_or_default()
 }
 
+/// Black-box fuzzing (berth-fuzz, tests/blackbox.rs): berth-bandwidth's ADD for a container ID
+/// of 300 characters failed setting the ifb's alias (over the kernel's 255 bytes) and left the
+/// ifb behind. Needs root (a throwaway namespace).
+#[test]
+fn an_ifb_whose_alias_is_refused_is_not_left_behind() {
+    require_root();
+    let t = TestNs::new();
+    let mut nl = t.netlink();
+    let err = nl.create_ifb("tcifb9", None, &"a".repeat(300)).unwrap_err();
+    assert!(err.to_string().contains("set alias"), "{err}");
+    assert!(nl.link_by_name("tcifb9").unwrap().is_none(), "the ifb went with the failed call");
+}
+
 #[test]
 fn traffic_control_shapes_redirects_and_reads_back() {
     require_root();

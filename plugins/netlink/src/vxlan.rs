@@ -36,7 +36,7 @@ pub const FLOOD_MAC: MacAddr = MacAddr([0; 6]);
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const NEIGHBOUR_HEADER_LEN: usize = 12;
-const RTM_NEWNEIGH: u16 = 28;
+pub(super) const RTM_NEWNEIGH: u16 = 28;
 
 impl Netlink {
     /// Creates a VXLAN link, left down, and returns it.
@@ -119,7 +119,7 @@ fn fdb_entry(index: u32, mac: MacAddr, remote: IpAddr) -> NeighbourMessage {
 }
 
 /// An FDB entry of link `index` with a remote, from an RTM_NEWNEIGH payload.
-fn remote_entry(payload: &[u8], index: u32) -> Option<(MacAddr, IpAddr)> {
+pub(super) fn remote_entry(payload: &[u8], index: u32) -> Option<(MacAddr, IpAddr)> {
     let header = NeighbourHeader::parse(payload).ok()?;
     if header.ifindex != index {
         return None;

@@ -4,11 +4,8 @@
 
 use super::Netlink;
 pub use crate::socket::NlError;
-use crate::socket::{extack_msg, messages, Protocol, Transport};
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK, NLM_F_ACK_TLVS,
-    NLM_F_DUMP, NLM_F_REQUEST,
-};
+use crate::socket::{messages, Protocol, Transport};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -38,35 +35,9 @@ impl Netlink {
 
     /// Sends one message and hands every reply carrying its sequence number to `each`
     /// (message type, payload), until the ACK, an error, or NLMSG_DONE.
-    fn exchange(&mut self, msg: RouteNetlinkMessage, flags: u16, mut each: impl FnMut(u16, &[u8])) -> Result<(), NlError> {
+    fn exchange(&mut self, msg: RouteNetlinkMessage, flags: u16, each: impl FnMut(u16, &[u8])) -> Result<(), NlError> {
         let (seq, out) = self.next_request(msg, flags);
-        self.transport.send(&out)?;
-        let port = self.transport.port();
-        loop {
-            for reply in messages(self.transport.recv()?) {
-                let reply = reply?;
-                if reply.seq != seq || (reply.port != port && reply.port != 0) {
-                    // A late answer to an earlier request that was given up on.
-                    continue;
-                }
-                match reply.kind {
-                    NLMSG_NOOP => {}
-                    NLMSG_ERROR => return reply.ack().unwrap_or(Ok(())),
-                    NLMSG_DONE => {
-                        // A dump that failed part-way reports it here.
-                        let code = reply.payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        if code < 0 {
-                            let tlvs = &reply.payload[4..];
-                            let msg = if reply.flags & NLM_F_ACK_TLVS != 0 { extack_msg(tlvs) } else { None };
-                            return Err(NlError::Kernel { errno: -code, msg });
-                        }
-                        return Ok(());
-                    }
-                    NLMSG_OVERRUN => return Err(NlError::Protocol("NLMSG_OVERRUN: data lost".into())),
-                    kind => each(kind, reply.payload),
-                }
-            }
-        }
+        self.transport.exchange(&out, seq, each)
     }
 
     /// Sends one request from a detached grandchild process and returns as soon as this

@@ -37,6 +37,32 @@ fn at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 /// fsynced, renamed over `path`, and the directory fsynced, so a crash or power loss leaves
 /// either the old or the new file. Creates the parent directory when missing.
 pub fn write_durably(path: &Path, contents: &[u8]) -> Result<(), FileError> {
+    replace(path, contents, true)?;
+    sync_dir(parent_of(path))
+}
+
+/// Replaces `path` with `contents` as [`write_durably`] does, without the fsyncs: a process
+/// killed at any instant leaves the old or the new file, a machine that loses power may
+/// leave neither. For state that means nothing after a reboot anyway (what is kept for the
+/// containers of this boot), where an fsync on every write would cost milliseconds.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), FileError> {
+    replace(path, contents, false)
+}
+
+/// Removes the staged copies of `path` that writers killed before their rename left
+/// behind. Only for files whose writers take a lock first, and with that lock held: then no
+/// other writer is under way.
+pub fn remove_staged(path: &Path) {
+    let Some(prefix) = path.with_extension("tmp.").file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    let Ok(entries) = std::fs::read_dir(parent_of(path)) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn replace(path: &Path, contents: &[u8], sync: bool) -> Result<(), FileError> {
     let dir = parent_of(path);
     std::fs::create_dir_all(dir).map_err(at("creating directory", dir))?;
     // One sibling per process: two writers never write the same staging file.
@@ -50,14 +76,15 @@ pub fn write_durably(path: &Path, contents: &[u8]) -> Result<(), FileError> {
             .open(&staged)
             .map_err(at("creating", &staged))?;
         file.write_all(contents).map_err(at("writing", &staged))?;
-        file.sync_all().map_err(at("syncing", &staged))?;
+        if sync {
+            file.sync_all().map_err(at("syncing", &staged))?;
+        }
         std::fs::rename(&staged, path).map_err(at("renaming into place", path))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&staged);
     }
-    result?;
-    sync_dir(dir)
+    result
 }
 
 /// Makes a rename, link or unlink in `dir` durable.
@@ -141,6 +168,23 @@ mod tests {
         write_durably(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no staging file left");
+    }
+
+    #[test]
+    fn staged_copies_of_a_killed_writer_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.json");
+        write_durably(&path, b"kept").unwrap();
+        // What a writer killed between its write and its rename leaves.
+        for name in ["records.tmp.4242", "records.tmp.7", "records.json.bak", "other.tmp.1"] {
+            std::fs::write(dir.path().join(name), b"staged").unwrap();
+        }
+        remove_staged(&path);
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["other.tmp.1", "records.json", "records.json.bak"]);
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub fn rate_bits(text: &str) -> Result<u64, InvalidUnit> {
             (prefix_scale(prefix).ok_or_else(invalid)?, bytes)
         }
     };
-    Ok((number * scale * if bytes { 8.0 } else { 1.0 }).round() as u64)
+    whole(number * scale * if bytes { 8.0 } else { 1.0 }).ok_or_else(invalid)
 }
 
 /// A size in bytes: a bare number or `b` are bytes, `k`/`kb` `m`/`mb` `g`/`gb` powers of
@@ -51,7 +51,7 @@ pub fn size_bytes(text: &str) -> Result<u64, InvalidUnit> {
         "gbit" => number * 1024.0 * 1024.0 * 1024.0 / 8.0,
         _ => return Err(invalid()),
     };
-    Ok(bytes.round() as u64)
+    whole(bytes).ok_or_else(invalid)
 }
 
 /// A time in microseconds: `s` `ms` `us` (and their `sec` `msec` `usec` spellings), a bare
@@ -65,7 +65,14 @@ pub fn time_micros(text: &str) -> Result<u64, InvalidUnit> {
         "" | "us" | "usec" | "usecs" => 1.0,
         _ => return Err(invalid()),
     };
-    Ok((number * scale).round() as u64)
+    whole(number * scale).ok_or_else(invalid)
+}
+
+/// `value` rounded, when a u64 holds it: `as` would turn anything larger into u64::MAX.
+fn whole(value: f64) -> Option<u64> {
+    const TWO_TO_64: f64 = 18_446_744_073_709_551_616.0;
+    let rounded = value.round();
+    (rounded < TWO_TO_64).then_some(rounded as u64)
 }
 
 fn prefix_scale(prefix: &str) -> Option<f64> {
@@ -101,5 +108,22 @@ mod tests {
         for bad in ["", "fast", "-1mbit", "10mbits", "1.2.3kbit"] {
             assert!(rate_bits(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Fuzzing (berth-fuzz, target `units`): "18446744073709551615" and anything larger came
+    /// back as u64::MAX, a value nobody wrote; now they are refused.
+    #[test]
+    fn values_past_u64_are_refused_not_saturated() {
+        for huge in ["18446744073709551615", "99999999999999999999999", "1e30", "20000000000000000000tbit"] {
+            assert!(rate_bits(huge).is_err(), "{huge}");
+            assert!(size_bytes(huge).is_err(), "{huge}");
+            assert!(time_micros(huge).is_err(), "{huge}");
+        }
+        assert!(size_bytes("20000000000000000gb").is_err());
+        assert_eq!(
+            rate_bits("18446744073709500000"),
+            Ok(18_446_744_073_709_500_416),
+            "below 2^64 still reads (to f64 precision)"
+        );
     }
 }
