@@ -5,6 +5,8 @@ mod containers;
 mod demo;
 mod error;
 mod firewall;
+#[cfg(test)]
+mod fuzz_cli;
 mod net;
 mod netconf;
 mod pipework;

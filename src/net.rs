@@ -1,10 +1,11 @@
 //! `berth net`: networks are conflists in the config directory, one file per network.
 
 use crate::error::{BerthError, BerthResult};
-use crate::netconf::{key_values, overlap, parse_peer, peers_of, subnets_of, Driver, NetworkSpec};
+use crate::netconf::{key_values, overlap, parse_peer, parse_tunnel, peers_of, subnets_of, Driver, NetworkSpec};
 use crate::ps::Format;
 use crate::Context;
 use berth_cni::spec::ConfList;
+use berth_netlink::{Netlink, RouteEntry};
 use berth_util::fs::write_durably;
 use clap::{Args, Subcommand};
 use ipnet::IpNet;
@@ -90,9 +91,14 @@ pub struct CreateArgs {
     /// -d overlay: the VXLAN UDP port.
     #[arg(long, default_value_t = berth_netlink::VXLAN_PORT)]
     vxlan_port: u16,
-    /// Another host's container subnet, routed through that host (repeatable); not masqueraded.
+    /// Another host's container subnet, routed through that host, or the router toward it
+    /// (repeatable); traffic to it is not masqueraded.
     #[arg(long, value_name = "SUBNET=HOST_IP")]
     peer: Vec<String>,
+    /// -d ovs: a tunnel port to another host's bridge, gre or vxlan, with an optional key
+    /// (repeatable): gre:192.0.2.2:5, vxlan:[fd00::2]:42.
+    #[arg(long, value_name = "TYPE:REMOTE[:KEY]")]
+    tunnel: Vec<String>,
 }
 
 pub fn run(ctx: &Context, cmd: NetCommand) -> BerthResult<()> {
@@ -100,8 +106,10 @@ pub fn run(ctx: &Context, cmd: NetCommand) -> BerthResult<()> {
         NetCommand::Create(args) => {
             let list = create_list(&args)?;
             refuse_overlaps(ctx, &list)?;
+            // Resolved first: a peer this host cannot reach is refused before anything is made.
+            let routes = peer_routes(&list)?;
             let path = create(ctx, &list)?;
-            if let Err(e) = add_peer_routes(&list) {
+            if let Err(e) = add_routes(&routes) {
                 let _ = std::fs::remove_file(&path);
                 return Err(e);
             }
@@ -132,7 +140,7 @@ pub fn run(ctx: &Context, cmd: NetCommand) -> BerthResult<()> {
     }
 }
 
-fn create_list(args: &CreateArgs) -> BerthResult<ConfList> {
+pub(crate) fn create_list(args: &CreateArgs) -> BerthResult<ConfList> {
     let mut options = key_values("-o", &args.opt)?;
     if let Some(bridge) = &args.bridge {
         options.insert("bridge".into(), bridge.clone());
@@ -156,6 +164,7 @@ fn create_list(args: &CreateArgs) -> BerthResult<ConfList> {
             dev: args.vxlan_dev.clone(),
         }),
         peers: args.peer.iter().map(|p| parse_peer(p)).collect::<BerthResult<_>>()?,
+        tunnels: args.tunnel.iter().map(|t| parse_tunnel(t)).collect::<BerthResult<_>>()?,
     };
     if args.vni.is_none() && (!args.remote.is_empty() || args.group.is_some()) {
         return Err(invalid("--remote and --group need --vni".into()));
@@ -163,31 +172,45 @@ fn create_list(args: &CreateArgs) -> BerthResult<ConfList> {
     spec.conflist(args.driver)
 }
 
-/// `--peer`: a route to each peer subnet through its host, in the namespace berth runs in.
-fn add_peer_routes(list: &ConfList) -> BerthResult<()> {
+/// `--peer SUBNET=HOST_IP`: a route to each peer subnet, in the namespace berth runs in,
+/// through the peer host when this host reaches it on-link, else through the next hop this
+/// host takes toward it (a router, which must itself route SUBNET to HOST_IP).
+fn peer_routes(list: &ConfList) -> BerthResult<Vec<RouteEntry>> {
     let peers = peers_of(list);
     if peers.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let mut host = berth_netlink::Netlink::open()?;
+    let mut host = Netlink::open()?;
+    let mut routes = Vec::new();
     for (subnet, via) in peers {
-        host.add_route(&peer_route(subnet, via))?;
+        let toward = host.route_to(via)?.ok_or_else(|| {
+            invalid(format!("--peer {subnet}={via}: this host has no route to {via} (or it is one of its own addresses)"))
+        })?;
+        routes.push(peer_route(subnet, toward.gateway.unwrap_or(via)));
     }
+    Ok(routes)
+}
+
+fn add_routes(routes: &[RouteEntry]) -> BerthResult<()> {
+    let mut host = Netlink::open()?;
+    routes.iter().try_for_each(|route| host.add_route(route))?;
     Ok(())
 }
 
-fn peer_route(subnet: IpNet, via: IpAddr) -> berth_netlink::RouteEntry {
-    berth_netlink::RouteEntry { dst: subnet, gateway: Some(via), oif: None, table: None, priority: None, mtu: None, scope: None }
+fn peer_route(subnet: IpNet, next_hop: IpAddr) -> RouteEntry {
+    RouteEntry { dst: subnet, gateway: Some(next_hop), oif: None, table: None, priority: None, mtu: None, scope: None }
 }
 
-/// What a network has on the host besides its containers' attachments: `--peer` routes and
-/// the VXLAN port of `-d overlay` (removed whatever is still attached). What is already gone
-/// is not an error.
+/// What a network has on the host besides its containers' attachments: `--peer` routes, the
+/// VXLAN port of `-d overlay` and the tunnels of an Open vSwitch network (removed whatever
+/// is still attached). What is already gone is not an error.
 fn remove_host_side(list: &ConfList) -> BerthResult<()> {
-    let mut host = berth_netlink::Netlink::open()?;
+    let mut host = Netlink::open()?;
     for (subnet, via) in peers_of(list) {
-        let route = peer_route(subnet, via);
-        if host.routes()?.iter().any(|r| r.dst == route.dst && r.gateway == route.gateway) {
+        // Through the peer itself, or the next hop toward it (see `peer_routes`).
+        let next_hop = host.route_to(via)?.and_then(|r| r.gateway);
+        let ours = |r: &RouteEntry| r.dst == subnet.trunc() && r.gateway.is_some_and(|gw| gw == via || Some(gw) == next_hop);
+        for route in host.routes()?.into_iter().filter(ours) {
             host.del_route(&route)?;
         }
     }
@@ -196,6 +219,11 @@ fn remove_host_side(list: &ConfList) -> BerthResult<()> {
     let bridge = plugin.and_then(|p| p.get("bridge")).and_then(Value::as_str);
     if let (Some(vxlan), Some(bridge)) = (vxlan, bridge) {
         berth_bridge::remove_vxlan_port(bridge, &vxlan)?;
+    }
+    let tunnels = plugin.and_then(|p| p.get("tunnels")).and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    if let (true, Some(plugin)) = (tunnels, plugin) {
+        let socket = ["ovsdbSocket", "socket_file"].iter().find_map(|k| plugin.get(*k).and_then(Value::as_str));
+        berth_ovs::remove_tunnels(socket.unwrap_or(berth_ovs::DEFAULT_OVSDB_SOCKET), &list.name)?;
     }
     Ok(())
 }
@@ -211,7 +239,7 @@ fn refuse_overlaps(ctx: &Context, list: &ConfList) -> BerthResult<()> {
             }
         }
     }
-    let mut host = berth_netlink::Netlink::open()?;
+    let mut host = Netlink::open()?;
     for route in host.routes()?.into_iter().filter(|r| r.dst.prefix_len() > 0) {
         if let Some(mine) = ours.iter().find(|s| overlap(s, &route.dst)) {
             let dev = route.oif.and_then(|i| host.link_by_index(i).ok().flatten()).map(|l| format!(" dev {}", l.name)).unwrap_or_default();

@@ -49,6 +49,8 @@ pub struct NetworkSpec {
     pub vxlan: Option<berth_bridge::VxlanConf>,
     /// `--peer SUBNET=HOST_IP`: other hosts' container subnets, routed through those hosts.
     pub peers: Vec<(IpNet, IpAddr)>,
+    /// `-d ovs --tunnel TYPE:REMOTE[:KEY]`: tunnel ports to other hosts' bridges.
+    pub tunnels: Vec<berth_ovs::tunnel::Tunnel>,
 }
 
 fn invalid(msg: String) -> BerthError {
@@ -80,6 +82,9 @@ impl NetworkSpec {
         }
         if !self.peers.is_empty() && driver != Driver::Bridge {
             return Err(invalid("--peer goes with -d bridge (routed between hosts)".into()));
+        }
+        if !self.tunnels.is_empty() && driver != Driver::Ovs {
+            return Err(invalid("--tunnel goes with -d ovs (use -d overlay for VXLAN on a Linux bridge)".into()));
         }
         plugin.insert("ipam".into(), self.ipam()?);
         let mut plugins = vec![plugin];
@@ -124,14 +129,19 @@ impl NetworkSpec {
             "type": "berth-bridge",
             "bridge": bridge,
             "isGateway": true,
-            // Routed between hosts: the peers see the containers' own addresses.
-            "ipMasq": masquerade && !self.internal && self.peers.is_empty(),
+            "ipMasq": masquerade && !self.internal,
             "icc": icc,
             "hairpinMode": true,
             "capabilities": { "portMappings": true, "ips": true, "mac": true },
         }));
         if let Some(mtu) = self.mtu()? {
             plugin.insert("mtu".into(), json!(mtu));
+        }
+        if !self.peers.is_empty() {
+            // Routed between hosts: the peers see the containers' own addresses; anywhere
+            // else, the host's.
+            let subnets: Vec<String> = self.peers.iter().map(|(subnet, _)| subnet.trunc().to_string()).collect();
+            plugin.insert("noMasqueradeDestinations".into(), json!(subnets));
         }
         if let Some(address) = self.option(&["host_binding_ipv4", "com.docker.network.bridge.host_binding_ipv4"]) {
             let ip: IpAddr = address.parse().map_err(|_| invalid(format!("-o host_binding_ipv4={address}: not an IP address")))?;
@@ -208,6 +218,23 @@ impl NetworkSpec {
         }
         if let Some(mtu) = self.mtu()? {
             plugin.insert("mtu".into(), json!(mtu));
+        }
+        if let Some(socket) = ovsdb_socket_from_env() {
+            plugin.insert("ovsdbSocket".into(), json!(socket));
+        }
+        if !self.tunnels.is_empty() {
+            let tunnels: Vec<Value> = self
+                .tunnels
+                .iter()
+                .map(|t| {
+                    let mut tunnel = json!({ "type": t.kind.name(), "remote_ip": t.remote_ip.to_string() });
+                    if let Some(key) = t.key {
+                        tunnel["key"] = json!(key);
+                    }
+                    tunnel
+                })
+                .collect();
+            plugin.insert("tunnels".into(), json!(tunnels));
         }
         Ok(plugin)
     }
@@ -332,6 +359,43 @@ pub fn parse_peer(arg: &str) -> BerthResult<(IpNet, IpAddr)> {
     Ok((subnet.parse().map_err(|_| bad())?, via.parse().map_err(|_| bad())?))
 }
 
+/// `--tunnel TYPE:REMOTE[:KEY]`: `gre:192.0.2.2`, `gre:192.0.2.2:5`, `vxlan:[fd00::2]:42`.
+pub fn parse_tunnel(arg: &str) -> BerthResult<berth_ovs::tunnel::Tunnel> {
+    use berth_ovs::tunnel::{Tunnel, TunnelKind};
+    let bad =
+        |why: &str| invalid(format!("--tunnel {arg:?}: {why} (TYPE:REMOTE[:KEY], e.g. gre:192.0.2.2:5 or vxlan:[fd00::2]:42)"));
+    let (kind, rest) = arg.split_once(':').ok_or_else(|| bad("no remote address"))?;
+    let kind = match kind {
+        "gre" => TunnelKind::Gre,
+        "vxlan" => TunnelKind::Vxlan,
+        _ => return Err(bad("the type is gre or vxlan")),
+    };
+    // An IPv6 address is bracketed when a key follows.
+    let (remote, key) = match rest.strip_prefix('[') {
+        Some(bracketed) => {
+            let (ip, after) = bracketed.split_once(']').ok_or_else(|| bad("no closing bracket"))?;
+            (ip, after.strip_prefix(':'))
+        }
+        None if rest.parse::<IpAddr>().is_ok() => (rest, None),
+        None => match rest.split_once(':') {
+            Some((ip, key)) => (ip, Some(key)),
+            None => (rest, None),
+        },
+    };
+    let remote: IpAddr = remote.parse().map_err(|_| bad("the remote is not an IP address"))?;
+    let key = key.map(|k| {
+        k.parse::<u64>().ok().filter(|k| *k <= kind.max_key()).ok_or_else(|| bad(&format!("the key is 0 to {}", kind.max_key())))
+    });
+    Ok(Tunnel::new(kind, remote, key.transpose()?.map(|k| k as u32), None))
+}
+
+/// Where ovsdb-server listens when `ovs-vsctl` would look elsewhere than the plugin's default:
+/// `unix:$OVS_RUNDIR/db.sock` when OVS_RUNDIR is set.
+pub fn ovsdb_socket_from_env() -> Option<String> {
+    let dir = std::env::var_os("OVS_RUNDIR").filter(|d| !d.is_empty())?;
+    Some(format!("unix:{}/db.sock", std::path::Path::new(&dir).display()))
+}
+
 /// Whether two prefixes share an address.
 pub fn overlap(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -401,11 +465,31 @@ mod tests {
         let mut r = spec(&["10.61.0.0/24"]);
         r.peers = vec![parse_peer("10.62.0.0/24=192.0.2.2").unwrap()];
         let list = r.conflist(Driver::Bridge).unwrap();
-        assert_eq!(list.plugins[0]["ipMasq"], false, "peers see the containers' own addresses");
+        assert_eq!(list.plugins[0]["ipMasq"], true, "the outside sees the host's address");
+        assert_eq!(list.plugins[0]["noMasqueradeDestinations"], json!(["10.62.0.0/24"]), "the peers, the containers' own");
         assert_eq!(peers_of(&list), r.peers);
         assert!(parse_peer("10.62.0.0/24").is_err());
         r.peers = vec![parse_peer("10.61.0.0/16=192.0.2.2").unwrap()];
         assert!(r.conflist(Driver::Bridge).unwrap_err().to_string().contains("overlaps"));
+    }
+
+    #[test]
+    fn ovs_tunnels() {
+        let mut s = spec(&["10.40.0.0/24"]);
+        s.options = key_values("-o", &["bridge=ovs0".into()]).unwrap();
+        s.tunnels = vec![parse_tunnel("gre:192.0.2.2:5").unwrap(), parse_tunnel("vxlan:[fd00::2]:42").unwrap()];
+        let p = &s.conflist(Driver::Ovs).unwrap().plugins[0];
+        assert_eq!(
+            p["tunnels"],
+            json!([{"type": "gre", "remote_ip": "192.0.2.2", "key": 5}, {"type": "vxlan", "remote_ip": "fd00::2", "key": 42}])
+        );
+        assert!(s.conflist(Driver::Bridge).unwrap_err().to_string().contains("-d ovs"));
+        let gre = parse_tunnel("gre:192.0.2.2").unwrap();
+        assert_eq!((gre.remote_ip.to_string(), gre.key), ("192.0.2.2".into(), None));
+        assert_eq!(parse_tunnel("vxlan:fd00::2").unwrap().key, None, "an IPv6 remote alone needs no brackets");
+        for bad in ["gre", "geneve:192.0.2.2", "gre:host-b:5", "vxlan:192.0.2.2:16777216", "gre:[fd00::2:5", "gre:192.0.2.2:x"] {
+            assert!(parse_tunnel(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 pub fn parse_size(s: &str) -> Result<u64, String> {
     match units::size_bytes(s).map_err(|e| e.to_string())? {
         0 => Err(format!("{s:?}: a size must be positive")),
-        bytes => Ok(bytes * 8),
+        bytes => bytes.checked_mul(8).ok_or_else(|| format!("{s:?}: a size must be below 2 EiB")),
     }
 }
 
@@ -99,6 +99,16 @@ mod tests {
             assert!(parse_rate(bad).is_err(), "{bad:?}");
         }
         assert!(parse_size("-1kb").is_err());
+    }
+
+    /// Reviewing the fuzz target `cli_arguments` (src/fuzz_cli.rs): `berth attach --burst
+    /// 9223372036854775807` panicked ("attempt to multiply with overflow"); a release build
+    /// would have wrapped it into a small burst.
+    #[test]
+    fn a_burst_too_large_for_bits_is_refused() {
+        assert!(parse_size("9223372036854775807").is_err());
+        assert!(parse_size("2305843009213693952").is_err(), "2^61 bytes are 2^64 bits");
+        assert_eq!(parse_size("1152921504606846976"), Ok(1 << 63), "2^60 bytes still fit");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `berth net create -d overlay` and `--peer` across two hosts: two throwaway host namespaces
-//! joined by an underlay veth `under0` (192.0.2.1/24 on A, 192.0.2.2/24 on B), berth run in
-//! each with its own config directory. Needs root and the vxlan module.
+//! joined by an underlay veth `under0` (192.0.2.1/24 on A, 192.0.2.2/24 on B), or, routed,
+//! by a third namespace routing between them; berth run in each host with its own config
+//! directory. Needs root and the vxlan module.
 
 use berth_conformance::echo::{tcp_ask, EchoServer};
-use berth_conformance::{eventually, Container, TestHost};
-use berth_netlink::{Netlink, VethPeer};
-use berth_netns::NetNs;
+use berth_conformance::throughput::tcp_transfer;
+use berth_conformance::{eventually, TestHost};
+use berth_netlink::{RouteEntry, VethPeer};
+use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -13,32 +15,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 mod common;
 
-use common::HostBerth as Berth;
-
-impl Berth<'_> {
-    /// Attaches a new container to `network`; returns it with its eth0 address and MTU.
-    fn attached(&self, network: &str) -> (Container, IpAddr, u32) {
-        let c = self.host.container();
-        self.ok(&["attach", network, &c.name]);
-        let mut nl = Netlink::open_in(&NetNs::open(&c.path).unwrap()).unwrap();
-        let eth0 = nl.link_by_name("eth0").unwrap().expect("eth0");
-        let (_, address) = nl.addresses(Some(eth0.index)).unwrap().into_iter().find(|(_, a)| a.addr().is_ipv4()).expect("an address");
-        (c, address.addr(), eth0.mtu)
-    }
-}
-
-fn two_hosts() -> (TestHost, TestHost) {
-    let (a, b) = (TestHost::new(), TestHost::new());
-    let mut nl_a = a.netlink();
-    let under_a = nl_a.create_veth("under0", &VethPeer { name: "under0", netns: Some(&b.ns), mac: None }, None, None).unwrap();
-    let mut nl_b = b.netlink();
-    let under_b = nl_b.link_by_name("under0").unwrap().unwrap();
-    for (nl, index, ip) in [(&mut nl_a, under_a.index, "192.0.2.1/24"), (&mut nl_b, under_b.index, "192.0.2.2/24")] {
-        nl.add_address(index, ip.parse().unwrap()).unwrap();
-        nl.set_up(index).unwrap();
-    }
-    (a, b)
-}
+use common::{two_hosts_on_an_underlay as two_hosts, HostBerth as Berth};
 
 #[test]
 fn overlay_networks_join_containers_on_two_hosts() {
@@ -79,4 +56,117 @@ fn peer_routes_carry_unmasqueraded_traffic_between_hosts() {
     assert!(peer_route(&a));
     berth_a.ok(&["net", "rm", "ra"]);
     assert!(!peer_route(&a), "net rm removed the peer route");
+}
+
+/// A host and a router joined by a veth (`uplink0` on the host, `to_NAME` on the router),
+/// the host's default route through the router.
+fn link_to_router(host: &TestHost, router: &TestHost, name: &str, host_ip: &str, router_ip: &str) {
+    let mut nl = host.netlink();
+    let peer = VethPeer { name: &format!("to_{name}"), netns: Some(&router.ns), mac: None };
+    let uplink = nl.create_veth("uplink0", &peer, None, None).unwrap();
+    let mut rnl = router.netlink();
+    let far = rnl.link_by_name(&format!("to_{name}")).unwrap().unwrap();
+    for (nl, index, ip) in [(&mut nl, uplink.index, host_ip), (&mut rnl, far.index, router_ip)] {
+        nl.add_address(index, format!("{ip}/24").parse().unwrap()).unwrap();
+        nl.set_up(index).unwrap();
+    }
+    nl.add_route(&route("0.0.0.0/0", router_ip)).unwrap();
+}
+
+fn route(dst: &str, gateway: &str) -> RouteEntry {
+    RouteEntry {
+        dst: dst.parse().unwrap(),
+        gateway: gateway.parse().ok(),
+        oif: None,
+        table: None,
+        priority: None,
+        mtu: None,
+        scope: None,
+    }
+}
+
+/// A (198.51.100.1) — router — B (203.0.113.2): the hosts share no link. The router routes
+/// each host's container subnet (10.61.0.0/24, 10.62.0.0/24) through that host, and plays
+/// the rest of the world too.
+fn routed_hosts() -> (TestHost, TestHost, TestHost) {
+    let (a, router, b) = (TestHost::new(), TestHost::new(), TestHost::new());
+    link_to_router(&a, &router, "a", "198.51.100.1", "198.51.100.254");
+    link_to_router(&b, &router, "b", "203.0.113.2", "203.0.113.254");
+    let mut rnl = router.netlink();
+    rnl.add_route(&route("10.61.0.0/24", "198.51.100.1")).unwrap();
+    rnl.add_route(&route("10.62.0.0/24", "203.0.113.2")).unwrap();
+    router.ns.run(|| berth_netns::sysctl::set("net/ipv4/ip_forward", "1")).unwrap().unwrap();
+    (a, router, b)
+}
+
+/// Both ends of the router's link to B get `mtu` (a veth drops what exceeds its peer's).
+fn narrow_link_to_b(router: &TestHost, b: &TestHost, mtu: u32) {
+    for (host, name) in [(router, "to_b"), (b, "uplink0")] {
+        let mut nl = host.netlink();
+        let link = nl.link_by_name(name).unwrap().unwrap();
+        nl.set_mtu(link.index, mtu).unwrap();
+    }
+}
+
+/// Routed through a router, with every firewall backend: `--peer SUBNET=HOST_IP` with
+/// HOST_IP off-link installs the route through the router; containers on A and B reach each
+/// other (ping, a TCP transfer) with their own addresses, while traffic to anywhere else is
+/// still masqueraded behind A's. A ping with DF of the largest size the container's MTU
+/// allows crosses, one byte more is refused by the sender; after the router's link to B
+/// narrows, the router's "fragmentation needed" reaches the container, and TCP still
+/// crosses whole. CHECK passes; `net rm` takes the route away.
+#[test]
+fn peers_routed_through_a_router_keep_their_addresses_and_find_the_path_mtu() {
+    for backend in ["nftables", "iptables-nft", "iptables-legacy"] {
+        let (a, router, b) = routed_hosts();
+        let (berth_a, berth_b) = (Berth { host: &a }, Berth { host: &b });
+        berth_a.network(&["ra", "--subnet", "10.61.0.0/24", "--peer", "10.62.0.0/24=203.0.113.2"]);
+        berth_b.network(&["rb", "--subnet", "10.62.0.0/24", "--peer", "10.61.0.0/24=198.51.100.1"]);
+        berth_a.set_plugin_key("ra", "firewallBackend", backend);
+        berth_b.set_plugin_key("rb", "firewallBackend", backend);
+        let peer_route = |host: &TestHost| {
+            let dst: IpNet = "10.62.0.0/24".parse().unwrap();
+            host.netlink().routes().unwrap().into_iter().find(|r| r.dst == dst).and_then(|r| r.gateway)
+        };
+        assert_eq!(peer_route(&a), Some(ip("198.51.100.254")), "{backend}: B is off-link: through the router");
+
+        let (c1, ip1, _) = berth_a.attached("ra");
+        let (c2, ip2, mtu2) = berth_b.attached("rb");
+        assert!(eventually(WAIT, || TestHost::ping(&c1.path, ip2)), "{backend}: {ip1} on A reaches {ip2} on B");
+        assert!(TestHost::ping(&c2.path, ip1), "{backend}: and back");
+        let _peer = EchoServer::start(&c2.path, "0.0.0.0:7070".parse().unwrap());
+        let _world = EchoServer::start(&router.path(), "0.0.0.0:7071".parse().unwrap());
+        let seen = tcp_ask(&c1.path, SocketAddr::new(ip2, 7070));
+        assert_eq!(seen, Some(ip1.to_string()), "{backend}: the peer sees the container's own address");
+        let seen = tcp_ask(&c1.path, "203.0.113.254:7071".parse().unwrap());
+        assert_eq!(seen.as_deref(), Some("198.51.100.1"), "{backend}: anywhere else sees A's address");
+        let len = 1 << 20;
+        assert_eq!(tcp_transfer(&c1.path, &c2.path, ip2, len).unwrap(), len, "{backend}: a TCP transfer crosses whole");
+
+        // The container's MTU is the whole way's: the largest DF ping crosses, one more byte not.
+        let largest = mtu2 - 28;
+        let (crossed, said) = TestHost::ping_df(&c1.path, ip2, largest);
+        assert!(crossed, "{backend}: a {largest}-byte ping with DF crosses: {said}");
+        let (crossed, said) = TestHost::ping_df(&c1.path, ip2, largest + 1);
+        assert!(!crossed && said.contains("message too long, mtu=1500"), "{backend}: refused by the sender: {said}");
+        // A narrower link on the way: the router says so, and the sender learns the path's MTU.
+        narrow_link_to_b(&router, &b, 1400);
+        let (crossed, said) = TestHost::ping_df(&c1.path, ip2, largest);
+        assert!(
+            !crossed && said.contains("Frag needed") && said.contains("mtu = 1400"),
+            "{backend}: the router refuses it: {said}"
+        );
+        assert!(TestHost::ping_df(&c1.path, ip2, 1400 - 28).0, "{backend}: the path's largest crosses");
+        let (_, said) = TestHost::ping_df(&c1.path, ip2, 1400 - 28 + 1);
+        assert!(said.contains("message too long, mtu=1400"), "{backend}: the sender knows the path's MTU now: {said}");
+        assert_eq!(tcp_transfer(&c1.path, &c2.path, ip2, len).unwrap(), len, "{backend}: TCP finds the path's MTU");
+
+        berth_a.ok(&["check", "ra", &c1.name]);
+        berth_a.ok(&["net", "rm", "ra"]);
+        assert_eq!(peer_route(&a), None, "{backend}: net rm removed the peer route");
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
 }

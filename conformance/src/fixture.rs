@@ -149,6 +149,19 @@ impl TestHost {
         ns.prepare_command(&mut cmd).expect("namespace handle");
         cmd.status().expect("run ping (apt-get install iputils-ping)").success()
     }
+
+    /// `ping -M do -s SIZE` (don't fragment, SIZE bytes of ICMP payload) from the namespace at
+    /// `from`: whether it was answered, and what ping printed ("message too long, mtu=1450"
+    /// when the sender's own MTU refuses it, "Frag needed and DF set (mtu = 1400)" when a
+    /// router on the way does).
+    pub fn ping_df(from: &Path, to: IpAddr, size: u32) -> (bool, String) {
+        let ns = NetNs::open(from).expect("namespace to ping from");
+        let mut cmd = std::process::Command::new("ping");
+        cmd.args(["-M", "do", "-s", &size.to_string(), "-c", "1", "-W", "2", &to.to_string()]);
+        ns.prepare_command(&mut cmd).expect("namespace handle");
+        let out = cmd.output().expect("run ping (apt-get install iputils-ping)");
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
 }
 
 impl Default for TestHost {

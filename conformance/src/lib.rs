@@ -12,6 +12,7 @@ pub mod docker;
 pub mod echo;
 mod fixture;
 pub mod image;
+pub mod kill;
 pub mod lab;
 pub mod ovs;
 pub mod plugins;

@@ -1,10 +1,12 @@
-//! TCP throughput between two network namespaces, as a user would measure shaping: one stream,
-//! a thread writing as fast as it can, the receiver counting bytes over a window after a
-//! warm-up (which leaves out a token bucket's initial burst and TCP's slow start).
+//! TCP between two network namespaces: throughput, as a user would measure shaping (one
+//! stream, a thread writing as fast as it can, the receiver counting bytes over a window after
+//! a warm-up, which leaves out a token bucket's initial burst and TCP's slow start), and a
+//! whole transfer.
 
 use berth_netns::NetNs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +44,27 @@ pub fn tcp_bits_per_sec(from: &NetNs, to: &NetNs, to_addr: IpAddr, window: Durat
     let _ = receiver.shutdown(Shutdown::Both);
     let _ = writer.join();
     measured
+}
+
+/// Sends `len` bytes over one TCP connection from the namespace at `from` to a listener on
+/// `to_addr` in the namespace at `to`, and returns how many arrived before the sender closed
+/// (all of them, when the path carries full-size segments or discovers its MTU).
+pub fn tcp_transfer(from: &Path, to: &Path, to_addr: IpAddr, len: usize) -> std::io::Result<usize> {
+    let (from, to) = (NetNs::open(from).map_err(std::io::Error::other)?, NetNs::open(to).map_err(std::io::Error::other)?);
+    let listener = to.run(|| TcpListener::bind(SocketAddr::new(to_addr, 0))).map_err(std::io::Error::other)??;
+    let target = listener.local_addr()?;
+    let receiver = std::thread::spawn(move || -> std::io::Result<usize> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(STALL))?;
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got)?;
+        Ok(got.len())
+    });
+    let mut sender = from.run(|| TcpStream::connect_timeout(&target, STALL)).map_err(std::io::Error::other)??;
+    sender.set_write_timeout(Some(STALL))?;
+    sender.write_all(&vec![0x5a; len])?;
+    drop(sender);
+    receiver.join().map_err(|_| std::io::Error::other("the receiving thread panicked"))?
 }
 
 fn count(receiver: &mut TcpStream, window: Duration) -> std::io::Result<f64> {

@@ -1,16 +1,17 @@
 //! berth-bridge's NAT side through a runtime, as users see it: published ports reached from
 //! an outside namespace, masquerade, hairpin, isolation between networks, IPv6, every
-//! firewall backend; concurrency, SIGKILL during ADD, GC. Needs root.
+//! firewall backend; concurrency, GC. Needs root. (SIGKILL at any instant: killed.rs.)
 
+use berth_cni::runtime::{Attachment, Runtime};
+use berth_cni::spec::{ConfList, RunResult};
 use berth_conformance::echo::{tcp_ask, udp_ask, EchoServer};
 use berth_conformance::plugins::PluginSet;
-use berth_conformance::{eventually, Container, TestHost};
-use berth_cni::runtime::Attachment;
-use berth_cni::spec::{ConfList, RunResult};
+use berth_conformance::{Container, TestHost};
+use berth_netlink::Netlink;
+use berth_netns::NetNs;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
-use std::time::Duration;
 
 const BACKENDS: &[&str] = &["nftables", "iptables-nft", "iptables-legacy"];
 
@@ -38,8 +39,7 @@ fn network(host: &TestHost, name: &str, bridge: &str, v4: &str, v6: &str, backen
 }
 
 fn attachment(c: &Container, ports: &[(u16, u16, &str)]) -> Attachment {
-    let maps: Vec<Value> =
-        ports.iter().map(|(h, c, p)| json!({"hostPort": h, "containerPort": c, "protocol": p})).collect();
+    let maps: Vec<Value> = ports.iter().map(|(h, c, p)| json!({"hostPort": h, "containerPort": c, "protocol": p})).collect();
     Attachment {
         container_id: c.name.clone(),
         ifname: "eth0".into(),
@@ -115,6 +115,56 @@ fn published_ports_masquerade_hairpin_and_cleanup_with_every_backend() {
         let dump = firewall_dump(&host, backend);
         assert!(!dump.contains(&c1.name), "{backend}: DEL left firewall entries naming the container:\n{dump}");
         assert!(from_world(sock(world.host_v4, 8080)).is_none(), "{backend}: the port is closed after DEL");
+    }
+}
+
+/// DEL without prevResult (a runtime that lost its result cache: containerd after a restart,
+/// Kubernetes) removes everything of that attachment and nothing of another, with every
+/// backend: of two containers publishing a port each, the first is deleted by a runtime
+/// whose cache is empty, given its port mappings as runtimes pass them. Its port no longer
+/// answers, its interface is gone, the second's port still answers and CHECK still passes;
+/// DEL again succeeds. With nftables, a DEL after berth's table was deleted (`nft flush
+/// ruleset`) succeeds too.
+#[test]
+fn del_without_prev_result_removes_that_attachment_only() {
+    for backend in BACKENDS {
+        let host = TestHost::new();
+        let world = host.outside();
+        let (c1, c2) = (host.container(), host.container());
+        let runtime = host.runtime(PluginSet::berth().cni_path());
+        let forgetful = Runtime { cache_dir: host.dir.path().join("empty-cache"), ..host.runtime(PluginSet::berth().cni_path()) };
+        let list = network(&host, "forgot", "forgotbr0", "10.30.0.0/24", "fd00:30::/64", backend);
+        let (a1, a2) = (attachment(&c1, &[(8080, 80, "tcp")]), attachment(&c2, &[(8081, 80, "tcp")]));
+        for a in [&a1, &a2] {
+            runtime.add(&list, a).unwrap_or_else(|e| panic!("{backend} ADD: {e}"));
+        }
+        let _servers =
+            [EchoServer::start(&c1.path, "[::]:80".parse().unwrap()), EchoServer::start(&c2.path, "[::]:80".parse().unwrap())];
+        let answers = |port: u16| {
+            [world.host_v4.into(), IpAddr::from(world.host_v6)].map(|ip| tcp_ask(&world.world.path, sock(ip, port)).is_some())
+        };
+        assert_eq!((answers(8080), answers(8081)), ([true; 2], [true; 2]), "{backend}: both ports before DEL");
+
+        for round in ["DEL", "DEL again"] {
+            forgetful.del(&list, &a1).unwrap_or_else(|e| panic!("{backend} {round} without prevResult: {e}"));
+            assert_eq!(answers(8080), [false; 2], "{backend} {round}: the deleted container's port still answers");
+            assert_eq!(answers(8081), [true; 2], "{backend} {round}: the other container's port stopped answering");
+            let dump = firewall_dump(&host, backend);
+            assert!(!dump.contains(&c1.name), "{backend} {round}: entries of the deleted container left:\n{dump}");
+            assert!(dump.contains(&c2.name), "{backend} {round}: entries of the other container gone:\n{dump}");
+            runtime.check(&list, &a2).unwrap_or_else(|e| panic!("{backend} {round}: CHECK of the other container: {e}"));
+        }
+        let in_c1 = Netlink::open_in(&NetNs::open(&c1.path).unwrap()).unwrap().link_by_name("eth0").unwrap();
+        assert!(in_c1.is_none(), "{backend}: the deleted container's interface is gone");
+
+        if *backend == "nftables" {
+            let mut flush = Command::new("nft");
+            flush.args(["flush", "ruleset"]);
+            host.ns.prepare_command(&mut flush).unwrap();
+            assert!(flush.status().unwrap().success());
+            forgetful.del(&list, &a2).unwrap_or_else(|e| panic!("DEL without prevResult and without berth's table: {e}"));
+            assert!(host.netlink().links().unwrap().iter().all(|l| l.kind.as_deref() != Some("veth") || l.name == "uplink0"));
+        }
     }
 }
 
@@ -208,69 +258,6 @@ fn sixty_four_parallel_adds_get_distinct_addresses() {
     assert_eq!(veths, 64);
 }
 
-fn pseudo_random(seed: u64) -> u64 {
-    // splitmix64: enough to spread kill instants, no dependency.
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-#[test]
-fn add_killed_at_any_instant_is_cleaned_by_del() {
-    let host = TestHost::new();
-    let set = PluginSet::berth();
-    let list = network(&host, "killed", "killbr0", "10.27.0.0/24", "fd00:27::/64", "nftables");
-    let containers: Vec<Container> = (0..24).map(|_| host.container()).collect();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let mut plugin_conf = Value::Object(berth_cni::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
-    plugin_conf["runtimeConfig"] = json!({"portMappings": [{"hostPort": 7000, "containerPort": 80, "protocol": "tcp"}]});
-    let mut killed = 0;
-    for (i, c) in containers.iter().enumerate() {
-        let mut cmd = Command::new(set.dir.join("berth-bridge"));
-        cmd.env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", &c.name)
-            .env("CNI_NETNS", &c.path)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &set.dir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        host.ns.prepare_command(&mut cmd).unwrap();
-        let mut child = cmd.spawn().unwrap();
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            let _ = stdin.write_all(plugin_conf.to_string().as_bytes());
-        }
-        std::thread::sleep(Duration::from_micros(pseudo_random(seed ^ i as u64) % 6000));
-        if child.try_wait().unwrap().is_none() {
-            killed += 1;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    assert!(killed > 0, "no ADD was interrupted (seed {seed}): the test proves nothing");
-    // The runtime lost every result: DEL without prevResult must still clean up.
-    for c in &containers {
-        host.call(&set.cni_path(), "berth-bridge", berth_cni::skel::Command::Del, &c.name, Some(&c.path), "eth0", &plugin_conf)
-            .unwrap_or_else(|e| panic!("DEL after kill (seed {seed}): {e}"));
-    }
-    let mut nl = host.netlink();
-    assert!(
-        eventually(Duration::from_secs(5), || nl.links().unwrap().iter().all(|l| l.kind.as_deref() != Some("veth"))),
-        "veths left after DEL (seed {seed}, {killed} killed)"
-    );
-    let leases = std::fs::read_dir(host.dir.path().join("ipam/killed"))
-        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().parse::<IpAddr>().is_ok()).count())
-        .unwrap_or(0);
-    assert_eq!(leases, 0, "addresses left (seed {seed}, {killed} killed)");
-    let dump = firewall_dump(&host, "nftables");
-    for c in &containers {
-        assert!(!dump.contains(&c.name), "firewall entries left for {} (seed {seed})", c.name);
-    }
-}
-
 #[test]
 fn gc_keeps_exactly_the_valid_attachments() {
     let host = TestHost::new();
@@ -278,9 +265,13 @@ fn gc_keeps_exactly_the_valid_attachments() {
     let runtime = host.runtime(set.cni_path());
     let list = network(&host, "gcnet", "gcbr0", "10.28.0.0/24", "fd00:28::/64", "nftables");
     let containers: Vec<Container> = (0..3).map(|_| host.container()).collect();
-    let results: Vec<RunResult> =
-        containers.iter().enumerate().map(|(i, c)| runtime.add(&list, &attachment(c, &[(6000 + i as u16, 80, "tcp")])).unwrap()).collect();
-    let mut gc_conf = Value::Object(berth_cni::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
+    let results: Vec<RunResult> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| runtime.add(&list, &attachment(c, &[(6000 + i as u16, 80, "tcp")])).unwrap())
+        .collect();
+    let mut gc_conf =
+        Value::Object(berth_cni::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
     gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": containers[0].name, "ifname": "eth0"}]);
     host.call(&set.cni_path(), "berth-bridge", berth_cni::skel::Command::Gc, "", None, "", &gc_conf).expect("GC");
     let mut nl = host.netlink();

@@ -66,7 +66,7 @@ impl Lan {
     }
 
     fn call(&self, command: Command, c: &Container, conf: &Value) -> Result<Vec<u8>, CniError> {
-        self.host.call(&self.cni_path, &conf["type"].as_str().unwrap().to_string(), command, &c.name, Some(&c.path), "eth0", conf)
+        self.host.call(&self.cni_path, conf["type"].as_str().unwrap(), command, &c.name, Some(&c.path), "eth0", conf)
     }
 
     fn add(&self, c: &Container) -> RunResult {
@@ -116,7 +116,7 @@ fn a_lease_with_the_options_asked_for_is_renewed_then_released() {
     assert!(routes.contains(&"0.0.0.0/0 via Some(10.61.0.1)".to_string()), "{routes:?}");
     assert_eq!(result.dns.nameservers, ["10.61.0.53"]);
     assert_eq!(result.dns.domain, "lan.test");
-    assert_eq!(container_addresses(&c), [ip.clone()], "berth-bridge gave eth0 the leased address");
+    assert_eq!(container_addresses(&c), std::slice::from_ref(&ip), "berth-bridge gave eth0 the leased address");
     assert!(lan.server.leased().contains(&ip), "dnsmasq's lease file has it");
     let client_id: Vec<String> = format!("{}/dhnet/eth0", c.name).bytes().map(|b| format!("{b:02x}")).collect();
     let hostname: String = c.name.chars().take(12).collect();
@@ -318,4 +318,66 @@ fn a_podman_container_on_a_macvlan_network_gets_its_address_from_the_lans_server
     assert!(lab.pings("leaser", "10.63.0.1".parse().unwrap()), "the container reaches the LAN's server");
     lab.ok(&["rm", "--force", "--time", "0", "leaser"]);
     assert!(eventually(Duration::from_secs(5), || server.released(&address)), "podman rm released the lease");
+}
+
+/// In the kernel lab (this machine's kernel has no openvswitch datapath): berth-ovs puts a
+/// container on an Open vSwitch bridge whose internal port holds dnsmasq; with berth-dhcp
+/// the container leases from it, on an access port (tag 30) as on an untagged one, reaches
+/// the server, and DEL releases the lease. Needs root and the lab.
+#[test]
+fn lab_an_ovs_container_leases_from_a_server_on_its_bridge() {
+    use berth_conformance::lab;
+    use berth_conformance::ovs::OvsDaemons;
+    if !lab::in_lab() {
+        lab::assert_test_passes_inside("lab_an_ovs_container_leases_from_a_server_on_its_bridge");
+        return;
+    }
+    let host = TestHost::new();
+    let ovs = OvsDaemons::start(&host);
+    ovs.vsctl(&["add-br", "dhovs0", "--", "add-port", "dhovs0", "dhsrv30", "tag=30", "--", "set", "interface", "dhsrv30", "type=internal"]);
+    let mut nl = host.netlink();
+    let serving = [("dhovs0", "10.65.0.1/24"), ("dhsrv30", "10.65.30.1/24")];
+    for (ifname, address) in serving {
+        let link = eventually_link(&mut nl, ifname);
+        nl.add_address(link.index, address.parse().unwrap()).expect("server address");
+        nl.set_up(link.index).expect("server port up");
+    }
+    let keeper = KeeperGuard::new(host.dir.path().join("keeper.sock"));
+    let untagged_dir = host.dir.path().join("untagged");
+    let tagged_dir = host.dir.path().join("tagged");
+    for dir in [&untagged_dir, &tagged_dir] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let untagged = Dnsmasq::start(&host.path(), "dhovs0", "10.65.0.50,10.65.0.150", &untagged_dir, &[]);
+    let tagged = Dnsmasq::start(&host.path(), "dhsrv30", "10.65.30.50,10.65.30.150", &tagged_dir, &[]);
+    let cni_path = vec![berth_dir()];
+    for (vlan, server, server_ip) in [(None, &untagged, "10.65.0.1"), (Some(30), &tagged, "10.65.30.1")] {
+        let mut conf = json!({
+            "cniVersion": "1.0.0", "name": "ovslan", "type": "berth-ovs", "bridge": "dhovs0",
+            "ovsdbSocket": ovs.endpoint(),
+            "ipam": {"type": "berth-dhcp", "daemonSocketPath": keeper.socket},
+        });
+        if let Some(tag) = vlan {
+            conf["vlan"] = json!(tag);
+        }
+        let c = host.container();
+        let out = host.call(&cni_path, "berth-ovs", Command::Add, &c.name, Some(&c.path), "eth0", &conf).expect("ADD");
+        let ip = address(&parse_result(&out, "1.0.0"));
+        assert!(server.leased().contains(&ip), "vlan {vlan:?}: {ip} is not in the lease file of the server on that VLAN");
+        assert!(TestHost::ping(&c.path, server_ip.parse().unwrap()), "vlan {vlan:?}: the container reaches its server");
+        host.call(&cni_path, "berth-ovs", Command::Del, &c.name, Some(&c.path), "eth0", &conf).expect("DEL");
+        assert!(eventually(Duration::from_secs(5), || !server.leased().contains(&ip)), "vlan {vlan:?}: DEL released {ip}");
+    }
+    assert_eq!(keeper.state_files(), 0);
+}
+
+/// An interface ovs-vswitchd creates (an internal port) appears shortly after the change.
+fn eventually_link(nl: &mut Netlink, ifname: &str) -> berth_netlink::Link {
+    let mut found = None;
+    let appeared = eventually(Duration::from_secs(20), || {
+        found = nl.link_by_name(ifname).ok().flatten();
+        found.is_some()
+    });
+    assert!(appeared, "{ifname} did not appear");
+    found.expect("link")
 }

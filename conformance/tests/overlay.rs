@@ -5,13 +5,13 @@
 
 use berth_cni::skel::Command;
 use berth_conformance::plugins::PluginSet;
+use berth_conformance::throughput::tcp_transfer;
 use berth_conformance::{eventually, Container, TestHost};
 use berth_netlink::{Netlink, VethPeer};
 use berth_netns::NetNs;
 use ipnet::IpNet;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 const A_UNDERLAY: &str = "192.0.2.1";
@@ -67,35 +67,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// `ping -M do -s SIZE` (don't fragment): whether it was answered, and what ping said.
-fn ping_df(from: &Container, to: IpAddr, size: u32) -> (bool, String) {
-    let ns = NetNs::open(&from.path).expect("namespace to ping from");
-    let mut cmd = std::process::Command::new("ping");
-    cmd.args(["-M", "do", "-s", &size.to_string(), "-c", "1", "-W", "2", &to.to_string()]);
-    ns.prepare_command(&mut cmd).expect("namespace handle");
-    let out = cmd.output().expect("run ping");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-/// Sends `len` bytes over TCP from `from` to a listener in `to`; returns what arrived.
-fn tcp_transfer(from: &Container, to: &Container, to_addr: IpAddr, len: usize) -> usize {
-    let (from, to) = (NetNs::open(&from.path).unwrap(), NetNs::open(&to.path).unwrap());
-    let listener = to.run(|| TcpListener::bind(SocketAddr::new(to_addr, 0))).unwrap().expect("listen");
-    let target = listener.local_addr().unwrap();
-    let receiver = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accept");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut got = Vec::new();
-        stream.read_to_end(&mut got).expect("read");
-        got.len()
-    });
-    let mut sender = from.run(|| TcpStream::connect_timeout(&target, WAIT)).unwrap().expect("connect");
-    sender.set_write_timeout(Some(WAIT)).unwrap();
-    sender.write_all(&vec![0x5a; len]).expect("send");
-    drop(sender);
-    receiver.join().expect("receiver")
-}
-
 fn container_mtu(c: &Container) -> u32 {
     let mut nl = Netlink::open_in(&NetNs::open(&c.path).unwrap()).unwrap();
     nl.link_by_name("eth0").unwrap().expect("eth0").mtu
@@ -123,13 +94,13 @@ fn vxlan_carries_ping_and_tcp_between_hosts_with_the_mtu_lowered() {
     assert!(eventually(WAIT, || TestHost::ping(&c1.path, ip("10.50.0.12"))), "A's container reaches B's");
     assert!(TestHost::ping(&c2.path, ip("10.50.0.11")), "and back");
     let len = 4 << 20;
-    assert_eq!(tcp_transfer(&c1, &c2, ip("10.50.0.12"), len), len, "a TCP transfer crosses whole");
+    assert_eq!(tcp_transfer(&c1.path, &c2.path, ip("10.50.0.12"), len).expect("transfer"), len, "a TCP transfer crosses whole");
 
     // The largest ICMP payload that fits: the MTU less the IPv4 and ICMP headers.
     let largest = OVERLAY_MTU - 28;
-    let (crossed, said) = ping_df(&c1, ip("10.50.0.12"), largest);
+    let (crossed, said) = TestHost::ping_df(&c1.path, ip("10.50.0.12"), largest);
     assert!(crossed, "a {largest}-byte ping with DF crosses: {said}");
-    let (crossed, said) = ping_df(&c1, ip("10.50.0.12"), largest + 1);
+    let (crossed, said) = TestHost::ping_df(&c1.path, ip("10.50.0.12"), largest + 1);
     assert!(!crossed, "one byte more must not cross: {said}");
     assert!(said.contains("message too long") && said.contains(&format!("mtu={OVERLAY_MTU}")), "refused as too big: {said}");
 }

@@ -361,8 +361,14 @@ fn lab_berth_ovs_benchmark() {
         .iter()
         .map(|name| {
             time_ms(|| {
-                let port =
-                    berth_ovs::vswitch::NewPort { bridge: BRIDGE, name, vlans: &vlans, external_ids: &[("owner", "berth-ovs")] };
+                let port = berth_ovs::vswitch::NewPort {
+                    bridge: BRIDGE,
+                    name,
+                    iface_type: "",
+                    options: &[],
+                    vlans: &vlans,
+                    external_ids: &[("owner", "berth-ovs")],
+                };
                 let cfg = ovs.add_port(&port).unwrap();
                 ovs.wait_applied(cfg, APPLY_TIMEOUT, Some(name)).unwrap();
             })

@@ -160,8 +160,8 @@ fn network(name: &str, link: Option<&Link>, kind: &HostKind, w: &Wiring, target:
 /// when OVS_RUNDIR is set, else the plugin's default (/var/run/openvswitch/db.sock).
 fn ovs_plugin(name: &str, exists: bool) -> Value {
     let mut plugin = json!({ "type": "berth-ovs", "bridge": name, "createBridge": !exists });
-    if let Some(dir) = std::env::var_os("OVS_RUNDIR").filter(|d| !d.is_empty()) {
-        plugin["ovsdbSocket"] = json!(format!("unix:{}/db.sock", std::path::Path::new(&dir).display()));
+    if let Some(socket) = crate::netconf::ovsdb_socket_from_env() {
+        plugin["ovsdbSocket"] = json!(socket);
     }
     plugin
 }

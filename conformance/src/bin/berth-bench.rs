@@ -2,6 +2,7 @@
 //! machine, same kind of throwaway host namespace, same run. Needs root.
 //!
 //!   berth-bench [--plain] [--berth-only] [--out DIR] [N ...]      (default N: 100)
+//!   berth-bench --del-forms [N ...]
 //!
 //! Default workload (what runtimes do for a published container): ipMasq and one port
 //! mapping per container; berth-bridge + berth-host-local against the reference chain
@@ -12,13 +13,16 @@
 //! timed ADDs (the first ADD sets network-wide state up), and five with the N containers there.
 //! With `--out DIR`, per-container ADD latencies go to DIR/add-latency.csv and a plot of
 //! ADD latency against N to DIR/add-latency.svg.
+//!
+//! `--del-forms`: DEL with prevResult against DEL without it (a runtime that lost its result
+//! cache: containerd after a restart, Kubernetes), see [`del_forms`].
 
+use berth_cni::runtime::Attachment;
+use berth_cni::spec::ConfList;
 use berth_conformance::bench::{percentile, run_child};
 use berth_conformance::plugins::PluginSet;
 use berth_conformance::rss_probe::RssProbe;
 use berth_conformance::TestHost;
-use berth_cni::runtime::Attachment;
-use berth_cni::spec::ConfList;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -125,7 +129,10 @@ fn port_mapping(plain: bool, host_port: usize) -> serde_json::Map<String, Value>
     if plain {
         return Default::default();
     }
-    json!({"portMappings": [{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}]}).as_object().cloned().expect("object")
+    json!({"portMappings": [{"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}]})
+        .as_object()
+        .cloned()
+        .expect("object")
 }
 
 /// One chain's measurement at `n` containers, in a child process.
@@ -143,6 +150,10 @@ fn main() {
     let plain = args.iter().any(|a| a == "--plain");
     let berth_only = args.iter().any(|a| a == "--berth-only");
     args.retain(|a| a != "--plain" && a != "--berth-only");
+    if args.first().map(String::as_str) == Some("--del-forms") {
+        del_forms::main(&args[1..]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--one") {
         let set = if args[1] == "berth" { PluginSet::berth() } else { PluginSet::reference() };
         println!("{}", measure(&set, plain, args[2].parse().expect("N")));
@@ -153,7 +164,8 @@ fn main() {
         args.drain(i..=i + 1);
         dir
     });
-    let ns: Vec<usize> = if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
+    let ns: Vec<usize> =
+        if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
     let workload = if plain { "bridge + host-local, no NAT" } else { "bridge + host-local, ipMasq, one port mapping each" };
     println!("workload: {workload}");
     println!(
@@ -172,7 +184,11 @@ fn main() {
         let ratio = |k: &str| reference[k].as_f64().expect("figure") / berth[k].as_f64().expect("figure");
         println!(
             "{:>6}  reference/berth: ADD median {:.1}x, DEL median {:.1}x, peak RSS {:.2}x (at N {:.2}x)",
-            n, ratio("add_median_ms"), ratio("del_median_ms"), ratio("peak_rss_kb"), ratio("rss_at_n_kb")
+            n,
+            ratio("add_median_ms"),
+            ratio("del_median_ms"),
+            ratio("peak_rss_kb"),
+            ratio("rss_at_n_kb")
         );
         series.push((n, berth, reference));
     }
@@ -187,8 +203,16 @@ fn print_row(n: usize, label: &str, f: &Value) {
     let ms = |k: &str| f[k].as_f64().expect("figure");
     println!(
         "{:>6}  {:<10} {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>7.2}ms {:>9.2}ms {:>9.2}ms {:>10}kB {:>7}kB",
-        n, label, ms("add_median_ms"), ms("add_p90_ms"), ms("del_median_ms"), ms("del_p90_ms"),
-        ms("add_first10_median_ms"), ms("add_last10_median_ms"), f["first_add_rss_kb"].as_i64().unwrap_or_default(), f["rss_at_n_kb"].as_i64().unwrap_or_default()
+        n,
+        label,
+        ms("add_median_ms"),
+        ms("add_p90_ms"),
+        ms("del_median_ms"),
+        ms("del_p90_ms"),
+        ms("add_first10_median_ms"),
+        ms("add_last10_median_ms"),
+        f["first_add_rss_kb"].as_i64().unwrap_or_default(),
+        f["rss_at_n_kb"].as_i64().unwrap_or_default()
     );
 }
 
@@ -229,13 +253,169 @@ fn write_plot(dir: &std::path::Path, series: &[(usize, Value, Value)], workload:
         let i = (*n - 1) * k / 5;
         svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{i}</text>\n", x(i), h - bottom + 18.0);
     }
-    svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">containers already attached</text>\n", (left + w) / 2.0, h - 10.0);
-    svg += &format!("<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">ADD ms</text>\n", h / 2.0, h / 2.0);
+    svg += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">containers already attached</text>\n",
+        (left + w) / 2.0,
+        h - 10.0
+    );
+    svg += &format!(
+        "<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">ADD ms</text>\n",
+        h / 2.0,
+        h / 2.0
+    );
     for (k, (label, colour, add)) in lines.iter().enumerate() {
         let points: Vec<String> = add.iter().enumerate().map(|(i, ms)| format!("{:.1},{:.1}", x(i), y(*ms))).collect();
         svg += &format!("<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.2\" points=\"{}\"/>\n", points.join(" "));
-        svg += &format!("<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{label}</text>\n", w - right - 90.0, top + 16.0 * (k as f64 + 1.0));
+        svg += &format!(
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{label}</text>\n",
+            w - right - 90.0,
+            top + 16.0 * (k as f64 + 1.0)
+        );
     }
     svg += "</svg>\n";
     std::fs::write(dir.join("add-latency.svg"), svg).expect("write SVG");
+}
+
+/// `--del-forms`: the two forms of DEL a runtime sends. With prevResult (the result ADD
+/// printed, from the runtime's cache) the plugin is told the container's addresses; without
+/// it (containerd after a restart, Kubernetes, a runtime without a result cache) it has to
+/// find what the attachment holds. The port mappings come with both, as runtimes pass them.
+///
+/// Per plugin set, N containers are added (default workload: ipMasq and one port mapping
+/// each), then deleted in turns: even ones with prevResult, odd ones through a runtime whose
+/// result cache is empty, so both forms see the same number of containers left. The sets:
+/// berth-bridge with firewallBackend nftables and iptables-nft, and the reference bridge and
+/// portmap v1.9.1 with their nftables backends (`ipMasqBackend`, `backend`).
+mod del_forms {
+    use super::{median, percentile, port_mapping, run_child, PluginSet, TestHost};
+    use berth_cni::runtime::{Attachment, Runtime};
+    use berth_cni::spec::ConfList;
+    use serde_json::{json, Value};
+    use std::time::Instant;
+
+    const SETS: &[&str] = &["berth-nftables", "berth-iptables-nft", "reference-v1.9.1-nftables"];
+
+    fn plugin_set(label: &str) -> PluginSet {
+        match label {
+            "reference-v1.9.1-nftables" => {
+                let dir = berth_conformance::plugins::reference_v191_dir();
+                assert!(dir.join("bridge").is_file(), "no reference plugins v1.9.1 in {}", dir.display());
+                PluginSet { dir, ..PluginSet::reference() }
+            }
+            _ => PluginSet::berth(),
+        }
+    }
+
+    fn conflist(label: &str, set: &PluginSet, data_dir: &str) -> ConfList {
+        let mut bridge = json!({
+            "type": set.bridge, "bridge": "benchbr0", "isGateway": true, "ipMasq": true,
+            "ipam": { "type": set.host_local, "subnet": "10.200.0.0/16", "dataDir": data_dir },
+        });
+        let mut plugins = vec![];
+        match label.strip_prefix("berth-") {
+            Some(backend) => {
+                bridge["firewallBackend"] = json!(backend);
+                bridge["capabilities"] = json!({"portMappings": true});
+                plugins.push(bridge);
+            }
+            None => {
+                bridge["ipMasqBackend"] = json!("nftables");
+                plugins.push(bridge);
+                plugins.push(
+                    json!({"type": "portmap", "backend": "nftables", "snat": true, "capabilities": {"portMappings": true}}),
+                );
+            }
+        }
+        serde_json::from_value(json!({"cniVersion": "1.0.0", "name": "bench", "plugins": plugins})).expect("conflist")
+    }
+
+    /// N ADDs, then N DELs in both forms, in this process; prints JSON.
+    pub(super) fn measure(label: &str, n: usize) {
+        assert!(n >= 2, "--del-forms needs N >= 2: half the DELs take each form");
+        let set = plugin_set(label);
+        let host = TestHost::new();
+        let list = conflist(label, &set, &host.dir.path().join("ipam").display().to_string());
+        let runtime = host.runtime(set.cni_path());
+        // The same plugins and namespace, but a result cache that is empty: DEL gets no
+        // prevResult, only what the caller passes (the port mappings).
+        let forgetful = Runtime { cache_dir: host.dir.path().join("empty-cache"), ..host.runtime(set.cni_path()) };
+        let attachments: Vec<Attachment> = (0..n)
+            .map(|i| {
+                let c = host.container();
+                let capability_args = port_mapping(false, 20000 + i);
+                Attachment { container_id: c.name, ifname: "eth0".into(), netns: c.path, capability_args, ..Default::default() }
+            })
+            .collect();
+        let timed = |f: &dyn Fn() -> berth_cni::CniResult<()>| {
+            let start = Instant::now();
+            f().unwrap_or_else(|e| panic!("{label}: {e}"));
+            start.elapsed().as_secs_f64() * 1000.0
+        };
+        let add: Vec<f64> = attachments.iter().map(|a| timed(&|| runtime.add(&list, a).map(drop))).collect();
+        let (mut with_prev, mut without_prev) = (vec![], vec![]);
+        for (i, a) in attachments.iter().enumerate() {
+            match i % 2 {
+                0 => with_prev.push(timed(&|| runtime.del(&list, a))),
+                _ => without_prev.push(timed(&|| forgetful.del(&list, a))),
+            }
+        }
+        let summary = |v: &[f64]| json!({"median_ms": median(v), "p90_ms": percentile(v, 0.9)});
+        let out = json!({"add": summary(&add), "del_prev": summary(&with_prev), "del_no_prev": summary(&without_prev)});
+        println!("{out}");
+    }
+
+    pub(super) fn main(args: &[String]) {
+        if args.first().map(String::as_str) == Some("--one") {
+            measure(&args[1], args[2].parse().expect("N"));
+            return;
+        }
+        // `--only LABEL,...`: some of the sets (another build of berth against the same figures).
+        let mut args = args.to_vec();
+        let only: Vec<String> = match args.iter().position(|a| a == "--only") {
+            Some(i) => args.drain(i..=i + 1).nth(1).expect("--only LABEL,...").split(',').map(str::to_string).collect(),
+            None => SETS.iter().map(|s| s.to_string()).collect(),
+        };
+        let ns = berth_conformance::bench::sizes(&args, 100);
+        println!("DEL with and without prevResult; workload: bridge + host-local, ipMasq, one port mapping each");
+        println!(
+            "{:>6}  {:<27} {:>9} {:>13} {:>13} {:>15} {:>15} {:>9}",
+            "N", "plugins", "ADD med", "DEL prev med", "DEL prev p90", "DEL no-prev med", "DEL no-prev p90", "no/prev"
+        );
+        for n in ns {
+            let results: Vec<(&str, Value)> = SETS
+                .iter()
+                .filter(|label| only.iter().any(|o| o == *label))
+                .map(|label| (*label, run_child(&["--del-forms", "--one", label, &n.to_string()])))
+                .collect();
+            for (label, f) in &results {
+                let ms = |form: &str, k: &str| f[form][k].as_f64().expect("figure");
+                println!(
+                    "{:>6}  {:<27} {:>7.2}ms {:>11.2}ms {:>11.2}ms {:>13.2}ms {:>13.2}ms {:>8.2}x",
+                    n,
+                    label,
+                    ms("add", "median_ms"),
+                    ms("del_prev", "median_ms"),
+                    ms("del_prev", "p90_ms"),
+                    ms("del_no_prev", "median_ms"),
+                    ms("del_no_prev", "p90_ms"),
+                    ms("del_no_prev", "median_ms") / ms("del_prev", "median_ms")
+                );
+            }
+            let median_of = |label: &str, form: &str| {
+                let (_, f) = results.iter().find(|(l, _)| *l == label)?;
+                f[form]["median_ms"].as_f64()
+            };
+            let Some(reference) = results.iter().map(|(l, _)| *l).find(|l| l.starts_with("reference")) else { continue };
+            for (berth, form) in results
+                .iter()
+                .map(|(l, _)| *l)
+                .filter(|l| l.starts_with("berth"))
+                .flat_map(|l| [(l, "del_prev"), (l, "del_no_prev")])
+            {
+                if let (Some(r), Some(b)) = (median_of(reference, form), median_of(berth, form)) {
+                    println!("{n:>6}  {form}: reference/{berth} {:.1}x", r / b);
+                }
+            }
+        }
+    }
 }

@@ -23,6 +23,8 @@ fn main() {
     let Some(plugin) = std::env::split_paths(&search).map(|dir| dir.join(&name)).find(|p| p.is_file()) else {
         fail(&format!("{} is in none of BERTH_RSS_PROBE_PATH", Path::new(&name).display()))
     };
+    // Reaped by wait4 in `wait_with_peak_rss`, which also reads the child's peak RSS.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(&plugin).args(args).spawn().unwrap_or_else(|e| fail(&format!("run {}: {e}", plugin.display())));
     let (status, peak_kb) = wait_with_peak_rss(child.id());
     if let Some(log) = std::env::var_os("BERTH_RSS_PROBE_LOG") {

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 pub const IN_LAB_VAR: &str = "BERTH_IN_LAB";
 
 /// Host environment variables handed on to the command when set.
-const PASSED_ON: &[&str] = &["RUST_BACKTRACE", "RUST_LOG", "BERTH_BIN_DIR"];
+const PASSED_ON: &[&str] = &["RUST_BACKTRACE", "RUST_LOG", "BERTH_BIN_DIR", crate::kill::SEED_VAR];
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
