@@ -20,7 +20,7 @@ use berth_netlink::{MacvlanMode, MacvlanSpec, Netlink, VethPeer};
 use berth_netns::NetNs;
 use serde_json::{json, Value};
 use std::cell::Cell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Killed rounds per phase and cleanup: enough to land in most steps of a plugin whose ADD
@@ -159,16 +159,22 @@ fn berth_bandwidth_killed_at_any_instant() {
     run_all(&KillCase::new("berth-bandwidth after berth-bridge", &host, list), ROUNDS);
 }
 
+/// berth-dns's entry of a conflist, its data and resolv.conf in `host`'s scratch directory,
+/// and the guard that stops the servers it starts.
+fn dns_plugin(host: &TestHost) -> (PathBuf, Servers, Value) {
+    let data = host.dir.path().join("dns");
+    let resolv = host.dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
+    let dns = json!({"type": "berth-dns", "dataDir": data.display().to_string(), "resolvConf": resolv.display().to_string()});
+    (data.clone(), Servers { data_dir: data }, dns)
+}
+
 /// berth-dns chained after berth-bridge, each container named after its ID: no record may be
 /// left, and no server once the network's last record is gone.
 #[test]
 fn berth_dns_killed_at_any_instant() {
     let host = TestHost::new();
-    let data = host.dir.path().join("dns");
-    let _servers = Servers { data_dir: data.clone() };
-    let resolv = host.dir.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
-    let dns = json!({"type": "berth-dns", "dataDir": data.display().to_string(), "resolvConf": resolv.display().to_string()});
+    let (data, _servers, dns) = dns_plugin(&host);
     let data_text = data.display().to_string();
     let list = conflist("kill-dns", vec![bridge(&host, "nftables", 76), dns]);
     let mut case = KillCase::new("berth-dns after berth-bridge", &host, list);
@@ -537,11 +543,7 @@ fn dns_removes_records_a_killed_save_left_staged() {
 #[test]
 fn dns_waits_for_a_server_on_its_way_out() {
     let host = TestHost::new();
-    let data = host.dir.path().join("dns");
-    let _servers = Servers { data_dir: data.clone() };
-    let resolv = host.dir.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
-    let dns = json!({"type": "berth-dns", "dataDir": data.display().to_string(), "resolvConf": resolv.display().to_string()});
+    let (data, _servers, dns) = dns_plugin(&host);
     let list = conflist("leaving-dns", vec![bridge(&host, "nftables", 85), dns]);
     let runtime = host.runtime(vec![berth_dir()]);
     let named = |c: &berth_conformance::Container| {

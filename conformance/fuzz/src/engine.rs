@@ -60,6 +60,20 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+impl Report {
+    /// One line on what ran, with the seed that replays it.
+    pub fn summary(&self, seed: u64) -> String {
+        format!(
+            "{} cases in {:.1} s ({} accepted, {} seeds, pool {}, seed {seed})",
+            self.cases,
+            self.elapsed.as_secs_f64(),
+            self.accepted,
+            self.seeds,
+            self.pool
+        )
+    }
+}
+
 /// What went wrong on one input.
 #[derive(Debug)]
 pub struct Finding {
@@ -207,17 +221,7 @@ pub fn check(target: &Target, default_secs: f64) -> Report {
     match fuzz(target, budget) {
         Ok(report) => {
             // Straight to stderr, past the test harness's capture: CI's log shows what ran.
-            let _ = writeln!(
-                std::io::stderr(),
-                "fuzz {}: {} cases in {:.1} s ({} accepted, {} seeds, pool {}, seed {})",
-                target.name,
-                report.cases,
-                report.elapsed.as_secs_f64(),
-                report.accepted,
-                report.seeds,
-                report.pool,
-                budget.seed
-            );
+            let _ = writeln!(std::io::stderr(), "fuzz {}: {}", target.name, report.summary(budget.seed));
             report
         }
         Err(finding) => panic!("{finding}"),

@@ -48,15 +48,7 @@ fn run(name: &str, secs: f64) -> Result<(), String> {
     let target = target(name)?;
     let budget = Budget { time: std::time::Duration::from_secs_f64(secs), ..Budget::from_env(secs) };
     let report = fuzz(&target, budget).map_err(|finding| finding.to_string())?;
-    println!(
-        "{name}: {} cases in {:.1} s ({} accepted, {} seeds, pool {}, seed {})",
-        report.cases,
-        report.elapsed.as_secs_f64(),
-        report.accepted,
-        report.seeds,
-        report.pool,
-        budget.seed
-    );
+    println!("{name}: {}", report.summary(budget.seed));
     Ok(())
 }
 
