@@ -8,17 +8,18 @@ mod overlay;
 pub use config::{BridgeConf, VxlanConf};
 pub use overlay::remove_vxlan_port;
 
-use berth_netlink::{Link, Netlink, PortFlag};
-use berth_netns::NetNs;
-use berth_cni::skel::{Plugin, Request};
-use berth_cni::spec::{Interface, Route, RunResult};
 use berth_cni::iface::{self, VethSpec};
 use berth_cni::ipam::Ipam;
 use berth_cni::rollback::Rollback;
-use berth_firewall as firewall;
+use berth_cni::skel::{Plugin, Request};
 use berth_cni::spec::PortMapping;
-use berth_netns::sysctl;
+use berth_cni::spec::{Interface, Route, RunResult};
 use berth_cni::{CniError, CniResult, Code};
+use berth_firewall as firewall;
+use berth_netlink::{Link, Netlink, PortFlag};
+use berth_netns::sysctl;
+use berth_netns::NetNs;
+use berth_util::names::label;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -67,7 +68,7 @@ impl Plugin for BridgePlugin {
         // from it, as the reference plugins order DEL; the veth goes even when that fails, and
         // the release's error is the one reported. A step that fails leaves the steps after it
         // for the runtime's retry, each of them a success when there is nothing left to undo.
-        // Without prevResult the firewall finds the container's entries by their owner tag.
+        // Without prevResult the firewall finds the container's entries itself (its index).
         let addresses: Vec<IpAddr> =
             req.conf.prev_result()?.map(|prev| prev.ips.iter().map(|ip| ip.address.addr()).collect()).unwrap_or_default();
         let port_mappings = port_mappings(req)?;
@@ -110,8 +111,7 @@ impl Plugin for BridgePlugin {
     /// runtime does not collect a network's garbage while it attaches to it.)
     fn gc(&self, req: &Request) -> CniResult<()> {
         let conf = BridgeConf::parse(req)?;
-        let keep: Vec<(String, String)> =
-            req.conf.valid_attachments()?.into_iter().map(|v| (v.container_id, v.ifname)).collect();
+        let keep: Vec<(String, String)> = req.conf.valid_attachments()?.into_iter().map(|v| (v.container_id, v.ifname)).collect();
         if conf.ipam_configured(req) {
             IPAM.forward(req)?;
         }
@@ -124,7 +124,7 @@ impl Plugin for BridgePlugin {
                 continue;
             }
             let doomed = match port.alias.as_deref().and_then(parse_veth_alias) {
-                Some((container_id, ifname)) => !keep.iter().any(|(id, name)| *id == container_id && *name == ifname),
+                Some((recorded, ifname)) => !keep.iter().any(|(id, name)| is_recorded_id(&recorded, id) && *name == ifname),
                 // No owner yet: an ADD killed between the veth's creation and its alias (the
                 // creation is the slow step, so a kill often lands there). Its name says it
                 // is berth's, and it is none of the kept attachments'.
@@ -159,9 +159,25 @@ pub fn restore_firewall(req: &Request) -> CniResult<()> {
     Ok(())
 }
 
-/// The host end's alias names its owner, so GC can tell berth's veths and whose they are.
+/// The host end's alias names its owner, so GC can tell berth's veths and whose they are. A
+/// container ID too long for the alias (IFLA_IFALIAS holds 255 bytes; CNI puts no limit on
+/// IDs) is recorded as its label, which [`is_recorded_id`] matches.
 fn veth_alias(container_id: &str, ifname: &str) -> String {
-    format!("berth-bridge id={container_id} if={ifname}")
+    /// IFALIASZ less the terminating NUL.
+    const MAX_ALIAS_LEN: usize = 255;
+    let whole = format!("berth-bridge id={container_id} if={ifname}");
+    if whole.len() <= MAX_ALIAS_LEN {
+        return whole;
+    }
+    format!("berth-bridge id={} if={ifname}", label(container_id, ID_LABEL_MAX))
+}
+
+/// The longest container-ID label of an alias: with the rest, at most 163 bytes.
+const ID_LABEL_MAX: usize = 128;
+
+/// Whether an alias's recorded ID is `container_id`'s: the ID itself, or its label.
+fn is_recorded_id(recorded: &str, container_id: &str) -> bool {
+    recorded == container_id || recorded == label(container_id, ID_LABEL_MAX)
 }
 
 fn parse_veth_alias(alias: &str) -> Option<(String, String)> {
@@ -286,7 +302,10 @@ fn set_gateway_addresses(host: &mut Netlink, conf: &BridgeConf, bridge: &Link, a
             if !conf.force_address {
                 return Err(CniError::new(
                     Code::Kernel,
-                    format!("bridge {} already has {other} in that subnet, not {gw_net} (set forceAddress to replace it)", bridge.name),
+                    format!(
+                        "bridge {} already has {other} in that subnet, not {gw_net} (set forceAddress to replace it)",
+                        bridge.name
+                    ),
                 ));
             }
             host.del_address(bridge.index, *other)?;
@@ -312,9 +331,7 @@ fn check_attachment(req: &Request, conf: &BridgeConf, prev: &RunResult) -> CniRe
     let mismatch = |what: String| CniError::new(Code::Kernel, what);
     let link = iface::check_container_interface(req, prev, "veth")?.link;
     let mut host = Netlink::open()?;
-    let bridge = host
-        .link_by_name(&conf.bridge)?
-        .ok_or_else(|| mismatch(format!("bridge {} is missing", conf.bridge)))?;
+    let bridge = host.link_by_name(&conf.bridge)?.ok_or_else(|| mismatch(format!("bridge {} is missing", conf.bridge)))?;
     let peer = link
         .peer_index
         .map(|i| host.link_by_index(i))

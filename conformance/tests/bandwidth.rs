@@ -3,8 +3,10 @@
 //! without the plugin, at a new rate after a new ADD, at full speed again after DEL; bad
 //! configurations are refused naming the field and leave nothing; GC removes the ifbs of
 //! attachments it does not keep; the reference conflist with only `type` changed gives the
-//! same rates as the reference plugin. Needs root (namespaces) and this kernel's tbf, ingress
-//! and ifb; the reference v1.9.1 plugins from /work/shared/ref-plugins for the parity test.
+//! same rates as the reference plugin; container IDs of 300 characters work as short ones;
+//! ifbs an earlier release made are found, another attachment's are left alone. Needs root
+//! (namespaces) and this kernel's tbf, ingress and ifb; the reference v1.9.1 plugins from
+//! /work/shared/ref-plugins for the parity test and the long-ID test.
 
 use berth_cni::runtime::{Attachment, Runtime};
 use berth_cni::skel::Command;
@@ -109,12 +111,60 @@ fn shaping_left(host: &TestHost, veth: &Link) -> Vec<String> {
 /// One berth-bandwidth call with `conf` (name, cniVersion and `prev` added), as the runtime
 /// makes it in a chain.
 fn bandwidth_call(host: &TestHost, command: Command, c: &Container, conf: Value, prev: &RunResult) -> Result<Vec<u8>, CniError> {
+    call_as(host, "berth-bandwidth", command, &c.name, c, &bandwidth_conf(conf, prev))
+}
+
+/// One call of `plugin` for the container `c` under the container ID `id`, made directly:
+/// the runtime's result cache names its files after the container ID, which long IDs
+/// overflow (a file name holds at most 255 bytes).
+fn call_as(host: &TestHost, plugin: &str, command: Command, id: &str, c: &Container, conf: &Value) -> Result<Vec<u8>, CniError> {
+    let dirs = [berth_dir(), berth_conformance::plugins::reference_v191_dir()];
+    host.call(&dirs, plugin, command, id, Some(&c.path), "eth0", conf)
+}
+
+/// The reference bridge's configuration on this network, with `prevResult` when given.
+fn reference_bridge_conf(host: &TestHost, prev: Option<&RunResult>) -> Value {
+    let mut conf = bridge("bridge", "host-local", host);
+    conf["name"] = json!(NETWORK);
+    conf["cniVersion"] = json!("1.0.0");
+    if let Some(prev) = prev {
+        conf["prevResult"] = prev.to_value("1.0.0").unwrap();
+    }
+    conf
+}
+
+/// The chain's two ADDs for `c` under `id`, as the runtime makes them: the bridge's result
+/// (prevResult of the others) and berth-bandwidth's. The bridge is the reference one:
+/// berth-bridge, too, refuses IDs of 300 characters for now (its veth's alias).
+fn add_shaped_as(host: &TestHost, id: &str, c: &Container) -> (RunResult, Result<Vec<u8>, CniError>) {
+    let out = call_as(host, "bridge", Command::Add, id, c, &reference_bridge_conf(host, None)).expect("bridge ADD");
+    let prev = berth_conformance::parse_result(&out, "1.0.0");
+    let shaped = call_as(host, "berth-bandwidth", Command::Add, id, c, &bandwidth_conf(limits(), &prev));
+    (prev, shaped)
+}
+
+fn bandwidth_conf(conf: Value, prev: &RunResult) -> Value {
     let mut conf = conf;
     conf["type"] = json!("berth-bandwidth");
     conf["name"] = json!(NETWORK);
     conf["cniVersion"] = json!("1.0.0");
     conf["prevResult"] = prev.to_value("1.0.0").unwrap();
-    host.call(&[berth_dir()], "berth-bandwidth", command, &c.name, Some(&c.path), "eth0", &conf)
+    conf
+}
+
+fn gc_keeping(host: &TestHost, keep: &[&str]) {
+    let valid: Vec<Value> = keep.iter().map(|id| json!({"containerID": id, "ifname": "eth0"})).collect();
+    let gc = json!({
+        "cniVersion": "1.1.0", "name": NETWORK, "type": "berth-bandwidth", "cni.dev/valid-attachments": valid,
+    });
+    host.call(&[berth_dir()], "berth-bandwidth", Command::Gc, "", None, "", &gc).expect("GC");
+}
+
+/// The names of the ifbs in the host, sorted.
+fn ifb_names(host: &TestHost) -> Vec<String> {
+    let mut names: Vec<String> = ifbs(host).into_iter().map(|l| l.name).collect();
+    names.sort();
+    names
 }
 
 fn runtime(host: &TestHost, dirs: &[PathBuf]) -> Runtime {
@@ -272,4 +322,99 @@ fn the_reference_conflist_with_berth_bandwidth_gives_the_same_rates() {
         measured[1].1 / 1e6
     );
     assert!(ifbs(&host).is_empty(), "both DELs removed their ifb");
+}
+
+/// Container IDs of 300 characters (CNI allows any length): two sharing their first 250
+/// characters are shaped each on its own ifb, CHECK passes, GC keeps exactly the one it is
+/// told to keep and removes the other, then the kept one when it is no longer kept; DEL
+/// removes the ifb and the host end's qdiscs. Found by black-box fuzzing: the ifb's alias
+/// (at most 255 bytes) held the whole ID and ADD failed with code 100.
+#[test]
+fn container_ids_of_300_characters_are_shaped_checked_and_collected() {
+    let host = TestHost::new();
+    let shared = "x".repeat(250);
+    let (id_a, id_b) = (format!("{shared}-a{}", "0".repeat(48)), format!("{shared}-b{}", "0".repeat(48)));
+    assert_eq!((id_a.len(), id_b.len()), (300, 300));
+    let (a, b) = (host.container(), host.container());
+    let (prev_a, added_a) = add_shaped_as(&host, &id_a, &a);
+    added_a.expect("bandwidth ADD with a 300-character container ID");
+    let (prev_b, added_b) = add_shaped_as(&host, &id_b, &b);
+    added_b.expect("bandwidth ADD of another ID with the same first 250 characters");
+    let (ifb_a, ifb_b) = (berth_bandwidth::ifb_name(NETWORK, &id_a, "eth0"), berth_bandwidth::ifb_name(NETWORK, &id_b, "eth0"));
+    let mut both = vec![ifb_a.clone(), ifb_b.clone()];
+    both.sort();
+    assert_eq!(ifb_names(&host), both, "one ifb each");
+    let check = |id: &str, c: &Container, prev: &RunResult| {
+        call_as(&host, "berth-bandwidth", Command::Check, id, c, &bandwidth_conf(limits(), prev))
+    };
+    check(&id_a, &a, &prev_a).expect("CHECK of the first");
+    check(&id_b, &b, &prev_b).expect("CHECK of the second");
+    let egress =
+        tcp_bits_per_sec(&NetNs::open(&a.path).unwrap(), &NetNs::open(host.path()).unwrap(), GATEWAY.parse().unwrap(), WINDOW);
+    assert_near(egress.expect("container -> host stream"), EGRESS, "egress of the container with the long ID");
+
+    gc_keeping(&host, &[&id_a]);
+    assert_eq!(ifb_names(&host), vec![ifb_a.clone()], "GC kept the first and removed the second");
+    check(&id_a, &a, &prev_a).expect("the kept one is still shaped");
+    let err = check(&id_b, &b, &prev_b).expect_err("the removed one is not");
+    assert!(err.msg.contains(&ifb_b), "{err}");
+    gc_keeping(&host, &[&id_b]);
+    assert_eq!(ifb_names(&host), Vec::<String>::new(), "GC without the first removed it");
+
+    // ADD again, then DEL: nothing left, and a second DEL succeeds.
+    call_as(&host, "berth-bandwidth", Command::Add, &id_a, &a, &bandwidth_conf(limits(), &prev_a)).expect("ADD again");
+    assert_eq!(ifb_names(&host), vec![ifb_a]);
+    let veth = host_end(&host, &a);
+    for attempt in ["DEL", "DEL when already gone"] {
+        call_as(&host, "berth-bandwidth", Command::Del, &id_a, &a, &bandwidth_conf(limits(), &prev_a)).expect(attempt);
+    }
+    assert!(berth_conformance::eventually(Duration::from_secs(5), || ifbs(&host).is_empty()), "the ifb is gone");
+    assert_eq!(shaping_left(&host, &veth), Vec::<String>::new());
+    for (id, c, prev) in [(&id_a, &a, &prev_a), (&id_b, &b, &prev_b)] {
+        call_as(&host, "bridge", Command::Del, id, c, &reference_bridge_conf(&host, Some(prev))).expect("bridge DEL");
+    }
+}
+
+/// The ifbs of berth-bandwidth before long IDs were labelled (alias written whole, as it
+/// still is when it fits): GC keeps and removes them by their owner, DEL finds and removes
+/// them without prevResult. A link of the ifb's name that is another attachment's (its alias
+/// names another; the names' hashes collide) is refused by ADD, which leaves nothing, and
+/// left alone by DEL.
+#[test]
+fn ifbs_of_earlier_releases_are_found_and_anothers_left_alone() {
+    let host = TestHost::new();
+    let c = host.container();
+    let earlier = |id: &str| {
+        let alias = format!("berth-bandwidth net={NETWORK} id={id} if=eth0");
+        host.netlink().create_ifb(&berth_bandwidth::ifb_name(NETWORK, id, "eth0"), None, &alias).expect("an earlier ifb");
+    };
+    let (runtime_id, long_id) = ("0123456789abcdef".repeat(4), "c".repeat(200));
+    earlier(&runtime_id);
+    earlier(&long_id);
+    gc_keeping(&host, &[&runtime_id, &long_id]);
+    assert_eq!(ifbs(&host).len(), 2, "GC keeps what it is told to keep");
+    gc_keeping(&host, &[&runtime_id]);
+    assert_eq!(ifb_names(&host), [berth_bandwidth::ifb_name(NETWORK, &runtime_id, "eth0")], "GC removed the other");
+    let mut no_prev = limits();
+    no_prev["type"] = json!("berth-bandwidth");
+    no_prev["name"] = json!(NETWORK);
+    no_prev["cniVersion"] = json!("1.0.0");
+    call_as(&host, "berth-bandwidth", Command::Del, &runtime_id, &c, &no_prev).expect("DEL without prevResult");
+    assert!(berth_conformance::eventually(Duration::from_secs(5), || ifbs(&host).is_empty()), "DEL removed it");
+
+    let rt = runtime(&host, &[berth_dir()]);
+    let plain = conflist(vec![bridge("berth-bridge", "berth-host-local", &host)]);
+    let prev = rt.add(&plain, &attachment(&c)).expect("bridge ADD");
+    let veth = host_end(&host, &c);
+    let name = berth_bandwidth::ifb_name(NETWORK, &c.name, "eth0");
+    let anothers = format!("berth-bandwidth net={NETWORK} id=another if=eth0");
+    host.netlink().create_ifb(&name, None, &anothers).expect("another's ifb under this name");
+    let err = bandwidth_call(&host, Command::Add, &c, limits(), &prev).expect_err("ADD onto another's ifb");
+    assert_eq!(err.code, 100, "{err}");
+    assert!(err.msg.contains(&name) && err.msg.contains("another"), "{}", err.msg);
+    assert!(shaping_left(&host, &veth).is_empty(), "the failed ADD left nothing");
+    bandwidth_call(&host, Command::Del, &c, limits(), &prev).expect("DEL");
+    let ifb = host.netlink().link_by_name(&name).unwrap().expect("another's ifb stays");
+    assert_eq!(host.netlink().link_detail(ifb.index).unwrap().and_then(|d| d.alias), Some(anothers));
+    rt.del(&plain, &attachment(&c)).expect("bridge DEL");
 }

@@ -289,3 +289,49 @@ fn gc_keeps_exactly_the_valid_attachments() {
     assert_eq!(leases.len(), 2, "the kept container's v4 and v6 addresses: {leases:?}");
     assert!(leases.contains(&address(&results[0], true).to_string()));
 }
+
+/// Container IDs of 300 characters (CNI sets no limit), two of them alike in their first 250:
+/// ADD, CHECK, a published port, GC keeping one, DEL without prevResult of the other. Where an
+/// ID does not fit (the host veth's alias, the runtime's cache file name, the firewall's
+/// comments) its label stands for it, and the two stay apart. Needs root.
+#[test]
+fn container_ids_of_300_characters_work_end_to_end() {
+    let host = TestHost::new();
+    let set = PluginSet::berth();
+    let runtime = host.runtime(set.cni_path());
+    let forgetful = Runtime { cache_dir: host.dir.path().join("empty-cache"), ..host.runtime(set.cni_path()) };
+    let list = network(&host, "longids", "lidbr0", "10.29.0.0/24", "fd00:29::/64", "nftables");
+    let shared = "x".repeat(250);
+    let ids = [format!("{shared}-a{}", "0".repeat(48)), format!("{shared}-b{}", "0".repeat(48))];
+    let containers = [host.container(), host.container()];
+    let attachments: Vec<Attachment> = ids
+        .iter()
+        .zip(&containers)
+        .enumerate()
+        .map(|(i, (id, c))| Attachment { container_id: id.clone(), ..attachment(c, &[(6100 + i as u16, 80, "tcp")]) })
+        .collect();
+    let results: Vec<RunResult> =
+        attachments.iter().map(|a| runtime.add(&list, a).expect("ADD with a 300-character ID")).collect();
+    for a in &attachments {
+        runtime.check(&list, a).expect("CHECK");
+    }
+    let world = host.outside();
+    let _server = EchoServer::start(&containers[0].path, "[::]:80".parse().unwrap());
+    assert_eq!(tcp_ask(&world.world.path, sock(world.host_v4, 6100)).as_deref(), Some("192.0.2.2"), "the published port");
+    let _ = address(&results[0], true);
+
+    let mut gc_conf =
+        Value::Object(berth_cni::runtime::plugin_config(&list, "1.1.0", &list.plugins[0], &Default::default(), None).unwrap());
+    gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": ids[0], "ifname": "eth0"}]);
+    host.call(&set.cni_path(), "berth-bridge", berth_cni::skel::Command::Gc, "", None, "", &gc_conf).expect("GC");
+    let bridge = host.netlink().link_by_name("lidbr0").unwrap().expect("the bridge").index;
+    let veths = || host.netlink().links().unwrap().into_iter().filter(|l| l.master == Some(bridge)).count();
+    assert_eq!(veths(), 1, "GC removed the other's veth, not the kept one's");
+    assert!(TestHost::ping(&containers[0].path, "10.29.0.1".parse().unwrap()), "the kept container still works");
+    runtime.check(&list, &attachments[0]).expect("CHECK of the kept one after GC");
+
+    forgetful.del(&list, &attachments[0]).expect("DEL without prevResult");
+    runtime.del(&list, &attachments[0]).expect("DEL again, with it");
+    assert_eq!(veths(), 0);
+    assert!(!firewall_dump(&host, "nftables").contains("id=xxxx"), "firewall entries left: {}", firewall_dump(&host, "nftables"));
+}

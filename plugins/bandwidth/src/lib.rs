@@ -6,8 +6,10 @@
 //! device whose egress carries the second token bucket. All of it over netlink.
 
 mod config;
+mod owner;
 
 pub use config::{Limit, Shaping};
+pub use owner::ifb_name;
 
 use berth_cni::iface;
 use berth_cni::rollback::Rollback;
@@ -16,7 +18,7 @@ use berth_cni::spec::{Interface, RunResult};
 use berth_cni::{CniError, CniResult, Code};
 use berth_netlink::{Link, Netlink, TokenBucket, TBF_HANDLE};
 use berth_netns::NetNs;
-use berth_util::hash::fnv1a32;
+use owner::{ifb_in_place, is_ifb_name, IfbName, Owner, RecordedOwner};
 
 pub struct BandwidthPlugin;
 
@@ -51,9 +53,10 @@ impl Plugin for BandwidthPlugin {
 
     /// Removes the ifb and the host end's qdiscs; succeeds when they are gone already, and
     /// without prevResult (the ifb is found by its name; the veth's qdiscs go with the veth).
+    /// A link of that name that is not this attachment's ifb stays.
     fn del(&self, req: &Request) -> CniResult<()> {
         let mut host = Netlink::open()?;
-        let ifb = host.link_by_name(&ifb_of(req))?;
+        let ifb = ifb_in_place(&mut host, &Owner::of(req))?.ours();
         if let Some(prev) = req.conf.prev_result()? {
             if let Some(veth) = host_veth(req, &prev, &mut host)? {
                 host.delete_root_qdisc(veth.index, "tbf", TBF_HANDLE)?;
@@ -81,8 +84,13 @@ impl Plugin for BandwidthPlugin {
             expect_bucket(&mut host, &veth, limit, "ingress")?;
         }
         if let Some(limit) = shaping.egress {
-            let name = ifb_of(req);
-            let ifb = host.link_by_name(&name)?.ok_or_else(|| CniError::new(Code::Kernel, format!("the ifb {name} is gone")))?;
+            let owner = Owner::of(req);
+            let name = owner.ifb_name();
+            let ifb = match ifb_in_place(&mut host, &owner)? {
+                IfbName::Ours(ifb) => ifb,
+                IfbName::Free => return Err(CniError::new(Code::Kernel, format!("the ifb {name} is gone"))),
+                IfbName::Taken(why) => return Err(CniError::new(Code::Kernel, why)),
+            };
             expect_bucket(&mut host, &ifb, limit, "egress")?;
             if !host.ingress_redirects(veth.index)?.contains(&ifb.index) {
                 return Err(CniError::new(Code::Kernel, format!("{} no longer redirects its ingress to {name}", veth.name)));
@@ -99,10 +107,10 @@ impl Plugin for BandwidthPlugin {
         let mut host = Netlink::open()?;
         let mut unowned = Vec::new();
         for link in host.links_detailed()?.into_iter().filter(|l| l.link.kind.as_deref() == Some("ifb")) {
-            match link.alias.as_deref().and_then(parse_ifb_alias) {
-                Some((network, id, ifname)) => {
-                    let kept = keep.iter().any(|a| a.container_id == id && a.ifname == ifname);
-                    if network == req.conf.name && !kept {
+            match link.alias.as_deref().and_then(RecordedOwner::parse) {
+                Some(owner) => {
+                    let kept = keep.iter().any(|a| owner.is_attachment(&a.container_id, &a.ifname));
+                    if owner.is_of_network(&req.conf.name) && !kept {
                         host.delete_link(link.link.index)?;
                     }
                 }
@@ -131,37 +139,6 @@ fn remove_unused_ifbs(host: &mut Netlink, unowned: Vec<Link>) -> CniResult<()> {
         host.delete_link(ifb.index)?;
     }
     Ok(())
-}
-
-/// Whether `name` has the form of [`ifb_name`]'s names: `bwb` and eight hex digits.
-fn is_ifb_name(name: &str) -> bool {
-    name.strip_prefix("bwb").is_some_and(|hash| hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// The ifb's name, from what every command has (prevResult may be missing on DEL): the
-/// network, the container and its interface.
-pub fn ifb_name(network: &str, container_id: &str, ifname: &str) -> String {
-    // The NULs keep ("ab", "c") and ("a", "bc") apart.
-    let hash = fnv1a32([network.as_bytes(), &[0], container_id.as_bytes(), &[0], ifname.as_bytes()]);
-    format!("bwb{hash:08x}")
-}
-
-fn ifb_of(req: &Request) -> String {
-    ifb_name(&req.conf.name, &req.container_id, &req.ifname)
-}
-
-/// The ifb's alias names its owner, so GC can tell whose it is.
-fn ifb_alias(req: &Request) -> String {
-    format!("berth-bandwidth net={} id={} if={}", req.conf.name, req.container_id, req.ifname)
-}
-
-/// (network, container ID, ifname) of an alias [`ifb_alias`] wrote. Network names, container
-/// IDs and interface names hold no spaces.
-fn parse_ifb_alias(alias: &str) -> Option<(&str, &str, &str)> {
-    let rest = alias.strip_prefix("berth-bandwidth net=")?;
-    let (network, rest) = rest.split_once(" id=")?;
-    let (id, ifname) = rest.split_once(" if=")?;
-    Some((network, id, ifname))
 }
 
 /// The host end of the container's veth: a host-side interface of `prev` (one without a
@@ -222,26 +199,26 @@ fn shape_egress<'a>(
     limit: Option<Limit>,
     undo: &mut Rollback<'a>,
 ) -> CniResult<Option<Link>> {
-    let name = ifb_of(req);
-    let existing = host.link_by_name(&name)?;
+    let owner = Owner::of(req);
+    let in_place = ifb_in_place(host, &owner)?;
     let Some(limit) = limit else {
-        remove_redirect(host, veth, existing.as_ref())?;
-        if let Some(ifb) = existing {
+        // A new ADD without an egress limit: an earlier one's ifb goes (another's link stays).
+        let earlier = in_place.ours();
+        remove_redirect(host, veth, earlier.as_ref())?;
+        if let Some(ifb) = earlier {
             host.delete_link(ifb.index)?;
         }
         return Ok(None);
     };
-    let ifb = match existing {
-        Some(link) if link.kind.as_deref() != Some("ifb") => {
-            return Err(CniError::new(Code::Kernel, format!("link {name} exists and is not an ifb")));
-        }
-        Some(ifb) => {
+    let ifb = match in_place {
+        IfbName::Taken(why) => return Err(CniError::new(Code::Kernel, why)),
+        IfbName::Ours(ifb) => {
             // One an ADD killed before its alias left has none: GC must know whose it is.
-            host.set_alias(ifb.index, &ifb_alias(req))?;
+            host.set_alias(ifb.index, &owner.alias())?;
             ifb
         }
-        None => {
-            let ifb = host.create_ifb(&name, Some(veth.mtu), &ifb_alias(req))?;
+        IfbName::Free => {
+            let ifb = host.create_ifb(&owner.ifb_name(), Some(veth.mtu), &owner.alias())?;
             let index = ifb.index;
             undo.push("the ifb", move || Ok(Netlink::open()?.delete_link(index).map(drop)?));
             ifb
@@ -303,19 +280,5 @@ mod tests {
     fn buckets_in_bytes_with_a_queue_of_25_ms() {
         let b = token_bucket(Limit { rate: 8_000_000, burst: 262_144 });
         assert_eq!(b, TokenBucket { rate: 1_000_000, burst: 32_768, limit: 25_000 + 32_768 });
-    }
-
-    #[test]
-    fn ifb_names_are_recognised() {
-        assert!(is_ifb_name(&ifb_name("n", "c1", "eth0")));
-        for other in ["bwb", "bwb1234567", "bwb123456789", "bwbxyz12345", "veth1234abcd"] {
-            assert!(!is_ifb_name(other), "{other}");
-        }
-    }
-
-    #[test]
-    fn aliases_round_trip() {
-        assert_eq!(parse_ifb_alias("berth-bandwidth net=n1 id=c-1 if=eth0"), Some(("n1", "c-1", "eth0")));
-        assert_eq!(parse_ifb_alias("berth-bridge id=c if=eth0"), None);
     }
 }

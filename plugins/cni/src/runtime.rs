@@ -98,8 +98,7 @@ impl Runtime {
                 att.capability_args = cached.attachment.capability_args.clone();
             }
         }
-        self.del_chain(list, &version, &att, prev.as_ref())
-            .map_err(|e| e.context(format!("network {} DEL", list.name)))?;
+        self.del_chain(list, &version, &att, prev.as_ref()).map_err(|e| e.context(format!("network {} DEL", list.name)))?;
         let path = self.cache_path(&list.name, &att.container_id, &att.ifname);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CniError::io(format!("remove {}", path.display()), e)),
@@ -112,9 +111,9 @@ impl Runtime {
         if list.disable_check {
             return Ok(());
         }
-        let cached = self
-            .read_cache(&list.name, &att.container_id, &att.ifname)?
-            .ok_or_else(|| CniError::new(crate::Code::UnknownContainer, format!("{} is not attached to {}", att.container_id, list.name)))?;
+        let cached = self.read_cache(&list.name, &att.container_id, &att.ifname)?.ok_or_else(|| {
+            CniError::new(crate::Code::UnknownContainer, format!("{} is not attached to {}", att.container_id, list.name))
+        })?;
         for plugin in &list.plugins {
             self.call(Command::Check, list, &version, plugin, att, Some(&cached.result))
                 .map_err(|e| e.context(format!("network {} CHECK", list.name)))?;
@@ -147,7 +146,8 @@ impl Runtime {
             let mut conf = plugin_config(list, &version, plugin, &Map::new(), None)?;
             conf.insert("cni.dev/valid-attachments".into(), Value::Array(valid.clone()));
             let binary = find_plugin(plugin_type(plugin), &self.cni_path)?;
-            let env = CallEnv { command: Command::Gc, container_id: "", netns: None, ifname: "", args: "", cni_path: &self.cni_path };
+            let env =
+                CallEnv { command: Command::Gc, container_id: "", netns: None, ifname: "", args: "", cni_path: &self.cni_path };
             let stdin = serde_json::to_vec(&conf).expect("JSON values serialize");
             if let Err(e) = exec_plugin(&binary, &env, &stdin, self.host.as_ref()) {
                 first_error.get_or_insert(e.context(format!("network {} GC", list.name)));
@@ -191,16 +191,24 @@ impl Runtime {
         exec_plugin(&binary, &env, &stdin, self.host.as_ref())
     }
 
+    /// libcni's file name, `CONTAINERID-IFNAME.json`; for a container ID that would make it
+    /// longer than a file name can be (255 bytes), the ID's label instead (the file itself
+    /// names the attachment in full).
     fn cache_path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-        self.cache_dir.join(network).join(format!("{container_id}-{ifname}.json"))
+        const MAX_FILE_NAME: usize = 255;
+        let mut name = format!("{container_id}-{ifname}.json");
+        if name.len() > MAX_FILE_NAME {
+            name = format!("{}-{ifname}.json", berth_util::names::label(container_id, 200));
+        }
+        self.cache_dir.join(network).join(name)
     }
 
     pub fn read_cache(&self, network: &str, container_id: &str, ifname: &str) -> CniResult<Option<CachedAttachment>> {
         let path = self.cache_path(network, container_id, ifname);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CniError::new(crate::Code::Decoding, format!("corrupt cache file {}", path.display())).with_details(e)),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                CniError::new(crate::Code::Decoding, format!("corrupt cache file {}", path.display())).with_details(e)
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CniError::io(format!("read {}", path.display()), e)),
         }

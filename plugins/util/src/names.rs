@@ -57,6 +57,29 @@ pub fn check_file_name(name: &str) -> Result<(), InvalidName> {
     }
 }
 
+/// Characters a [`label`] keeps as they are: those of [`check_identifier`]'s alphabet, which
+/// need no quoting in nft or iptables input and hold no space, and `~`, which starts a
+/// label's hash.
+fn is_label_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
+/// `name` as a label of at most `max` bytes (at least 10), for where a kernel object records
+/// its owner in little room (a link's alias, a rule's comment), with no space or quoting:
+/// `name` itself when it is at most `max` bytes of identifier characters; else a prefix of it
+/// (other characters written `_`), `~` and a hash of the whole, so names sharing a long
+/// prefix keep different labels. The same `name` and `max` give the same label in every run
+/// and release: compare a stored label with `label(name, max)` (berth-firewall's comments,
+/// berth-bandwidth's ifb aliases).
+pub fn label(name: &str, max: usize) -> String {
+    if name.len() <= max && name.chars().all(is_label_char) {
+        return name.to_string();
+    }
+    // The prefix is ASCII: `max - 9` characters are `max - 9` bytes.
+    let prefix: String = name.chars().map(|c| if is_label_char(c) { c } else { '_' }).take(max - 9).collect();
+    format!("{prefix}~{:08x}", crate::hash::fnv1a32([name.as_bytes()]))
+}
+
 /// Shows a name in a message: quoted, so empty or odd names stay visible.
 pub struct Quoted<'a>(pub &'a str);
 
@@ -78,6 +101,19 @@ mod tests {
         for bad in ["", "-a", ".a", "a/b", "a b", "é", "a:b"] {
             assert!(check_identifier(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn labels_fit_and_tell_long_names_apart() {
+        assert_eq!(label("c-1_2.3", 10), "c-1_2.3", "a short identifier is its own label");
+        let long = "a".repeat(100);
+        assert_eq!(label(&long, 64), format!("{}~{:08x}", &long[..55], crate::hash::fnv1a32([long.as_bytes()])));
+        let shared = "x".repeat(250);
+        let (a, b) = (label(&format!("{shared}a"), 64), label(&format!("{shared}b"), 64));
+        assert!(a.len() == 64 && b.len() == 64 && a != b, "{a} {b}");
+        let odd = label(&"é".repeat(70), 64);
+        assert!(odd.len() <= 64 && odd.is_ascii() && !odd.contains(' '), "{odd}");
+        assert_ne!(label("my net", 64), "my net", "a space is never kept");
     }
 
     #[test]
