@@ -5,8 +5,9 @@
 //! - [`Nftables`] (preferred): berth's own `table inet berth`; per-container state lives as
 //!   elements of named maps, so an ADD is one batch whose cost does not grow with the number
 //!   of containers, sent over nfnetlink from the plugin itself, as is the table's creation on
-//!   a host without it, as is a DEL without prevResult, which lists the maps' elements to
-//!   find the attachment's (`nft` only lists the table for CHECK and repairs or upgrades it);
+//!   a host without it, as is a DEL without prevResult, which looks the attachment's
+//!   addresses up in the table's index (`nft` only lists the table for CHECK and repairs or
+//!   upgrades it);
 //! - [`Iptables`] (`iptables-nft` or `iptables-legacy`): per-container rules in berth's own
 //!   chains, one `iptables-save` read and one `iptables-restore --noflush` per family.
 //!
@@ -48,7 +49,7 @@ pub use nft::Nftables;
 
 use berth_cni::spec::PortMapping;
 use berth_util::hash::fnv1a32;
-use berth_util::names::{check_identifier, check_interface_name};
+use berth_util::names::{check_identifier, check_interface_name, label};
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::fmt;
@@ -340,24 +341,6 @@ pub(crate) fn net_label(network: &str) -> String {
 
 fn ifname_label(ifname: &str) -> String {
     label(ifname, IFNAME_LABEL_MAX)
-}
-
-/// Characters a label keeps as they are: those of CNI's identifiers, which need no quoting in
-/// nft or iptables input, and `~`, which starts a label's hash.
-fn is_label_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
-}
-
-/// `s` when it is at most `max` bytes of [`is_label_char`] characters; else a prefix of `s`
-/// (other characters written `_`), `~` and a hash of the whole, so labels stay unique, fit
-/// `max` (at least 10) and need no quoting.
-fn label(s: &str, max: usize) -> String {
-    if s.len() <= max && s.chars().all(is_label_char) {
-        return s.to_string();
-    }
-    // The prefix is ASCII: `max - 9` characters are `max - 9` bytes.
-    let prefix: String = s.chars().map(|c| if is_label_char(c) { c } else { '_' }).take(max - 9).collect();
-    format!("{prefix}~{:08x}", fnv1a32([s.as_bytes()]))
 }
 
 /// The `keep` list of `gc`, as label pairs comparable with parsed owners.

@@ -2,7 +2,8 @@
 //! batch, DEL's add-then-delete batch) and the first ADD on a host (the whole table, created in
 //! one batch), sent from the plugin process over one NETLINK_NETFILTER socket of berth-netlink's
 //! transport ([`berth_netlink::socket::Transport`], which also reads the kernel's answers);
-//! and the elements of a map, dumped ([`Conn::set_elements`]) for a DEL without prevResult.
+//! and the lookups of DEL: elements by their keys ([`Conn::set_elements_of`])
+//! or a map's elements, dumped ([`Conn::set_elements`]).
 //! Everything else (repairs, upgrades, the whole table's listing) stays with `nft`.
 //!
 //! A batch is what `nft -f` sends for the same commands (compared byte for byte with
@@ -409,13 +410,9 @@ impl Batch {
         self.sets.iter().position(|s| s == set).map(|i| i as u32 + 1)
     }
 
+    /// The list of one element (`key`, the last value of its range, its data and comment).
     fn elem_list(&mut self, set: &str, key: &Value, key_end: Option<&Value>, data: Option<&Value>, comment: Option<&str>) {
-        let table = self.table.clone();
-        self.attr_str(NFTA_SET_ELEM_LIST_TABLE, &table);
-        self.attr_str(NFTA_SET_ELEM_LIST_SET, set);
-        if let Some(id) = self.set_id(set) {
-            self.attr_u32(NFTA_SET_ELEM_LIST_SET_ID, id);
-        }
+        self.elem_list_start(set);
         let elements = self.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
         let elem = self.nest(NFTA_LIST_ELEM);
         self.data_value(NFTA_SET_ELEM_KEY, &key.0);
@@ -432,6 +429,28 @@ impl Batch {
         }
         self.end_nest(elem);
         self.end_nest(elements);
+    }
+
+    /// The list of elements named by their keys only.
+    fn keys_list(&mut self, set: &str, keys: &[Value]) {
+        self.elem_list_start(set);
+        let elements = self.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+        for key in keys {
+            let elem = self.nest(NFTA_LIST_ELEM);
+            self.data_value(NFTA_SET_ELEM_KEY, &key.0);
+            self.end_nest(elem);
+        }
+        self.end_nest(elements);
+    }
+
+    /// Which set an element list is of.
+    fn elem_list_start(&mut self, set: &str) {
+        let table = self.table.clone();
+        self.attr_str(NFTA_SET_ELEM_LIST_TABLE, &table);
+        self.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+        if let Some(id) = self.set_id(set) {
+            self.attr_u32(NFTA_SET_ELEM_LIST_SET_ID, id);
+        }
     }
 
     /// An attribute: nlattr header, payload, padding to 4 bytes (not counted in its length).
@@ -487,6 +506,9 @@ pub(super) struct SetElement {
 
 /// The sequence number of dump requests (a batch's messages count from 0).
 const DUMP_SEQ: u32 = 0x6265_7274;
+
+/// The sequence number of lookups by key ([`Conn::set_elements_of`]).
+const GET_SEQ: u32 = 0x6765_7465;
 
 /// `list set inet <table> <set>`'s request for the elements: NFT_MSG_GETSETELEM with
 /// NLM_F_DUMP, outside any batch, answered by NFT_MSG_NEWSETELEM messages (see
@@ -598,6 +620,33 @@ impl Conn {
             }
             Err(NlError::Protocol(format!("set {set} changed during each of {ATTEMPTS} dumps of its elements")))
         })
+    }
+
+    /// The elements of `set` in `table inet <table>` whose keys are `keys` (a map's data
+    /// included), in that order, up to the first key that has none; none when there is no
+    /// such set or table (nf_tables answers ENOENT to all three). One NFT_MSG_GETSETELEM
+    /// without NLM_F_DUMP, which the kernel answers with one NFT_MSG_NEWSETELEM per element
+    /// until it misses one: lookups that cost the same however large the set.
+    pub(super) fn set_elements_of(&self, table: &str, set: &str, keys: &[Value]) -> Result<Vec<SetElement>, NlError> {
+        const NEWSETELEM: u16 = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM;
+        let mut request =
+            Batch { buf: Vec::with_capacity(256), table: table.to_string(), seq: GET_SEQ, acks: 0, sets: Vec::new() };
+        let start = request.header(NFT_MSG_GETSETELEM, 0);
+        request.keys_list(set, keys);
+        request.set_len(start);
+        let mut found = Vec::new();
+        let asked = self.with_transport(|transport| {
+            transport.exchange(&request.buf, GET_SEQ, |kind, payload| {
+                if kind == NEWSETELEM {
+                    parse_elements(payload, &mut found);
+                }
+            })
+        });
+        match asked {
+            Ok(()) => Ok(found),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(found),
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs `f` on the socket of the calling thread's namespace, opened when there is none.

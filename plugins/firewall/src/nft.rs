@@ -1,6 +1,6 @@
 //! The nftables backend: everything lives in `table inet berth`: four base chains whose rules
-//! never change with the containers, and ten maps holding every container's state as
-//! elements. An ADD is one batch of a handful of `add element` commands, whatever the number
+//! never change with the containers, twelve maps holding every container's state as
+//! elements, and three more indexing them by container (see DEL without prevResult below). An ADD is one batch of a handful of `add element` commands, whatever the number
 //! of containers already there; a DEL one batch of element commands too. Those two batches,
 //! the hot path, go straight to the kernel over nfnetlink ([`super::nfnl`]: no `nft` process);
 //! so does the first ADD on a host, which creates the whole table in one batch (below), and so
@@ -19,10 +19,21 @@
 //!   absent elements are no error, without a listing (`destroy element` needs nft >= 1.0.8).
 //!
 //! A DEL without prevResult (a runtime that lost its result cache: containerd after a
-//! restart, Kubernetes) does not know the keys. It dumps each map's elements over nfnetlink
-//! (NFT_MSG_GETSETELEM, a few microseconds a map), picks those whose comment names the
-//! attachment, and sends the same add-then-delete batch for them; so does a DEL whose batch
-//! failed (a key another attachment holds now), and GC, for the attachments it collects. A
+//! restart, Kubernetes) is not told the addresses, from which the keys follow. The table
+//! keeps an index for it, written and removed in the same batches as the elements: map
+//! `owners` takes an attachment's key (a 64-bit hash of its container ID and interface, as
+//! two marks) to the fingerprint of its elements (a hash of their maps, keys and data), and
+//! `addrs4`/`addrs6` take its key and a rank to each of its addresses. Such a DEL looks up
+//! single elements by key (NFT_MSG_GETSETELEM without a dump: the same cost with a thousand
+//! attachments as with one), derives the elements from the addresses and its configuration,
+//! and when their fingerprint is the one ADD recorded, sends the add-then-delete batch of a
+//! DEL with prevResult. A DEL with prevResult checks the fingerprint too. When it differs
+//! (the configuration changed since ADD, the runtime passes no port mappings now), when the
+//! batch fails (a key another attachment holds now), or when the table keeps no index (one
+//! an earlier version wrote, which the next ADD's slow path indexes), the DEL finds the
+//! elements by their comments instead: it dumps each map over nfnetlink, picks the elements
+//! whose comment names the attachment and sends the same batch for them; so does GC, for
+//! the attachments it collects. An attachment the index does not know holds nothing, and a
 //! missing table or map holds nothing: such a DEL succeeds.
 //!
 //! The ADD batch also adds an element to a set named after a hash of the rules
@@ -60,7 +71,9 @@
 //! element carries the first and the last key (NFTA_SET_ELEM_KEY_END) in nfnetlink, as nft
 //! writes it, and its DEL names both. A key overlapping another element's fails the `add`
 //! with EEXIST as a held key does; the slow path of an ADD removes the exceptions listed for
-//! its addresses that it does not ask for (stale, or of its own configuration before).
+//! its addresses that it does not ask for (stale, or of its own configuration before), and
+//! so it does with every element of its own it does not ask for (an ADD again, with other
+//! port mappings), which the fingerprint would not describe.
 
 use super::nfnl;
 use super::{
@@ -70,7 +83,7 @@ use super::{
 use berth_netlink::socket::NlError;
 use ipnet::IpNet;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
@@ -90,12 +103,16 @@ enum Ty {
     Ifname,
     Proto,
     Port,
+    /// A 32-bit number: half an attachment's index key, or an address's rank.
+    Mark,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DataTy {
+    /// A mark: an owner's tag, or the fingerprint in `owners`.
     Tag,
     Target,
+    Addr,
 }
 
 struct MapDef {
@@ -163,7 +180,44 @@ const MAPS: &[MapDef] = &[
         decl: "ipv6_addr . ipv6_addr : mark",
         interval: true,
     },
+    // The index of attachments, for a DEL without prevResult: an attachment's key (a hash of
+    // its container ID and interface, two marks) to the fingerprint of its elements above...
+    MapDef { name: "owners", key: &[Ty::Mark, Ty::Mark], data: DataTy::Tag, decl: "mark . mark : mark", interval: false },
+    // ... and its key and a rank to each of its addresses.
+    MapDef {
+        name: "addrs4",
+        key: &[Ty::Mark, Ty::Mark, Ty::Mark],
+        data: DataTy::Addr,
+        decl: "mark . mark . mark : ipv4_addr",
+        interval: false,
+    },
+    MapDef {
+        name: "addrs6",
+        key: &[Ty::Mark, Ty::Mark, Ty::Mark],
+        data: DataTy::Addr,
+        decl: "mark . mark . mark : ipv6_addr",
+        interval: false,
+    },
 ];
+
+/// The maps of the index (see the module docs), by their place in [`MAPS`].
+const OWNERS: usize = 12;
+const ADDRS4: usize = 13;
+const ADDRS6: usize = 14;
+
+/// More addresses than an attachment has on one family.
+const MAX_RANK: u32 = 1024;
+/// The ranks of an attachment's addresses one lookup asks for (an attachment has one or two).
+const RANKS_A_LOOKUP: u32 = 8;
+
+fn is_index_map(map: &str) -> bool {
+    [OWNERS, ADDRS4, ADDRS6].iter().any(|i| MAPS[*i].name == map)
+}
+
+/// The key and data types of an index map.
+fn index_types(map: usize) -> MapTypes {
+    map_types(MAPS[map].decl).expect("the index maps' declarations are nft types")
+}
 
 const CHAINS: &str = "\
 add chain inet berth prerouting { type nat hook prerouting priority dstnat; policy accept; }
@@ -347,12 +401,14 @@ enum Part {
     Ifname(String),
     Proto(Proto),
     Port(u16),
+    Mark(u32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Data {
     Tag(u32),
     Target(IpAddr, u16),
+    Addr(IpAddr),
 }
 
 /// One map element of an attachment.
@@ -370,11 +426,7 @@ impl Elem {
         key_text(&self.key)
     }
     fn add(&self, comment: &str) -> String {
-        let data = match &self.data {
-            Data::Tag(tag) => format!("0x{tag:08x}"),
-            Data::Target(ip, port) => format!("{ip} . {port}"),
-        };
-        format!("add element {TABLE} {} {{ {} comment \"{comment}\" : {data} }}\n", self.map, self.key_text())
+        add_text(self.map, &self.key, &self.data, comment)
     }
     fn delete(&self) -> String {
         delete_text(self.map, &self.key)
@@ -423,6 +475,7 @@ impl Part {
             Part::Ifname(name) => v.push_ifname(name),
             Part::Proto(proto) => v.push(&[proto.number()]),
             Part::Port(port) => v.push(&port.to_be_bytes()),
+            Part::Mark(mark) => v.push(&mark.to_ne_bytes()),
         };
     }
 
@@ -453,6 +506,7 @@ impl Part {
             }
             Ty::Proto => Part::Proto(Proto::from_number(u64::from(*first.first()?))?),
             Ty::Port => Part::Port(u16::from_be_bytes(first.try_into().ok()?)),
+            Ty::Mark => Part::Mark(u32::from_ne_bytes(first.try_into().ok()?)),
         })
     }
 }
@@ -467,8 +521,21 @@ impl Data {
                 Part::Addr(*ip).push_to(&mut v);
                 v.push(&port.to_be_bytes())
             }
+            Data::Addr(ip) => {
+                Part::Addr(*ip).push_to(&mut v);
+                &mut v
+            }
         };
         v
+    }
+
+    /// As nft writes it.
+    fn text(&self) -> String {
+        match self {
+            Data::Tag(tag) => format!("0x{tag:08x}"),
+            Data::Target(ip, port) => format!("{ip} . {port}"),
+            Data::Addr(ip) => ip.to_string(),
+        }
     }
 }
 
@@ -483,9 +550,14 @@ fn key_text(key: &[Part]) -> String {
             Part::Ifname(name) => format!("\"{name}\""),
             Part::Proto(proto) => proto.to_string(),
             Part::Port(port) => port.to_string(),
+            Part::Mark(mark) => format!("0x{mark:08x}"),
         })
         .collect();
     parts.join(" . ")
+}
+
+fn add_text(map: &str, key: &[Part], data: &Data, comment: &str) -> String {
+    format!("add element {TABLE} {map} {{ {} comment \"{comment}\" : {} }}\n", key_text(key), data.text())
 }
 
 fn delete_text(map: &str, key: &[Part]) -> String {
@@ -499,8 +571,17 @@ fn v(family: Family, v4: &'static str, v6: &'static str) -> &'static str {
     }
 }
 
-/// The elements ADD writes for an attachment.
+/// The elements ADD writes for an attachment: its state ([`state_elements`]) and its entries
+/// in the index.
 fn elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
+    let mut out = state_elements(a, plan);
+    let fingerprint = fingerprint(out.iter().map(|e| (e.map, &e.key[..], &e.data)));
+    out.extend(index_elements(&plan.owner, a.addresses, fingerprint));
+    out
+}
+
+/// The elements the chains look up for an attachment.
+fn state_elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
     let tag = Data::Tag(plan.owner.tag());
     let mut out = Vec::new();
     for ip in a.addresses {
@@ -529,6 +610,41 @@ fn elements(a: &Attachment, plan: &Plan) -> Vec<Elem> {
         };
         key.extend([Part::Proto(m.proto), Part::Port(m.host_port)]);
         out.push(Elem { map, key, data: Data::Target(m.target, m.container_port), mapping: Some(*m) });
+    }
+    out
+}
+
+/// An attachment's key in the index: a 64-bit hash of what [`Owner::same_attachment`]
+/// compares, as two marks.
+fn index_key(owner: &Owner) -> [Part; 2] {
+    let hash = berth_util::hash::fnv1a64([owner.id.as_bytes(), b"\0", owner.ifname.as_bytes()]);
+    [Part::Mark((hash >> 32) as u32), Part::Mark(hash as u32)]
+}
+
+/// What identifies a set of elements (map, key and data of each, in any order): the index
+/// keeps it for each attachment, so that a DEL without prevResult knows whether the elements
+/// it derives from the addresses and its configuration are the ones ADD wrote.
+fn fingerprint<'a>(elems: impl Iterator<Item = ElemParts<'a>>) -> u32 {
+    let mut texts: Vec<String> = elems.map(|(map, key, data)| add_text(map, key, data, "")).collect();
+    texts.sort_unstable();
+    berth_util::hash::fnv1a32(texts.iter().map(String::as_bytes))
+}
+
+/// An attachment's entries in the index: its fingerprint, and each address with its rank
+/// among those of its family. None for an attachment without addresses, which has no elements.
+fn index_elements<'a>(owner: &Owner, addresses: impl IntoIterator<Item = &'a IpAddr>, fingerprint: u32) -> Vec<Elem> {
+    let [hi, lo] = index_key(owner);
+    let mut out = Vec::new();
+    let mut ranks = [0u32; 2];
+    for ip in addresses {
+        let family = Family::of(ip);
+        let rank = &mut ranks[usize::from(family == Family::V6)];
+        let key = vec![hi.clone(), lo.clone(), Part::Mark(*rank)];
+        out.push(Elem { map: v(family, "addrs4", "addrs6"), key, data: Data::Addr(*ip), mapping: None });
+        *rank += 1;
+    }
+    if !out.is_empty() {
+        out.insert(0, Elem { map: "owners", key: vec![hi, lo], data: Data::Tag(fingerprint), mapping: None });
     }
     out
 }
@@ -601,6 +717,42 @@ impl Listing {
     }
 }
 
+/// What [`fingerprint`] reads of an element: its map, key and data.
+type ElemParts<'a> = (&'a str, &'a [Part], &'a Data);
+
+/// Index entries for the attachments of a listing that have none (their elements written by a
+/// version before the index), except `except`'s: the slow path of an ADD writes them with the
+/// sentinel of this version, which says the index is whole.
+fn backfill_index(listing: &Listing, except: &Owner) -> String {
+    let holders = listing.address_holders();
+    let indexed: HashSet<(&str, &str)> = listing
+        .elems
+        .iter()
+        .filter(|l| l.map == MAPS[OWNERS].name)
+        .filter_map(|l| l.owner.as_ref().map(|o| (o.id.as_str(), o.ifname.as_str())))
+        .collect();
+    // Per attachment (ID and interface): its owner and its elements' maps, keys and data.
+    let mut unindexed: BTreeMap<(&str, &str), (&Owner, Vec<ElemParts>)> = BTreeMap::new();
+    for l in listing.elems.iter().filter(|l| !is_index_map(l.map)) {
+        let (Some(owner), Some(data)) = (owner_among(l, &holders), &l.data) else { continue };
+        if owner.same_attachment(except) || indexed.contains(&(owner.id.as_str(), owner.ifname.as_str())) {
+            continue;
+        }
+        let (_, elems) = unindexed.entry((&owner.id, &owner.ifname)).or_insert((owner, Vec::new()));
+        elems.push((l.map, &l.key, data));
+    }
+    let mut out = String::new();
+    for (owner, elems) in unindexed.values() {
+        let addresses = elems.iter().filter(|(map, ..)| matches!(*map, "ctr4" | "ctr6")).filter_map(|(_, key, _)| match key {
+            [Part::Addr(ip), ..] => Some(ip),
+            _ => None,
+        });
+        let fingerprint = fingerprint(elems.iter().copied());
+        index_elements(owner, addresses, fingerprint).iter().for_each(|e| out += &e.add(&owner.comment()));
+    }
+    out
+}
+
 /// [`Listing::owner_of`], given the listing's [`Listing::address_holders`].
 fn owner_among<'a>(l: &'a Listed, holders: &HashMap<IpAddr, Vec<&'a Owner>>) -> Option<&'a Owner> {
     let Some(Data::Target(target, _)) = l.data else { return l.owner.as_ref() };
@@ -627,6 +779,10 @@ fn listed_element(def: &MapDef, (key_types, data_types): &MapTypes, e: &nfnl::Se
         (DataTy::Tag, [mark], _) => Data::Tag(u32::from_ne_bytes((*mark).try_into().ok()?)),
         (DataTy::Target, [addr, port], [addr_type, _]) => match Part::read(Ty::Addr, *addr_type, addr, addr)? {
             Part::Addr(ip) => Data::Target(ip, u16::from_be_bytes((*port).try_into().ok()?)),
+            _ => return None,
+        },
+        (DataTy::Addr, [addr], [addr_type]) => match Part::read(Ty::Addr, *addr_type, addr, addr)? {
+            Part::Addr(ip) => Data::Addr(ip),
             _ => return None,
         },
         _ => return None,
@@ -712,17 +868,23 @@ fn parse_part(v: &Value, ty: Ty) -> Option<Part> {
             _ => None,
         }
         .map(Part::Port),
+        Ty::Mark => parse_mark(v).map(Part::Mark),
+    }
+}
+
+/// A mark as `nft -j` lists it: a number, or hexadecimal text.
+fn parse_mark(v: &Value) -> Option<u32> {
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => u32::from_str_radix(s.trim_start_matches("0x"), 16).ok(),
+        _ => None,
     }
 }
 
 fn parse_data(v: &Value, ty: DataTy) -> Option<Data> {
     match ty {
-        DataTy::Tag => match v {
-            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-            Value::String(s) => u32::from_str_radix(s.trim_start_matches("0x"), 16).ok(),
-            _ => None,
-        }
-        .map(Data::Tag),
+        DataTy::Tag => parse_mark(v).map(Data::Tag),
+        DataTy::Addr => v.as_str()?.parse().ok().map(Data::Addr),
         DataTy::Target => match parse_parts(v, &[Ty::Addr, Ty::Port])?.as_slice() {
             [Part::Addr(ip), Part::Port(port)] => Some(Data::Target(*ip, *port)),
             _ => None,
@@ -769,9 +931,10 @@ impl Nftables {
         let listing = self.list()?;
         let comment = plan.owner.comment();
         let mut batch = setup(&listing);
+        let mut doomed: Vec<String> = Vec::new();
         for e in unwanted_open_elements(a, plan) {
-            if listing.find(e.map, &e.key).is_some() {
-                batch += &e.delete();
+            if let Some(have) = listing.find(e.map, &e.key) {
+                doomed.push(delete_text(have.map, &have.key));
             }
         }
         // Exceptions of its addresses it does not ask for (an address has one holder: they are
@@ -780,9 +943,18 @@ impl Nftables {
         let wanted = |l: &Listed| elems.iter().any(|e| e.map == l.map && e.key == l.key);
         for l in listing.elems.iter().filter(|l| matches!(l.map, "nomasq4" | "nomasq6") && !wanted(l)) {
             if matches!(l.key.first(), Some(Part::Addr(ip)) if a.addresses.contains(ip)) {
-                batch += &delete_text(l.map, &l.key);
+                doomed.push(delete_text(l.map, &l.key));
             }
         }
+        // Its own elements it does not ask for now (an ADD again, with another configuration):
+        // the index's fingerprint describes only those it asks for.
+        for (l, _) in listing.owned_by(|o| o.same_attachment(&plan.owner)).filter(|(l, _)| !wanted(l)) {
+            doomed.push(delete_text(l.map, &l.key));
+        }
+        doomed.sort_unstable();
+        doomed.dedup();
+        doomed.iter().for_each(|delete| batch += delete);
+        batch += &backfill_index(&listing, &plan.owner);
         for e in elems {
             if let Some(have) = listing.find(e.map, &e.key) {
                 let holder = listing.owner_of(have);
@@ -880,6 +1052,50 @@ impl Nftables {
         }
     }
 
+    /// The fingerprint the index holds for an attachment (one lookup); `None` when it holds
+    /// none, or there is no index (no table, a table of an earlier version).
+    fn indexed_fingerprint(&self, owner: &Owner) -> Result<Option<u32>, NlError> {
+        let key = key_value(&index_key(owner));
+        let found = self.nfnl.set_elements_of(TABLE_NAME, MAPS[OWNERS].name, &[key])?;
+        match found.first().map(|e| listed_element(&MAPS[OWNERS], &index_types(OWNERS), e).and_then(|l| l.data)) {
+            None => Ok(None),
+            Some(Some(Data::Tag(fingerprint))) => Ok(Some(fingerprint)),
+            Some(_) => Err(NlError::Protocol("an element of map owners of another type".into())),
+        }
+    }
+
+    /// The addresses the index holds for an attachment, in ADD's order: one lookup a family
+    /// for the first [`RANKS_A_LOOKUP`] ranks, and one for each further such number.
+    fn indexed_addresses(&self, owner: &Owner) -> Result<Vec<IpAddr>, NlError> {
+        let [hi, lo] = index_key(owner);
+        let mut addresses = Vec::new();
+        for map in [ADDRS4, ADDRS6] {
+            let types = index_types(map);
+            for first in (0..MAX_RANK).step_by(RANKS_A_LOOKUP as usize) {
+                let keys: Vec<nfnl::Value> =
+                    (first..first + RANKS_A_LOOKUP).map(|rank| key_value(&[hi.clone(), lo.clone(), Part::Mark(rank)])).collect();
+                let found = self.nfnl.set_elements_of(TABLE_NAME, MAPS[map].name, &keys)?;
+                for elem in &found {
+                    match listed_element(&MAPS[map], &types, elem).and_then(|l| l.data) {
+                        Some(Data::Addr(ip)) => addresses.push(ip),
+                        _ => return Err(NlError::Protocol(format!("an element of map {} of another type", MAPS[map].name))),
+                    }
+                }
+                if found.len() < keys.len() {
+                    break;
+                }
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// Whether the table is as this version writes it, which an attachment's ADD and DEL keep
+    /// in the index (its sentinel set holds the element every ADD names).
+    fn keeps_index(&self) -> bool {
+        let one = nfnl::Value::default().push(&1u32.to_ne_bytes()).clone();
+        matches!(self.nfnl.set_elements_of(TABLE_NAME, &sentinel(), &[one]), Ok(found) if !found.is_empty())
+    }
+
     /// [`Nftables::delete_owned`]'s batches, each of at most [`BATCH_ELEMENTS`] elements.
     fn delete_elements(&self, doomed: &[(Elem, String)]) -> Result<(), NlError> {
         for chunk in doomed.chunks(BATCH_ELEMENTS) {
@@ -930,19 +1146,36 @@ impl Firewall for Nftables {
     }
 
     fn del(&self, a: &Attachment) -> FirewallResult<()> {
-        let owner = Owner::new(a.network, a.container_id, a.ifname);
+        let owner = Owner::of(a);
+        // Finds the elements by their comments: the slow way, for whatever the index cannot tell.
         let by_owner = || self.delete_owned(|o| o.same_attachment(&owner), || format!("the elements of {owner}"));
-        let plan = match Plan::new(a) {
-            Ok(plan) if !a.addresses.is_empty() => plan,
-            // Without addresses (no prevResult) or with a configuration ADD would not have
-            // taken: find the elements by their comments.
-            _ => return by_owner(),
+        let Ok(indexed) = self.indexed_fingerprint(&owner) else { return by_owner() };
+        let from_index;
+        let a = match (indexed, a.addresses.is_empty()) {
+            (_, false) => *a,
+            (Some(_), true) => {
+                let Ok(addresses) = self.indexed_addresses(&owner) else { return by_owner() };
+                from_index = addresses;
+                Attachment { addresses: &from_index, ..*a }
+            }
+            // Not in the index of a table that keeps one: it holds nothing.
+            (None, true) if self.keeps_index() => return Ok(()),
+            (None, true) => return by_owner(),
         };
-        let comment = plan.owner.comment();
+        // A configuration ADD would not have taken.
+        let Ok(plan) = Plan::new(&a) else { return by_owner() };
+        let mut elems = state_elements(&a, &plan);
+        let fingerprint = fingerprint(elems.iter().map(|e| (e.map, &e.key[..], &e.data)));
+        if indexed.is_some_and(|recorded| recorded != fingerprint) {
+            // ADD wrote other elements: its configuration was another, or the runtime passes
+            // other port mappings now (or none).
+            return by_owner();
+        }
+        elems.extend(index_elements(&plan.owner, a.addresses, fingerprint));
         // The open elements go whatever `isolate` says now: the configuration may have
         // changed since ADD, and a stale one would open the next holder of the address.
-        let mut elems = elements(a, &plan);
-        elems.extend(unwanted_open_elements(a, &plan));
+        elems.extend(unwanted_open_elements(&a, &plan));
+        let comment = plan.owner.comment();
         let mut batch = nfnl::Batch::new(TABLE_NAME);
         for e in &elems {
             e.add_nfnl(&mut batch, &comment);
@@ -1221,7 +1454,13 @@ mod tests {
         };
         let nomasq4 = MAPS.iter().position(|m| m.name == "nomasq4").unwrap();
         assert_eq!(nomasq4 + 1, 0x0b, "nomasq4's set ID in the captures");
-        let renamed = |captured: &str| hex(&unhex(captured)).replace(&hex(b"rules_00000000"), &hex(sentinel().as_bytes()));
+        // The sentinel was captured as the thirteenth set of its batch (set ID 0x0d).
+        let sentinel_id = format!("08000a00{:08x}", MAPS.len() + 1);
+        let renamed = |captured: &str| {
+            hex(&unhex(captured))
+                .replace(&hex(b"rules_00000000"), &hex(sentinel().as_bytes()))
+                .replace("08000a000000000d", if captured == NFT_SENTINEL { &sentinel_id } else { "08000a000000000d" })
+        };
         for (i, captured) in [
             (1, NFT_TABLE),
             (2, NFT_MAP_CTR4),
@@ -1274,7 +1513,11 @@ mod tests {
         assert!(position(&|m| m.name == "ctr6") < position(&|m| m.data == DataTy::Target));
         let plan = Plan::new(&a).unwrap();
         let elems = elements(&a, &plan);
-        assert_eq!(elems.len(), 12, "ctr, open and masq of two addresses, three no-masquerade and three port elements");
+        assert_eq!(
+            elems.len(),
+            15,
+            "ctr, open and masq of two addresses, three no-masquerade and three port elements; the index's three"
+        );
         for e in &elems {
             let def = MAPS.iter().find(|m| m.name == e.map).unwrap();
             let (first, last) = (key_value(&e.key), key_last(&e.key));
@@ -1400,10 +1643,10 @@ mod tests {
         };
         let plan = Plan::new(&open).unwrap();
         let maps = |elems: Vec<Elem>| elems.iter().map(|e| e.map).collect::<Vec<_>>();
-        assert_eq!(maps(elements(&open, &plan)), ["ctr4", "open4", "ctr6", "open6"]);
+        assert_eq!(maps(state_elements(&open, &plan)), ["ctr4", "open4", "ctr6", "open6"]);
         assert!(unwanted_open_elements(&open, &plan).is_empty());
         let isolated = Attachment { isolate: true, ..open };
-        assert_eq!(maps(elements(&isolated, &plan)), ["ctr4", "ctr6"]);
+        assert_eq!(maps(state_elements(&isolated, &plan)), ["ctr4", "ctr6"]);
         assert_eq!(maps(unwanted_open_elements(&isolated, &plan)), ["open4", "open6"]);
         let comment = plan.owner.comment();
         assert_eq!(
@@ -1413,5 +1656,102 @@ mod tests {
                 plan.owner.tag()
             )
         );
+    }
+
+    fn attachment<'a>(addrs: &'a [IpAddr], pms: &'a [berth_cni::spec::PortMapping]) -> Attachment<'a> {
+        Attachment {
+            network: "n",
+            container_id: "c1",
+            ifname: "eth0",
+            bridge: "br0",
+            addresses: addrs,
+            masquerade: true,
+            no_masquerade: &[],
+            isolate: true,
+            port_mappings: pms,
+        }
+    }
+
+    #[test]
+    fn the_index_holds_the_fingerprint_and_each_address_by_rank() {
+        assert_eq!([MAPS[OWNERS].name, MAPS[ADDRS4].name, MAPS[ADDRS6].name], ["owners", "addrs4", "addrs6"]);
+        let addrs: Vec<IpAddr> = ["10.1.0.2", "fd01::2", "10.2.0.2"].iter().map(|a| a.parse().unwrap()).collect();
+        let a = attachment(&addrs, &[]);
+        let plan = Plan::new(&a).unwrap();
+        let index: Vec<Elem> = elements(&a, &plan).into_iter().filter(|e| is_index_map(e.map)).collect();
+        let [hi, lo] = index_key(&plan.owner);
+        let listed: Vec<(&str, Vec<Part>, Data)> = index.iter().map(|e| (e.map, e.key.clone(), e.data.clone())).collect();
+        let state = state_elements(&a, &plan);
+        let expected_fingerprint = fingerprint(state.iter().rev().map(|e| (e.map, &e.key[..], &e.data)));
+        assert_eq!(
+            listed,
+            [
+                ("owners", vec![hi.clone(), lo.clone()], Data::Tag(expected_fingerprint)),
+                ("addrs4", vec![hi.clone(), lo.clone(), Part::Mark(0)], Data::Addr(addrs[0])),
+                ("addrs6", vec![hi.clone(), lo.clone(), Part::Mark(0)], Data::Addr(addrs[1])),
+                ("addrs4", vec![hi, lo, Part::Mark(1)], Data::Addr(addrs[2])),
+            ],
+            "the fingerprint does not depend on the elements' order"
+        );
+        assert!(index_elements(&plan.owner, &[], 0).is_empty(), "no addresses, no elements: nothing to index");
+        // Another interface of the container is another attachment.
+        assert_ne!(index_key(&Owner::new("n", "c1", "eth1")), index_key(&plan.owner));
+        assert_eq!(index_key(&Owner::new("renamed", "c1", "eth0")), index_key(&plan.owner));
+    }
+
+    #[test]
+    fn the_fingerprint_tells_another_configuration() {
+        use berth_cni::spec::PortMapping;
+        let addrs: Vec<IpAddr> = vec!["10.1.0.2".parse().unwrap()];
+        let pm = |port| PortMapping { host_port: port, container_port: 80, protocol: "tcp".into(), host_ip: String::new() };
+        let of = |a: &Attachment| {
+            let plan = Plan::new(a).unwrap();
+            fingerprint(state_elements(a, &plan).iter().map(|e| (e.map, &e.key[..], &e.data)))
+        };
+        let (with_8080, with_9090) = ([pm(8080)], [pm(9090)]);
+        let base = attachment(&addrs, &with_8080);
+        let nets = ["10.62.0.0/24".parse().unwrap()];
+        for other in [
+            attachment(&addrs, &with_9090),
+            attachment(&addrs, &[]),
+            Attachment { masquerade: false, ..base },
+            Attachment { isolate: false, ..base },
+            Attachment { bridge: "br1", ..base },
+            Attachment { no_masquerade: &nets, ..base },
+        ] {
+            assert_ne!(of(&other), of(&base), "{other:?}");
+        }
+        assert_eq!(of(&Attachment { network: "renamed", ..base }), of(&base));
+    }
+
+    /// A listing of a table an earlier version wrote (no index): the slow path indexes every
+    /// attachment but the one it adds, with the fingerprint a DEL without prevResult derives
+    /// from the same configuration.
+    #[test]
+    fn a_table_without_index_is_indexed_by_the_slow_path() {
+        use berth_cni::spec::PortMapping;
+        let (x_addrs, y_addrs): (Vec<IpAddr>, Vec<IpAddr>) =
+            (vec!["10.1.0.2".parse().unwrap(), "fd01::2".parse().unwrap()], vec!["10.1.0.3".parse().unwrap()]);
+        let pms = [PortMapping { host_port: 8080, container_port: 80, protocol: "tcp".into(), host_ip: String::new() }];
+        let x = attachment(&x_addrs, &pms);
+        let y = Attachment { container_id: "c2", ..attachment(&y_addrs, &[]) };
+        let mut listing = Listing { exists: true, ..Listing::default() };
+        for a in [&x, &y] {
+            let plan = Plan::new(a).unwrap();
+            for e in state_elements(a, &plan) {
+                listing.elems.push(Listed { map: e.map, key: e.key, data: Some(e.data), owner: Some(plan.owner.clone()) });
+            }
+        }
+        let y_owner = Owner::new("n", "c2", "eth0");
+        let text = backfill_index(&listing, &y_owner);
+        let x_plan = Plan::new(&x).unwrap();
+        let x_index: String =
+            elements(&x, &x_plan).iter().filter(|e| is_index_map(e.map)).map(|e| e.add(&x_plan.owner.comment())).collect();
+        assert_eq!(text, x_index);
+        // Indexed already: nothing to add.
+        for e in elements(&x, &x_plan).into_iter().filter(|e| e.map == "owners") {
+            listing.elems.push(Listed { map: e.map, key: e.key, data: Some(e.data), owner: Some(x_plan.owner.clone()) });
+        }
+        assert_eq!(backfill_index(&listing, &y_owner), "");
     }
 }

@@ -524,7 +524,9 @@ fn end_to_end(backend: &str) {
     assert_eq!(tcp_ask(&lab.c3, "10.3.0.2:80"), "four 10.2.0.2");
     lab.fw(|| fw.add(&closed4)).expect("ADD over a stale open attachment of the same addresses");
     lab.fw(|| fw.check(&closed4)).unwrap();
-    assert!(naming(&snapshot(&lab, backend), "ctr-ghost4").is_empty());
+    // Its entries in the index stay until its DEL, which finds them useless and goes by comment.
+    let index = ["element owners ", "element addrs4 ", "element addrs6 "];
+    assert!(naming(&snapshot(&lab, backend), "ctr-ghost4").iter().all(|e| index.iter().any(|i| e.starts_with(i))));
     tcp_blocked(&lab.c3, "10.3.0.2:80");
     tcp_blocked(&lab.c4, "10.1.0.2:80");
     tcp_blocked(&lab.c4, "[fd02::2]:80");
@@ -687,8 +689,9 @@ fn nfnetlink_elements_list_as_nft_writes_them() {
     let table = nft_table(&first);
     assert_eq!(table, nft_table(&second), "elements written over nfnetlink list as nft -f writes them");
     assert!(naming(&table, "element ctr4 ").len() == 2 && naming(&table, "element open6 ").len() == 1, "{table:#?}");
-    assert_eq!(naming(&table, "berth net=red id=ctr-x if=eth0").len(), 12, "{table:#?}");
-    assert_eq!(naming(&table, "berth net=blue id=ctr-y if=net1").len(), 4, "{table:#?}");
+    // Their elements and, in the index, their fingerprints and addresses.
+    assert_eq!(naming(&table, "berth net=red id=ctr-x if=eth0").len(), 12 + 3, "{table:#?}");
+    assert_eq!(naming(&table, "berth net=blue id=ctr-y if=net1").len(), 4 + 3, "{table:#?}");
     assert_eq!(naming(&table, r#"{"concat":["fd99::1","sctp",9999]}"#).len(), 1, "{table:#?}");
     // A repeated ADD is a no-op, a DEL removes exactly the attachment's elements, twice.
     for (ns, gone, stays) in [(&first, &x, &y), (&second, &y, &x)] {
@@ -830,8 +833,8 @@ fn del_without_addresses_lists_the_maps_over_nfnetlink() {
     host.run(|| no_nft.add(&y)).unwrap();
     let table = nft_table(&host);
     // ctr, open and masq of both addresses; three no-masquerade destinations (interval map
-    // elements: ranges); 8080 in ports4 and ports6; 9999 in hostports6.
-    assert_eq!(naming(&table, "id=ctr-x ").len(), 12, "{table:#?}");
+    // elements: ranges); 8080 in ports4 and ports6; 9999 in hostports6; the index's three.
+    assert_eq!(naming(&table, "id=ctr-x ").len(), 12 + 3, "{table:#?}");
     let of_y = naming(&table, "id=ctr-y ").len();
 
     for round in ["DEL", "DEL again"] {
@@ -847,6 +850,80 @@ fn del_without_addresses_lists_the_maps_over_nfnetlink() {
     host.run(|| no_nft.gc("red", &[("ctr-y".to_string(), "eth0".to_string())])).unwrap();
     assert!(naming(&nft_table(&host), "id=ctr-x ").is_empty());
     host.run(|| fw.check(&y)).unwrap();
+}
+
+/// DEL without addresses but with the configuration ADD had (a runtime without a result
+/// cache passes the same configuration and port mappings) finds the attachment's addresses
+/// in the table's index, not by listing it; with another configuration (no port mappings
+/// passed, say) it still removes all, by comment. An ADD again with other port mappings
+/// leaves only the new ones. A table an earlier version wrote, without the index, is
+/// indexed by the next ADD's slow path, its attachments included. Needs root.
+#[test]
+fn del_without_addresses_finds_the_attachment_in_the_index() {
+    require_root();
+    let host = TestNs::new();
+    let fw = host.run(|| backend_named("nftables")).unwrap();
+    let x_addrs = [ip("10.1.0.2"), ip("fd01::2"), ip("10.9.0.2")];
+    let (x_maps, x_other_maps) = ([pm(8080, 80, "tcp")], [pm(9090, 80, "tcp")]);
+    let x_nets = [net("10.62.0.0/24")];
+    let x = Attachment { no_masquerade: &x_nets, ..everything(&x_addrs, &x_maps) };
+    let x_unknown = Attachment { addresses: &[], ..x };
+    let y_addrs = [ip("10.1.0.3")];
+    let y_maps = [pm(8081, 80, "udp")];
+    let y = Attachment { container_id: "ctr-y", addresses: &y_addrs, port_mappings: &y_maps, isolate: true, ..x };
+    let y_unknown = Attachment { addresses: &[], ..y };
+    let of = |id: &str| naming(&nft_table(&host), &format!("id={id} ")).len();
+    let map_len = |map: &str| naming(&nft_table(&host), &format!("element {map} ")).len();
+    let del_all_ways = |round: &str| {
+        for (way, del) in
+            [("same configuration", x_unknown), ("no port mappings", Attachment { port_mappings: &[], ..x_unknown })]
+        {
+            host.run(|| fw.add(&x)).unwrap();
+            host.run(|| fw.check(&x)).unwrap_or_else(|e| panic!("{round}, {way}: CHECK: {e}"));
+            host.run(|| fw.del(&del)).unwrap_or_else(|e| panic!("{round}, {way}: DEL without addresses: {e}"));
+            let left = nft_table(&host);
+            assert!(naming(&left, "id=ctr-x ").is_empty(), "{round}, {way}: {left:#?}");
+            host.run(|| fw.check(&y)).unwrap_or_else(|e| panic!("{round}, {way}: CHECK of the other: {e}"));
+        }
+    };
+
+    host.run(|| fw.add(&y)).unwrap();
+    host.run(|| fw.add(&x)).unwrap();
+    // Three addresses, two of them IPv4, and one fingerprint each.
+    assert_eq!((map_len("owners"), map_len("addrs4"), map_len("addrs6")), (2, 3, 1));
+    del_all_ways("indexed");
+    host.run(|| fw.del(&x_unknown)).expect("a second DEL");
+
+    // ADD again with other port mappings, without DEL: the old mapping goes.
+    host.run(|| fw.add(&x)).unwrap();
+    let moved = Attachment { port_mappings: &x_other_maps, ..x };
+    host.run(|| fw.add(&moved)).unwrap();
+    host.run(|| fw.check(&moved)).unwrap();
+    assert!(naming(&nft_table(&host), "id=ctr-x ").iter().all(|e| !e.contains("8080")), "the old mapping stayed");
+    host.run(|| fw.del(&Attachment { addresses: &[], ..moved })).unwrap();
+    assert_eq!(of("ctr-x"), 0);
+
+    // A table as an earlier version left it: no index, its sentinel another.
+    let listing = host.tool("nft", &["list", "table", "inet", "berth"]).unwrap();
+    let sentinel = listing.split_whitespace().find(|w| w.starts_with("rules_")).expect("a sentinel set").to_string();
+    host.run(|| fw.add(&x)).unwrap();
+    let before = nft_table(&host);
+    for set in ["owners", "addrs4", "addrs6", &sentinel] {
+        host.tool("nft", &["delete", "set", "inet", "berth", set])
+            .or_else(|_| host.tool("nft", &["delete", "map", "inet", "berth", set]))
+            .unwrap();
+    }
+    assert_eq!(of("ctr-x"), naming(&before, "id=ctr-x ").len() - 4, "x's elements without its four in the index");
+    host.run(|| fw.del(&x_unknown)).expect("DEL without addresses, no index");
+    assert_eq!(of("ctr-x"), 0);
+    assert_eq!(of("ctr-y"), naming(&before, "id=ctr-y ").len() - 2, "y is left whole, but for its index");
+    // The next ADD writes the index, for y too.
+    host.run(|| fw.add(&x)).unwrap();
+    assert_eq!(nft_table(&host), before, "the slow path's table is the one the fast path wrote");
+    host.run(|| fw.del(&y_unknown)).unwrap();
+    assert_eq!(of("ctr-y"), 0);
+    host.run(|| fw.add(&y)).unwrap();
+    del_all_ways("indexed anew");
 }
 
 /// DEL without addresses, and GC, while other attachments come and go. With 600
@@ -882,8 +959,8 @@ fn del_without_addresses_and_gc_while_other_attachments_change() {
         for id in &ids[..DELETED] {
             assert!(naming(&table, &format!("id={id} ")).is_empty(), "{id} was deleted but left elements");
         }
-        // ctr4, masq4 and ports4 of each attachment left.
-        assert_eq!(naming(&table, "id=bench-").len(), 3 * (PRESENT - DELETED));
+        // ctr4, masq4 and ports4 of each attachment left, and owners and addrs4 in the index.
+        assert_eq!(naming(&table, "id=bench-").len(), 5 * (PRESENT - DELETED));
         for round in 0..4 {
             if round > 0 {
                 add_all(0..PRESENT / 2);
@@ -1075,7 +1152,12 @@ fn show_ruleset() {
 fn bench_add_cost() {
     require_root();
     let sizes = [10usize, 100, 1000];
-    for backend in ["nftables", "iptables-nft", "iptables-legacy"] {
+    // BERTH_BENCH_BACKENDS=nftables,...: some of them.
+    let only = std::env::var("BERTH_BENCH_BACKENDS").unwrap_or_default();
+    for backend in ["nftables", "iptables-nft", "iptables-legacy"]
+        .into_iter()
+        .filter(|b| only.is_empty() || only.split(',').any(|o| o == *b))
+    {
         let host = TestNs::new();
         let fw = host.run(|| backend_named(backend)).unwrap();
         let mut present = 0usize;
