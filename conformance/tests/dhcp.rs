@@ -255,6 +255,50 @@ fn bad_configuration_and_no_server_fail_clearly_in_bounded_time() {
     assert_eq!(lan.keeper.state_files(), 0);
 }
 
+/// An ADD killed after its DHCPREQUEST went out and before it handed the lease over leaves
+/// the keeper's pending record and no address in the container; with the keeper killed too,
+/// and no DEL or GC ever coming, the restarted keeper releases the address on its own once
+/// that ADD's time is past: dnsmasq forgets the lease, although the container's interface
+/// never held the address the release comes from. Needs root; about 1 s.
+#[test]
+fn a_pending_address_whose_add_died_is_released_by_the_restarted_keeper() {
+    let lan = Lan::new(&[]);
+    let c = lan.host.container();
+    let ip = address(&lan.add(&c));
+    lan.keeper.kill();
+    // What the killed ADD would have left, made from the lease of a whole one.
+    let dir = PathBuf::from(format!("{}.leases", lan.keeper.socket.display()));
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("the lease file");
+    let lease: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let mut pending = json!({"address": ip, "attempt": 1, "abandon_at": 0});
+    for key in ["owner", "netns", "netns_id", "mac", "provide", "server"] {
+        pending[key] = lease[key].clone();
+    }
+    std::fs::write(&file, pending.to_string()).unwrap();
+    let ns = NetNs::open(&c.path).unwrap();
+    let mut nl = Netlink::open_in(&ns).unwrap();
+    let eth0 = nl.link_by_name("eth0").unwrap().expect("eth0");
+    for (_, addr) in nl.addresses(Some(eth0.index)).unwrap() {
+        nl.del_address(eth0.index, addr).unwrap();
+    }
+    assert!(lan.server.leased().contains(&ip), "the server holds the lease: {:?}", lan.server.leased());
+
+    let mut keeper = std::process::Command::new(berth_dir().join("berth-dhcp"));
+    keeper.arg("daemon").arg("--socket").arg(&lan.keeper.socket).arg("--detach");
+    keeper.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    lan.host.ns.prepare_command(&mut keeper).unwrap();
+    assert!(keeper.status().unwrap().success(), "the keeper starts");
+    assert!(eventually(Duration::from_secs(5), || lan.server.released(&ip)), "released: {}", lan.server.log());
+    assert!(eventually(Duration::from_secs(5), || !lan.server.leased().contains(&ip)), "{:?}", lan.server.leased());
+    assert!(eventually(Duration::from_secs(5), || lan.keeper.state_files() == 0), "and forgotten");
+    lan.call(Command::Del, &c, &lan.conf("1.0.0")).expect("DEL finds nothing to release, and succeeds");
+}
+
 /// berth-macvlan on a master wired to a LAN namespace where dnsmasq serves.
 #[test]
 fn a_macvlan_container_leases_from_the_lan() {

@@ -423,13 +423,14 @@ pub(crate) fn ipam_section(conf: &NetConf) -> CniResult<&Map<String, Value>> {
     conf.ipam.as_ref().map(|i| &i.extra).ok_or_else(|| bad("ipam", "is required"))
 }
 
-/// An invalid-configuration error (code 7) naming the field.
-pub(crate) fn bad(field: &str, what: impl fmt::Display) -> CniError {
+/// An invalid-configuration error (code 7) naming the field (berth-dhcp's too).
+pub fn bad(field: &str, what: impl fmt::Display) -> CniError {
     CniError::invalid_config(format!("{field}: {what}"))
 }
 
-/// `obj[key]` decoded; absent and null are `None`; a wrong type names `path.key`.
-pub(crate) fn field<T: DeserializeOwned>(obj: &Map<String, Value>, key: &str, path: &str) -> CniResult<Option<T>> {
+/// `obj[key]` decoded; absent and null are `None`; a wrong type names `path.key` (the IPAM
+/// plugins' one way to read a configuration field, berth-dhcp's included).
+pub fn field<T: DeserializeOwned>(obj: &Map<String, Value>, key: &str, path: &str) -> CniResult<Option<T>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => T::deserialize(v).map(Some).map_err(|e| bad(&format!("{path}.{key}"), e)),

@@ -4,7 +4,7 @@
 //! receives broadcasts before the interface has an address: no raw sockets needed.
 
 use crate::error::{DhcpError, Result};
-use crate::lease::{Grant, Lease};
+use crate::lease::{Claim, Grant, Lease};
 use crate::message::{opt, Message, MessageType, CLIENT_PORT, SERVER_PORT};
 use berth_netns::NetNs;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
@@ -43,7 +43,8 @@ impl Client {
             move |e: nix::errno::Errno| DhcpError::Socket { what, ifname, source: e.into() }
         };
         // A socket belongs to the namespace it was made in, whatever thread uses it later.
-        let fd = ns.run(|| socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None))?
+        let fd = ns
+            .run(|| socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None))?
             .map_err(failed("cannot open a UDP socket"))?;
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(failed("SO_REUSEADDR"))?;
         socket::setsockopt(&fd, sockopt::Broadcast, &true).map_err(failed("SO_BROADCAST"))?;
@@ -54,11 +55,18 @@ impl Client {
         Ok(Client { socket: UdpSocket::from(fd), ifname: ifname.to_string(), mac })
     }
 
-    /// DISCOVER, OFFER, REQUEST, ACK: a new lease, within `timeout`.
-    pub fn acquire(&self, id: &Identity, timeout: Duration) -> Result<(Grant, Ipv4Addr)> {
+    /// DISCOVER, OFFER, REQUEST, ACK: a new lease, within `timeout`. `before_request` is
+    /// told each offered address and its server before the REQUEST for it goes out (from
+    /// then on the server may commit the lease); an error there ends the exchange.
+    pub fn acquire(
+        &self,
+        id: &Identity,
+        timeout: Duration,
+        before_request: &mut dyn FnMut(Ipv4Addr, Ipv4Addr) -> Result<()>,
+    ) -> Result<(Grant, Ipv4Addr)> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.acquire_once(id, timeout, deadline) {
+            match self.acquire_once(id, timeout, deadline, before_request) {
                 // A server may offer one address to two clients at once and refuse the one
                 // that asks second: that one starts over (RFC 2131 3.1, step 5).
                 Err(DhcpError::Refused { .. }) if Instant::now() + RESTART_PAUSE < deadline => std::thread::sleep(RESTART_PAUSE),
@@ -67,14 +75,23 @@ impl Client {
         }
     }
 
-    fn acquire_once(&self, id: &Identity, timeout: Duration, deadline: Instant) -> Result<(Grant, Ipv4Addr)> {
+    fn acquire_once(
+        &self,
+        id: &Identity,
+        timeout: Duration,
+        deadline: Instant,
+        before_request: &mut dyn FnMut(Ipv4Addr, Ipv4Addr) -> Result<()>,
+    ) -> Result<(Grant, Ipv4Addr)> {
         let xid = random_u32();
         let mut discover = self.message(MessageType::Discover, xid, id);
         discover.broadcast = true;
         let offer = self
             .transact(&discover, BROADCAST, deadline, |m| m.kind() == Some(MessageType::Offer))?
             .ok_or_else(|| self.no_answer(timeout, "DHCPDISCOVER, no DHCPOFFER"))?;
-        let server = offer.addr_option(opt::SERVER_ID).ok_or_else(|| DhcpError::Malformed("an OFFER without a server identifier".into()))?;
+        let server = offer
+            .addr_option(opt::SERVER_ID)
+            .ok_or_else(|| DhcpError::Malformed("an OFFER without a server identifier".into()))?;
+        before_request(offer.yiaddr, server)?;
         let mut request = self.message(MessageType::Request, xid, id);
         request.broadcast = true;
         request.push(opt::REQUESTED_IP, offer.yiaddr.octets().to_vec());
@@ -94,7 +111,8 @@ impl Client {
         request.ciaddr = lease.address.addr();
         let to = if broadcast { BROADCAST } else { SocketAddrV4::new(lease.server, SERVER_PORT) };
         let what = if broadcast { "rebinding DHCPREQUEST" } else { "renewing DHCPREQUEST" };
-        let reply = self.transact(&request, to, Instant::now() + timeout, is_ack_or_nak)?.ok_or_else(|| self.no_answer(timeout, what))?;
+        let reply =
+            self.transact(&request, to, Instant::now() + timeout, is_ack_or_nak)?.ok_or_else(|| self.no_answer(timeout, what))?;
         self.granted(reply, Some(lease.server))
     }
 
@@ -110,15 +128,47 @@ impl Client {
         self.granted(reply, None)
     }
 
-    /// Gives the lease back. The server does not answer a DHCPRELEASE.
-    pub fn release(&self, lease: &Lease) -> Result<()> {
+    /// Gives the address back: unicast to the server from the leased address, as RFC 2131
+    /// 4.4.6 has it, whether or not the interface holds that address yet (an ADD killed before
+    /// the main plugin configured it). The server does not answer a DHCPRELEASE.
+    pub fn release(&self, claim: &Claim) -> Result<()> {
         let mut release = Message::request(MessageType::Release, random_u32(), self.mac);
-        release.ciaddr = lease.address.addr();
-        release.push(opt::SERVER_ID, lease.server.octets().to_vec());
-        if let Some((_, client_id)) = lease.provide.iter().find(|(c, _)| *c == opt::CLIENT_ID) {
+        release.ciaddr = claim.address;
+        release.push(opt::SERVER_ID, claim.server.octets().to_vec());
+        if let Some((_, client_id)) = claim.provide.iter().find(|(c, _)| *c == opt::CLIENT_ID) {
             release.push(opt::CLIENT_ID, client_id.clone());
         }
-        self.send(&release, SocketAddrV4::new(lease.server, SERVER_PORT))
+        self.send_from(&release, claim.address, SocketAddrV4::new(claim.server, SERVER_PORT))
+    }
+
+    /// Sends with `source` as the packet's source address even when no interface holds it:
+    /// from the unspecified address the kernel would send 0.0.0.0, which a Linux server drops
+    /// as a martian (only broadcasts may come from it). The source is set per packet (IP_PKTINFO,
+    /// allowed by IP_TRANSPARENT): binding the socket to it is not enough in a namespace that
+    /// never had an address, whose kernel then takes it for a broadcast address and sends
+    /// from 0.0.0.0 all the same.
+    fn send_from(&self, message: &Message, source: Ipv4Addr, to: SocketAddrV4) -> Result<()> {
+        let failed = |what: String| {
+            let ifname = self.ifname.clone();
+            move |e: nix::errno::Errno| DhcpError::Socket { what, ifname, source: e.into() }
+        };
+        socket::setsockopt(&self.socket, sockopt::IpTransparent, &true).map_err(failed("IP_TRANSPARENT".into()))?;
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr { s_addr: u32::from(source).to_be() },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        let bytes = message.encode();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.socket);
+        socket::sendmsg(
+            fd,
+            &[std::io::IoSlice::new(&bytes)],
+            &[socket::ControlMessage::Ipv4PacketInfo(&info)],
+            socket::MsgFlags::empty(),
+            Some(&SockaddrIn::from(to)),
+        )
+        .map(drop)
+        .map_err(failed(format!("cannot send a DHCP message from {source} to {to}")))
     }
 
     fn message(&self, kind: MessageType, xid: u32, id: &Identity) -> Message {
@@ -154,7 +204,13 @@ impl Client {
 
     /// Sends `message` and waits for a reply to it that `wanted` accepts, sending again
     /// after 0.5 s, 1 s, 2 s, ...; `None` when `deadline` passes first.
-    fn transact(&self, message: &Message, to: SocketAddrV4, deadline: Instant, wanted: impl Fn(&Message) -> bool) -> Result<Option<Message>> {
+    fn transact(
+        &self,
+        message: &Message,
+        to: SocketAddrV4,
+        deadline: Instant,
+        wanted: impl Fn(&Message) -> bool,
+    ) -> Result<Option<Message>> {
         let mut retry = FIRST_RETRY;
         let mut buf = vec![0u8; 4096];
         loop {
@@ -165,7 +221,14 @@ impl Client {
                 let len = match self.socket.recv_from(&mut buf) {
                     Ok((len, SocketAddr::V4(_))) => len,
                     Ok(_) => continue,
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => continue,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue
+                    }
                     Err(source) => return Err(self.io("cannot receive a DHCP reply", source)),
                 };
                 // Other clients' replies and stray packets on port 68 are not ours.
@@ -190,13 +253,18 @@ fn is_ack_or_nak(m: &Message) -> bool {
     matches!(m.kind(), Some(MessageType::Ack | MessageType::Nak))
 }
 
-/// A transaction ID: std's per-process random hash keys, so no extra crate and no syscall
-/// that could block for entropy.
+/// A transaction ID.
 fn random_u32() -> u32 {
+    random_u64() as u32
+}
+
+/// Random enough for transaction and attempt IDs: std's per-process random hash keys, so no
+/// extra crate and no syscall that could block for entropy.
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     h.write_u128(nanos);
     h.write_u32(std::process::id());
-    h.finish() as u32
+    h.finish()
 }

@@ -1,10 +1,11 @@
 //! The `ipam` section: the reference `dhcp` plugin's keys (`daemonSocketPath`, `request`,
 //! `provide`, `priority`) with the same meanings, plus berth's `timeout`.
 
-use crate::error::{DhcpError, Result};
 use crate::message::opt;
 use berth_cni::skel::Request;
-use serde::Deserialize;
+use berth_cni::{CniError, CniResult};
+use berth_ipam::config::{bad, field};
+use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,73 +32,51 @@ pub struct DhcpConf {
     pub timeout: Duration,
 }
 
-#[derive(Deserialize)]
-struct Raw {
-    #[serde(default)]
-    ipam: RawIpam,
-}
-
-#[derive(Deserialize, Default)]
-struct RawIpam {
-    #[serde(rename = "daemonSocketPath")]
-    daemon_socket_path: Option<String>,
-    #[serde(default)]
-    request: Vec<RequestOption>,
-    #[serde(default)]
-    provide: Vec<ProvideOption>,
-    priority: Option<u32>,
-    /// Seconds.
-    timeout: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct RequestOption {
-    #[serde(rename = "skipDefault", default)]
-    skip_default: bool,
-    #[serde(default)]
-    option: String,
-}
-
-#[derive(Deserialize)]
-struct ProvideOption {
-    option: String,
-    #[serde(default)]
-    value: Option<String>,
-    #[serde(rename = "fromArg", default)]
-    from_arg: Option<String>,
-}
-
 impl DhcpConf {
-    pub fn parse(req: &Request) -> Result<DhcpConf> {
-        let raw: Raw = serde_json::from_slice(&req.stdin).map_err(|e| DhcpError::config("", e.to_string()))?;
-        let ipam = raw.ipam;
-        let socket = PathBuf::from(ipam.daemon_socket_path.as_deref().filter(|s| !s.is_empty()).unwrap_or(DEFAULT_SOCKET));
+    /// The `ipam` section; a bad value is an invalid configuration (code 7) naming its field,
+    /// `ipam.provide[0].option`.
+    pub fn parse(req: &Request) -> CniResult<DhcpConf> {
+        let empty = Map::new();
+        let ipam = req.conf.ipam.as_ref().map_or(&empty, |i| &i.extra);
+        let socket = field::<String>(ipam, "daemonSocketPath", "ipam")?.filter(|s| !s.is_empty());
+        let socket = PathBuf::from(socket.as_deref().unwrap_or(DEFAULT_SOCKET));
         if !socket.is_absolute() {
-            return Err(DhcpError::config("daemonSocketPath", format!("{} is not an absolute path", socket.display())));
+            return Err(bad("ipam.daemonSocketPath", format!("{} is not an absolute path", socket.display())));
         }
-        let timeout = match ipam.timeout {
+        let timeout = match field::<f64>(ipam, "timeout", "ipam")? {
             None => DEFAULT_TIMEOUT,
             Some(s) if s > 0.0 && s <= MAX_TIMEOUT.as_secs_f64() => Duration::from_secs_f64(s),
-            Some(s) => return Err(DhcpError::config("timeout", format!("{s} is not between 0 and {} seconds", MAX_TIMEOUT.as_secs()))),
+            Some(s) => return Err(bad("ipam.timeout", format!("{s} is not between 0 and {} seconds", MAX_TIMEOUT.as_secs()))),
         };
         Ok(DhcpConf {
             network: req.conf.name.clone(),
             socket,
-            request: requested(&ipam.request)?,
-            provide: provided(req, &ipam.provide)?,
-            priority: ipam.priority,
+            request: requested(&entries(ipam, "request")?)?,
+            provide: provided(req, &entries(ipam, "provide")?)?,
+            priority: field(ipam, "priority", "ipam")?,
             timeout,
         })
     }
 }
 
-fn requested(entries: &[RequestOption]) -> Result<Vec<u8>> {
-    let mut codes: Vec<u8> = if entries.iter().any(|r| r.skip_default) { Vec::new() } else { DEFAULT_REQUEST.to_vec() };
-    for (i, entry) in entries.iter().enumerate() {
-        if entry.option.is_empty() {
-            continue; // only `skipDefault`
+/// The objects of the list `ipam.<key>`, each with where it is (`ipam.request[0]`).
+fn entries(ipam: &Map<String, Value>, key: &str) -> CniResult<Vec<(String, Map<String, Value>)>> {
+    let list = field::<Vec<Map<String, Value>>>(ipam, key, "ipam")?.unwrap_or_default();
+    Ok(list.into_iter().enumerate().map(|(i, entry)| (format!("ipam.{key}[{i}]"), entry)).collect())
+}
+
+fn requested(entries: &[(String, Map<String, Value>)]) -> CniResult<Vec<u8>> {
+    let mut skip_default = false;
+    let mut named = Vec::new();
+    for (path, entry) in entries {
+        skip_default |= field::<bool>(entry, "skipDefault", path)?.unwrap_or(false);
+        // An entry may hold only `skipDefault`.
+        if let Some(name) = field::<String>(entry, "option", path)?.filter(|n| !n.is_empty()) {
+            named.push(option_code(&name).ok_or_else(|| unknown_option(&format!("{path}.option"), &name))?);
         }
-        let code = option_code(&entry.option).ok_or_else(|| unknown_option(&format!("request[{i}].option"), &entry.option))?;
+    }
+    let mut codes: Vec<u8> = if skip_default { Vec::new() } else { DEFAULT_REQUEST.to_vec() };
+    for code in named {
         if !codes.contains(&code) {
             codes.push(code);
         }
@@ -108,22 +87,22 @@ fn requested(entries: &[RequestOption]) -> Result<Vec<u8>> {
 /// The `provide` entries, the hostname and the client identifier: the reference sends
 /// `CONTAINERID/NETWORK/IFNAME` as the client identifier, so a server sees the same client
 /// whichever plugin asks; a `provide` entry replaces either.
-fn provided(req: &Request, entries: &[ProvideOption]) -> Result<Vec<(u8, Vec<u8>)>> {
+fn provided(req: &Request, entries: &[(String, Map<String, Value>)]) -> CniResult<Vec<(u8, Vec<u8>)>> {
     let mut out = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let field = format!("provide[{i}]");
-        let code = option_code(&entry.option).ok_or_else(|| unknown_option(&format!("{field}.option"), &entry.option))?;
-        let value = match (&entry.value, &entry.from_arg) {
-            (_, Some(arg)) => match req.arg(arg) {
+    for (path, entry) in entries {
+        let name = field::<String>(entry, "option", path)?.ok_or_else(|| bad(&format!("{path}.option"), "is required"))?;
+        let code = option_code(&name).ok_or_else(|| unknown_option(&format!("{path}.option"), &name))?;
+        let value = match (field::<String>(entry, "value", path)?, field::<String>(entry, "fromArg", path)?) {
+            (_, Some(arg)) => match req.arg(&arg) {
                 Some(v) => v.to_string(),
                 // The reference skips an option whose argument the runtime did not pass.
                 None => continue,
             },
-            (Some(v), None) => v.clone(),
-            (None, None) => return Err(DhcpError::config(field, "needs \"value\" or \"fromArg\"")),
+            (Some(v), None) => v,
+            (None, None) => return Err(bad(path, "needs \"value\" or \"fromArg\"")),
         };
         if value.len() > 255 * 4 {
-            return Err(DhcpError::config(field, "value is too long"));
+            return Err(bad(&format!("{path}.value"), "is too long"));
         }
         out.push((code, value.into_bytes()));
     }
@@ -142,8 +121,8 @@ fn provided(req: &Request, entries: &[ProvideOption]) -> Result<Vec<(u8, Vec<u8>
     Ok(out)
 }
 
-fn unknown_option(field: &str, name: &str) -> DhcpError {
-    DhcpError::config(field, format!("unknown DHCP option {name:?} (a name such as \"host-name\", or a code 1-254)"))
+fn unknown_option(path: &str, name: &str) -> CniError {
+    bad(path, format!("unknown DHCP option {name:?} (a name such as \"host-name\", or a code 1-254)"))
 }
 
 /// An option by the names the reference accepts (its DHCP library's names) or by number.
@@ -236,5 +215,35 @@ mod tests {
         assert!(e.to_string().contains("timeout"), "{e}");
         let e = DhcpConf::parse(&req(json!({"provide": [{"option": "user-class"}]}), &[])).unwrap_err();
         assert!(e.to_string().contains("provide[0]"), "{e}");
+    }
+
+    /// A value of the wrong type used to be reported as `ipam.: invalid type ...`, the
+    /// whole section having been decoded at once: each message now names its field in full.
+    #[test]
+    fn values_of_the_wrong_type_name_their_whole_path() {
+        let cases = [
+            (
+                json!({"provide": [{"option": "user-class", "value": "x"}, {"option": 12, "value": "x"}]}),
+                "ipam.provide[1].option: invalid type: integer `12`, expected a string",
+            ),
+            (
+                json!({"provide": [{"option": "host-name", "fromArg": ["K8S_POD_NAME"]}]}),
+                "ipam.provide[0].fromArg: invalid type: sequence",
+            ),
+            (json!({"provide": [{"value": "x"}]}), "ipam.provide[0].option: is required"),
+            (
+                json!({"request": [{"skipDefault": "yes"}]}),
+                "ipam.request[0].skipDefault: invalid type: string \"yes\", expected a boolean",
+            ),
+            (json!({"request": {"option": "routers"}}), "ipam.request: invalid type: map, expected a sequence"),
+            (json!({"timeout": "5"}), "ipam.timeout: invalid type: string \"5\""),
+            (json!({"priority": -1}), "ipam.priority: invalid value: integer `-1`"),
+            (json!({"daemonSocketPath": 7}), "ipam.daemonSocketPath: invalid type: integer `7`"),
+        ];
+        for (ipam, message) in cases {
+            let e = DhcpConf::parse(&req(ipam.clone(), &[])).unwrap_err();
+            assert_eq!(e.code, 7, "{ipam}: {e}");
+            assert!(e.msg.starts_with(message), "{ipam}: {e}");
+        }
     }
 }

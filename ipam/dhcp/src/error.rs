@@ -6,8 +6,6 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpError {
-    #[error("ipam.{field}: {why}")]
-    Config { field: String, why: String },
     #[error("no DHCP server answered on {ifname} within {waited:?} ({what})")]
     NoAnswer { ifname: String, waited: Duration, what: &'static str },
     #[error("the DHCP server {server} refused the lease on {ifname}: {message}")]
@@ -38,17 +36,14 @@ pub enum KeeperCode {
     Unknown,
     /// The lease is held but its latest renewal failed, or it ran out: the server is away.
     NotRenewed,
+    /// Another ADD of the same attachment replaced this one's pending record: the lease is
+    /// that ADD's now (the server knows one client per attachment).
+    Superseded,
     /// Anything else the keeper could not do.
     Failed,
 }
 
 pub type Result<T, E = DhcpError> = std::result::Result<T, E>;
-
-impl DhcpError {
-    pub fn config(field: impl Into<String>, why: impl Into<String>) -> DhcpError {
-        DhcpError::Config { field: field.into(), why: why.into() }
-    }
-}
 
 impl From<DhcpError> for CniError {
     fn from(e: DhcpError) -> CniError {
@@ -57,11 +52,10 @@ impl From<DhcpError> for CniError {
             // that is gone, 7 for an invalid request, 100 for the kernel).
             DhcpError::Netns(inner) => return inner.into(),
             DhcpError::Netlink(inner) => return inner.into(),
-            DhcpError::Config { .. } => Code::InvalidConfig,
             // Transient: a server or a keeper that may be back for the runtime's retry.
             DhcpError::NoAnswer { .. } | DhcpError::KeeperUnreachable { .. } => Code::TryAgainLater,
             DhcpError::Keeper { code: KeeperCode::Unknown, .. } | DhcpError::NoInterface { .. } => Code::UnknownContainer,
-            DhcpError::Keeper { code: KeeperCode::NotRenewed, .. } => Code::TryAgainLater,
+            DhcpError::Keeper { code: KeeperCode::NotRenewed | KeeperCode::Superseded, .. } => Code::TryAgainLater,
             DhcpError::File(_) => Code::Io,
             DhcpError::Socket { .. } | DhcpError::Refused { .. } | DhcpError::Malformed(_) | DhcpError::Keeper { .. } => {
                 Code::Kernel

@@ -1,5 +1,7 @@
 //! A lease as the plugin obtained it and the keeper holds it: what the server said, whom it
-//! was for, and when it must be renewed. This is also the keeper's state file, one per lease.
+//! was for, and when it must be renewed; and the pending record that comes before it, while
+//! the plugin asks the server for an address. Either is the keeper's state file for an
+//! attachment.
 
 use crate::error::{DhcpError, Result};
 use crate::message::{self, opt, Message};
@@ -7,7 +9,7 @@ use berth_cni::spec::{Dns, IpConfig, Route, RunResult};
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which attachment a lease belongs to.
@@ -51,6 +53,54 @@ pub struct Lease {
     pub t1: u32,
     pub t2: u32,
     pub lease_time: u32,
+}
+
+/// An address the plugin is about to ask the server for (its DHCPREQUEST). The keeper records
+/// it before the request goes out: from then on the server may commit the lease at any
+/// instant, and a plugin killed before it hands the lease over leaves this record for DEL,
+/// GC or the keeper itself to release. The plugin's Hold turns it into the [`Lease`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub owner: Owner,
+    pub netns: PathBuf,
+    pub netns_id: (u64, u64),
+    pub mac: [u8; 6],
+    pub provide: Vec<(u8, Vec<u8>)>,
+    /// What the server offered, and which server.
+    pub address: Ipv4Addr,
+    pub server: Ipv4Addr,
+    /// The ADD's own number: its Hold names it, so a Hold whose record a DEL, a GC or a later
+    /// ADD of the same attachment replaced is recognised.
+    pub attempt: u64,
+    /// Unix seconds after which the ADD can no longer hand the lease over (its exchange and
+    /// its Hold have timed out): the keeper then releases the address on its own.
+    pub abandon_at: u64,
+}
+
+/// What giving an address back takes (a DHCPRELEASE): where the client is, who it is, the
+/// address and the server it came from. A held lease and a pending record both have it.
+pub struct Claim<'a> {
+    pub owner: &'a Owner,
+    pub netns: &'a Path,
+    pub netns_id: (u64, u64),
+    pub mac: [u8; 6],
+    pub provide: &'a [(u8, Vec<u8>)],
+    pub address: Ipv4Addr,
+    pub server: Ipv4Addr,
+}
+
+impl Pending {
+    pub fn claim(&self) -> Claim<'_> {
+        Claim {
+            owner: &self.owner,
+            netns: &self.netns,
+            netns_id: self.netns_id,
+            mac: self.mac,
+            provide: &self.provide,
+            address: self.address,
+            server: self.server,
+        }
+    }
 }
 
 pub fn now() -> u64 {
@@ -118,6 +168,18 @@ fn classful_prefix(addr: Ipv4Addr) -> u8 {
 }
 
 impl Lease {
+    pub fn claim(&self) -> Claim<'_> {
+        Claim {
+            owner: &self.owner,
+            netns: &self.netns,
+            netns_id: self.netns_id,
+            mac: self.mac,
+            provide: &self.provide,
+            address: self.address.addr(),
+            server: self.server,
+        }
+    }
+
     /// Takes a renewal's ACK: new times, and options the server may have changed.
     pub fn renewed(&mut self, grant: Grant) {
         self.server = grant.server;

@@ -2,14 +2,20 @@
 //! with nothing else to install or start.
 //!
 //! - ADD: DISCOVER/OFFER/REQUEST/ACK on CNI_IFNAME from inside the container's namespace (the
-//!   main plugin made the interface first; it is brought up here), then the lease is handed to
-//!   the keeper, started on the way when it is not running. The result: the address, the
-//!   router as gateway, classless static routes (option 121) or a default route, DNS servers.
-//! - DEL: the keeper sends DHCPRELEASE and forgets the lease; fine when there is none.
+//!   main plugin made the interface first; it is brought up here). Before the REQUEST goes
+//!   out, the keeper (started on the way when it is not running) records the offered address
+//!   as pending; after the ACK the lease is handed to it (Hold), which turns the record into
+//!   the lease it renews. A plugin killed in between leaves the pending record, which DEL, GC,
+//!   or the keeper itself once the ADD's time is past, releases at the server. The result:
+//!   the address, the router as gateway, classless static routes (option 121) or a default
+//!   route, DNS servers.
+//! - DEL: the keeper sends DHCPRELEASE and forgets the lease (or the pending address); fine
+//!   when there is none.
 //! - CHECK: fails when the keeper holds no lease for the attachment, or could not renew it.
 //! - STATUS: fails when the keeper cannot be reached (50), or when a lease of this network
 //!   was not renewed when due (51: the server is away).
-//! - GC: releases the network's leases whose attachments are not in `cni.dev/valid-attachments`.
+//! - GC: releases the network's leases and pending addresses whose attachments are not in
+//!   `cni.dev/valid-attachments`.
 //!
 //! Modules: [`message`] (the wire format), [`client`] (the exchanges), [`lease`] (what a lease
 //! holds, the result), [`config`], [`proto`] (plugin to keeper), [`keeper`] and [`renewal`].
@@ -31,21 +37,22 @@ use berth_netns::NetNs;
 use client::{Client, Identity};
 use config::DhcpConf;
 use error::{DhcpError, KeeperCode};
-use lease::{Lease, Owner};
+use lease::{Lease, Owner, Pending};
 use proto::Ask;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
 
 pub struct Dhcp;
 
 impl Plugin for Dhcp {
     fn add(&self, req: &Request) -> CniResult<RunResult> {
         let conf = DhcpConf::parse(req)?;
-        let lease = obtain(req, &conf)?;
+        let netns = req.netns_path()?;
+        let attempt = client::random_u64();
+        let lease = obtain(req, &conf, netns, attempt)?;
         let result = lease.result();
-        if let Err(e) = proto::ask(&conf.socket, &Ask::Hold { lease: Box::new(lease.clone()) }, true) {
-            // Nobody would renew it: give it back rather than let it run out under the container.
-            let _ = renewal::release(&lease);
-            return Err(CniError::from(e).context("the lease was obtained but cannot be kept"));
-        }
+        hand_over(&conf, &lease, attempt)?;
         Ok(result)
     }
 
@@ -100,9 +107,29 @@ fn wait_until_running(nl: &mut Netlink, index: u32, wait: std::time::Duration) -
     Ok(())
 }
 
-/// A new lease for CNI_IFNAME, from inside the container's namespace.
-fn obtain(req: &Request, conf: &DhcpConf) -> Result<Lease, DhcpError> {
-    let netns = req.netns_path().map_err(|e| DhcpError::config("CNI_NETNS", e.msg))?;
+/// Asks the keeper to hold the lease of the pending record `attempt`.
+fn hand_over(conf: &DhcpConf, lease: &Lease, attempt: u64) -> CniResult<()> {
+    match proto::ask(&conf.socket, &Ask::Hold { lease: Box::new(lease.clone()), attempt: Some(attempt) }, true) {
+        Ok(()) => Ok(()),
+        // The keeper answered: it gave the lease back itself, or another ADD of the
+        // attachment has it, or its pending record waits for the runtime's DEL.
+        Err(e @ DhcpError::Keeper { .. }) => Err(CniError::from(e).context("the lease was obtained but not kept")),
+        Err(e) => {
+            // Nobody would renew it: give it back rather than let it run out under the container.
+            let _ = renewal::release(&lease.claim());
+            Err(CniError::from(e).context("the lease was obtained but cannot be kept"))
+        }
+    }
+}
+
+/// How long after its pending record an ADD may still hand the lease over: the rest of the
+/// exchange (within the configured timeout), then its Hold, with a wide margin for a loaded
+/// machine. After that the keeper releases the address on its own.
+const ABANDON_MARGIN: Duration = Duration::from_secs(60);
+
+/// A new lease for CNI_IFNAME, from inside the container's namespace at `netns`; each address
+/// is recorded with the keeper as pending (under `attempt`) before it is requested.
+fn obtain(req: &Request, conf: &DhcpConf, netns: &Path, attempt: u64) -> Result<Lease, DhcpError> {
     let ns = NetNs::open(netns)?;
     let mut nl = Netlink::open_in(&ns)?;
     let link = nl.link_by_name(&req.ifname)?.ok_or_else(|| DhcpError::NoInterface { ifname: req.ifname.clone() })?;
@@ -113,12 +140,32 @@ fn obtain(req: &Request, conf: &DhcpConf) -> Result<Lease, DhcpError> {
     }
     wait_until_running(&mut nl, link.index, conf.timeout.min(CARRIER_WAIT))?;
     let mac = link.mac.map(|m| m.0).ok_or_else(|| DhcpError::NoInterface { ifname: req.ifname.clone() })?;
+    let netns_id = ns.id()?;
+    let abandon_in = conf.timeout + proto::LONGEST_ASK + ABANDON_MARGIN;
+    let mut record_pending = |address: Ipv4Addr, server: Ipv4Addr| {
+        let pending = Pending {
+            owner: owner(req, conf),
+            netns: netns.to_path_buf(),
+            netns_id,
+            mac,
+            provide: conf.provide.clone(),
+            address,
+            server,
+            attempt,
+            abandon_at: lease::now() + abandon_in.as_secs(),
+        };
+        match proto::ask(&conf.socket, &Ask::Pending { pending: Box::new(pending) }, true) {
+            Err(e) if proto::predates_pending(&e) => Ok(()),
+            other => other,
+        }
+    };
     let client = Client::open(&ns, &req.ifname, mac)?;
-    let (grant, _) = client.acquire(&Identity { provide: &conf.provide, request: &conf.request }, conf.timeout)?;
+    let identity = Identity { provide: &conf.provide, request: &conf.request };
+    let (grant, _) = client.acquire(&identity, conf.timeout, &mut record_pending)?;
     Ok(Lease {
         owner: owner(req, conf),
-        netns: netns.clone(),
-        netns_id: ns.id()?,
+        netns: netns.to_path_buf(),
+        netns_id,
         mac,
         provide: conf.provide.clone(),
         request: conf.request.clone(),

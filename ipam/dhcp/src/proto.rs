@@ -2,7 +2,7 @@
 //! per connection. The plugin starts the keeper when nobody listens.
 
 use crate::error::{DhcpError, KeeperCode, Result};
-use crate::lease::Lease;
+use crate::lease::{Lease, Pending};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -14,12 +14,24 @@ const START_WAIT: Duration = Duration::from_secs(5);
 /// Longer than any one thing the keeper does for a request (a release: about a millisecond).
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
 pub const MAX_MESSAGE: u64 = 1 << 20;
+/// The longest one ask can take: a keeper started, then its answer.
+pub const LONGEST_ASK: Duration = START_WAIT.saturating_add(ANSWER_WAIT);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Ask {
-    /// Keep this lease alive until it is released or its namespace is gone.
-    Hold { lease: Box<Lease> },
+    /// The plugin is about to ask the server for this address: record it durably, to be
+    /// released by DEL, GC, or the keeper itself once `abandon_at` passes, unless a Hold of
+    /// the same attempt comes first. Replaces any record of the attachment.
+    Pending { pending: Box<Pending> },
+    /// Keep this lease alive until it is released or its namespace is gone. With `attempt`,
+    /// only while the attachment's pending record is that attempt's (a plugin of before
+    /// pending records sends none).
+    Hold {
+        lease: Box<Lease>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u64>,
+    },
     /// Send DHCPRELEASE and forget the lease (fine when there is none).
     Release { key: String },
     /// Whether the lease is held and its latest renewal succeeded.
@@ -91,7 +103,18 @@ pub fn ask(socket: &Path, request: &Ask, start: bool) -> Result<()> {
     if answer.ok {
         return Ok(());
     }
-    Err(DhcpError::Keeper { socket: socket.to_path_buf(), message: answer.message, code: answer.code.unwrap_or(KeeperCode::Failed) })
+    Err(DhcpError::Keeper {
+        socket: socket.to_path_buf(),
+        message: answer.message,
+        code: answer.code.unwrap_or(KeeperCode::Failed),
+    })
+}
+
+/// Whether the keeper that refused `ask` runs a berth-dhcp of before pending records: one
+/// started by the previous binary, still running after an upgrade. ADD then goes on as it
+/// did (its Hold is understood).
+pub fn predates_pending(e: &DhcpError) -> bool {
+    matches!(e, DhcpError::Keeper { code: KeeperCode::Failed, message, .. } if message.contains("unknown variant `pending`"))
 }
 
 /// Starts `berth-dhcp daemon` detached (it forks again and leaves its session, so it is
@@ -115,7 +138,9 @@ fn start_keeper(socket: &Path) -> Result<UnixStream> {
     loop {
         match UnixStream::connect(socket) {
             Ok(s) => return Ok(s),
-            Err(e) if Instant::now() >= deadline => return Err(failed(&format!("started it, but it did not listen within {START_WAIT:?}"))(e)),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(failed(&format!("started it, but it did not listen within {START_WAIT:?}"))(e))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     }

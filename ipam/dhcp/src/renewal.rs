@@ -4,13 +4,13 @@
 
 use crate::client::Client;
 use crate::error::{DhcpError, Result};
-use crate::lease::{now, Grant, Lease};
+use crate::lease::{now, Claim, Grant, Lease};
 use berth_netlink::Netlink;
 use berth_netns::NetNs;
 use std::time::Duration;
 
 /// How long one renewal attempt waits for the server.
-const ATTEMPT: Duration = Duration::from_secs(3);
+pub const ATTEMPT: Duration = Duration::from_secs(3);
 
 pub enum Outcome {
     Renewed(Grant),
@@ -20,30 +20,30 @@ pub enum Outcome {
     Gone(String),
 }
 
-/// Where the lease's interface is now, or why it is gone.
-fn open(lease: &Lease) -> std::result::Result<Client, Outcome> {
-    let ns = match NetNs::open(&lease.netns) {
+/// A client on the claim's interface, in its namespace, or why there is none.
+fn open(claim: &Claim) -> std::result::Result<Client, Outcome> {
+    let ns = match NetNs::open(claim.netns) {
         Ok(ns) => ns,
-        Err(_) => return Err(Outcome::Gone(format!("namespace {} is gone", lease.netns.display()))),
+        Err(_) => return Err(Outcome::Gone(format!("namespace {} is gone", claim.netns.display()))),
     };
     match ns.id() {
-        Ok(id) if id == lease.netns_id => {}
-        _ => return Err(Outcome::Gone(format!("{} is another namespace now", lease.netns.display()))),
+        Ok(id) if id == claim.netns_id => {}
+        _ => return Err(Outcome::Gone(format!("{} is another namespace now", claim.netns.display()))),
     }
-    let ifname = &lease.owner.ifname;
+    let ifname = &claim.owner.ifname;
     let found = Netlink::open_in(&ns).and_then(|mut nl| nl.link_by_name(ifname));
     match found {
         Ok(Some(_)) => {}
-        Ok(None) => return Err(Outcome::Gone(format!("{ifname} is gone from {}", lease.netns.display()))),
+        Ok(None) => return Err(Outcome::Gone(format!("{ifname} is gone from {}", claim.netns.display()))),
         Err(e) => return Err(Outcome::Failed(e.into())),
     }
-    Client::open(&ns, ifname, lease.mac).map_err(Outcome::Failed)
+    Client::open(&ns, ifname, claim.mac).map_err(Outcome::Failed)
 }
 
 /// One attempt at extending the lease: renew before T2, rebind before expiry, then ask for
 /// the same address again.
 pub fn renew(lease: &Lease) -> Outcome {
-    let client = match open(lease) {
+    let client = match open(&lease.claim()) {
         Ok(c) => c,
         Err(outcome) => return outcome,
     };
@@ -66,11 +66,12 @@ pub fn renew(lease: &Lease) -> Outcome {
     }
 }
 
-/// Sends DHCPRELEASE when the interface is still there; `Ok` when there is nothing to send
-/// it from.
-pub fn release(lease: &Lease) -> Result<()> {
-    match open(lease) {
-        Ok(client) => client.release(lease),
+/// Sends DHCPRELEASE from the claim's interface when it is still there (unicast to the
+/// server, the interface's address or none as its source); `Ok` when there is nothing to
+/// send it from.
+pub fn release(claim: &Claim) -> Result<()> {
+    match open(claim) {
+        Ok(client) => client.release(claim),
         Err(Outcome::Failed(e)) => Err(e),
         Err(_) => Ok(()),
     }

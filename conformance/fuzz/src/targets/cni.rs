@@ -223,7 +223,7 @@ pub fn targets() -> Vec<Target> {
             StaticConf::parse(&req.conf, &req.args).map(drop)
         }),
         plugin_config_target!("config_dhcp", berth_dhcp::Dhcp, |req| {
-            berth_dhcp::config::DhcpConf::parse(&req).map(drop).map_err(CniError::from)
+            berth_dhcp::config::DhcpConf::parse(&req).map(drop)
         }),
     ]
 }
