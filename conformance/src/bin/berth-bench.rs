@@ -1,12 +1,15 @@
 //! berth-bench: ADD and DEL latency of berth-bridge against the reference bridge, same
 //! machine, same kind of throwaway host namespace, same run. Needs root.
 //!
-//!   berth-bench [--plain] [--berth-only] [--out DIR] [N ...]      (default N: 100)
+//!   berth-bench [--plain] [--berth-only] [--reference-1.1.1] [--out DIR] [N ...]   (default N: 100)
 //!   berth-bench --del-forms [N ...]
 //!
 //! Default workload (what runtimes do for a published container): ipMasq and one port
 //! mapping per container; berth-bridge + berth-host-local against the reference chain
 //! bridge + portmap + host-local. `--plain`: no NAT, no port mapping, bridge + host-local only.
+//! The reference is the newest release, v1.9.1 (`/work/shared/ref-plugins`), with its
+//! nftables backends (`ipMasqBackend`, portmap's `backend`), as berth uses nftables;
+//! `--reference-1.1.1`: Debian's containernetworking-plugins 1.1.1, with iptables.
 //! Each chain runs through `berth_cni::runtime`, as a runtime runs a conflist, in a child
 //! process of its own. Peak RSS is measured on untimed extra containers, every plugin started
 //! through `berth-rss-probe` (see there why): one ADD and DEL on the fresh network before the
@@ -31,7 +34,32 @@ fn median(v: &[f64]) -> f64 {
     percentile(v, 0.5)
 }
 
-fn conflist(set: &PluginSet, plain: bool, n: usize, data_dir: &str) -> ConfList {
+/// The plugin sets the default workload compares, by the labels their child processes take.
+fn plugin_set(label: &str) -> PluginSet {
+    match label {
+        "berth" => PluginSet::berth(),
+        REFERENCE_DEBIAN => PluginSet::reference(),
+        _ => reference_v191(),
+    }
+}
+
+const REFERENCE_NEWEST: &str = "reference-v1.9.1";
+const REFERENCE_DEBIAN: &str = "reference-v1.1.1";
+
+/// The reference plugins v1.9.1, built from source.
+fn reference_v191() -> PluginSet {
+    let dir = berth_conformance::plugins::reference_v191_dir();
+    assert!(dir.join("bridge").is_file(), "no reference plugins v1.9.1 in {}", dir.display());
+    PluginSet { dir, ..PluginSet::reference() }
+}
+
+/// The reference v1.9.1's nftables backends, on its bridge and its portmap entries.
+fn use_nftables(bridge: &mut Value, portmap: &mut Value) {
+    bridge["ipMasqBackend"] = json!("nftables");
+    portmap["backend"] = json!("nftables");
+}
+
+fn conflist(label: &str, set: &PluginSet, plain: bool, n: usize, data_dir: &str) -> ConfList {
     let subnet = if n < 250 { "10.200.0.0/24" } else { "10.200.0.0/16" };
     let mut bridge = json!({
         "type": set.bridge,
@@ -46,18 +74,23 @@ fn conflist(set: &PluginSet, plain: bool, n: usize, data_dir: &str) -> ConfList 
             bridge["capabilities"] = json!({"portMappings": true});
         }
     }
+    let mut portmap = json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true});
+    if label == REFERENCE_NEWEST {
+        use_nftables(&mut bridge, &mut portmap);
+    }
     plugins.push(bridge);
     if !plain && set.label != "berth" {
-        plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+        plugins.push(portmap);
     }
     serde_json::from_value(json!({"cniVersion": "1.0.0", "name": "bench", "plugins": plugins})).expect("conflist")
 }
 
 /// Runs N ADDs then N DELs with one plugin set, in this process; prints JSON.
-fn measure(set: &PluginSet, plain: bool, n: usize) -> Value {
+fn measure(label: &str, plain: bool, n: usize) -> Value {
+    let set = &plugin_set(label);
     let host = TestHost::new();
     let containers: Vec<_> = (0..n).map(|_| host.container()).collect();
-    let list = conflist(set, plain, n, &host.dir.path().join("ipam").display().to_string());
+    let list = conflist(label, set, plain, n, &host.dir.path().join("ipam").display().to_string());
     let runtime = host.runtime(set.cni_path());
     let attachments: Vec<Attachment> = containers
         .iter()
@@ -149,14 +182,14 @@ fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let plain = args.iter().any(|a| a == "--plain");
     let berth_only = args.iter().any(|a| a == "--berth-only");
-    args.retain(|a| a != "--plain" && a != "--berth-only");
+    let reference = if args.iter().any(|a| a == "--reference-1.1.1") { REFERENCE_DEBIAN } else { REFERENCE_NEWEST };
+    args.retain(|a| a != "--plain" && a != "--berth-only" && a != "--reference-1.1.1");
     if args.first().map(String::as_str) == Some("--del-forms") {
         del_forms::main(&args[1..]);
         return;
     }
     if args.first().map(String::as_str) == Some("--one") {
-        let set = if args[1] == "berth" { PluginSet::berth() } else { PluginSet::reference() };
-        println!("{}", measure(&set, plain, args[2].parse().expect("N")));
+        println!("{}", measure(&args[1], plain, args[2].parse().expect("N")));
         return;
     }
     let out_dir = args.iter().position(|a| a == "--out").map(|i| {
@@ -167,7 +200,7 @@ fn main() {
     let ns: Vec<usize> =
         if args.is_empty() { vec![100] } else { args.iter().map(|a| a.parse().expect("N is a number")).collect() };
     let workload = if plain { "bridge + host-local, no NAT" } else { "bridge + host-local, ipMasq, one port mapping each" };
-    println!("workload: {workload}");
+    println!("workload: {workload}; reference: {reference}");
     println!(
         "{:>6}  {:<10} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>12} {:>9}",
         "N", "plugins", "ADD med", "ADD p90", "DEL med", "DEL p90", "ADD 1st10", "ADD last10", "RSS 1st ADD", "RSS at N"
@@ -179,7 +212,7 @@ fn main() {
         if berth_only {
             continue;
         }
-        let reference = measure_in_child("reference", plain, n);
+        let reference = measure_in_child(reference, plain, n);
         print_row(n, "reference", &reference);
         let ratio = |k: &str| reference[k].as_f64().expect("figure") / berth[k].as_f64().expect("figure");
         println!(
@@ -287,7 +320,7 @@ fn write_plot(dir: &std::path::Path, series: &[(usize, Value, Value)], workload:
 /// berth-bridge with firewallBackend nftables and iptables-nft, and the reference bridge and
 /// portmap v1.9.1 with their nftables backends (`ipMasqBackend`, `backend`).
 mod del_forms {
-    use super::{median, percentile, port_mapping, run_child, PluginSet, TestHost};
+    use super::{median, percentile, port_mapping, reference_v191, run_child, use_nftables, PluginSet, TestHost};
     use berth_cni::runtime::{Attachment, Runtime};
     use berth_cni::spec::ConfList;
     use serde_json::{json, Value};
@@ -297,11 +330,7 @@ mod del_forms {
 
     fn plugin_set(label: &str) -> PluginSet {
         match label {
-            "reference-v1.9.1-nftables" => {
-                let dir = berth_conformance::plugins::reference_v191_dir();
-                assert!(dir.join("bridge").is_file(), "no reference plugins v1.9.1 in {}", dir.display());
-                PluginSet { dir, ..PluginSet::reference() }
-            }
+            "reference-v1.9.1-nftables" => reference_v191(),
             _ => PluginSet::berth(),
         }
     }
@@ -319,11 +348,9 @@ mod del_forms {
                 plugins.push(bridge);
             }
             None => {
-                bridge["ipMasqBackend"] = json!("nftables");
-                plugins.push(bridge);
-                plugins.push(
-                    json!({"type": "portmap", "backend": "nftables", "snat": true, "capabilities": {"portMappings": true}}),
-                );
+                let mut portmap = json!({"type": "portmap", "snat": true, "capabilities": {"portMappings": true}});
+                use_nftables(&mut bridge, &mut portmap);
+                plugins.extend([bridge, portmap]);
             }
         }
         serde_json::from_value(json!({"cniVersion": "1.0.0", "name": "bench", "plugins": plugins})).expect("conflist")
