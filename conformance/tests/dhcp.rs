@@ -36,6 +36,11 @@ struct Lan {
 
 impl Lan {
     fn new(extra: &[&str]) -> Lan {
+        Lan::with_socket(extra, "keeper.sock")
+    }
+
+    /// With the keeper's socket at `socket`, relative to the host's scratch directory.
+    fn with_socket(extra: &[&str], socket: &str) -> Lan {
         let host = TestHost::new();
         let mut nl = host.netlink();
         let bridge = nl.ensure_bridge(BRIDGE, None).expect("bridge");
@@ -43,7 +48,9 @@ impl Lan {
         nl.set_up(bridge.index).expect("bridge up");
         let dir = host.dir.path().to_path_buf();
         // Before dnsmasq, so a dnsmasq that fails to start still leaves no keeper behind.
-        let keeper = KeeperGuard::new(dir.join("keeper.sock"));
+        let socket = dir.join(socket);
+        std::fs::create_dir_all(socket.parent().expect("a folder")).expect("the socket's folder");
+        let keeper = KeeperGuard::new(socket);
         let mut options = vec![
             "--dhcp-option=option:router,10.61.0.1",
             "--dhcp-option=option:dns-server,10.61.0.53",
@@ -217,6 +224,20 @@ fn twenty_containers_lease_at_once_with_distinct_addresses() {
         lan.call(Command::Del, c, &lan.conf("1.0.0")).expect("DEL");
     }
     assert!(eventually(Duration::from_secs(5), || lan.server.leased().is_empty()), "all released: {:?}", lan.server.leased());
+}
+
+/// A `daemonSocketPath` past the 107 bytes a unix socket path may have: the keeper listens
+/// and the plugin connects through the socket's folder (`berth_util::unix`). Needs root.
+#[test]
+fn a_keeper_socket_path_of_any_length_works() {
+    let lan = Lan::with_socket(&[], &format!("{}/keeper.sock", "k".repeat(120)));
+    assert!(lan.keeper.socket.as_os_str().len() > 107);
+    let c = lan.host.container();
+    let result = lan.add(&c);
+    assert_eq!(container_addresses(&c), vec![address(&result)]);
+    lan.check(&c, &result).expect("CHECK");
+    lan.call(Command::Del, &c, &lan.conf("1.0.0")).expect("DEL");
+    assert!(eventually(Duration::from_secs(5), || lan.server.leased().is_empty()), "released");
 }
 
 #[test]

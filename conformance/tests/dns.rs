@@ -314,3 +314,26 @@ fn container_ids_of_300_characters_get_their_names() {
     }
     assert_eq!(query(&client.path, gw(GW_A), "client", wire::TYPE_A).map(|a| addresses(&a)), Some(vec![v4(&client_result)]));
 }
+
+/// A network named with 120 characters: its data folder's control socket is past the 107
+/// bytes a unix socket path may have, so the server listens and the plugin connects through
+/// the folder (`berth_util::unix`). Names resolve, DEL of the last container stops the
+/// server. Needs root.
+#[test]
+fn a_network_with_a_long_name_gets_its_server() {
+    let lab = Lab::new();
+    let name = format!("long-{}", "n".repeat(115));
+    let list = network(&lab.host, &name, "dnsbr9", "10.43.0.0/24");
+    let control = lab.servers.data_dir.join(&name).join("control.sock");
+    assert!(control.as_os_str().len() > 107, "{}", control.display());
+    let (web_c, web) = lab.run(&list, "web", Value::Null);
+    let (client_c, _) = lab.run(&list, "client", Value::Null);
+    assert!(control.exists(), "the server listens at {}", control.display());
+    let answer = query(&client_c.path, gw("10.43.0.1"), "web", wire::TYPE_A).expect("an answer");
+    assert_eq!(addresses(&answer), vec![v4(&web)]);
+    for c in [&web_c, &client_c] {
+        let att = Lab::attachment(c, "", Value::Null);
+        lab.runtime.del(&list, &att).expect("DEL");
+    }
+    assert!(berth_conformance::eventually(Duration::from_secs(5), || !control.exists()), "the last DEL stopped the server");
+}

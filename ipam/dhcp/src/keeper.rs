@@ -21,7 +21,7 @@ use crate::renewal::{self, Outcome};
 use berth_util::fs::write_atomically;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -106,7 +106,7 @@ pub fn serve(socket: &Path) -> std::io::Result<()> {
     let keeper = Arc::new(Keeper::new(paths));
     // The lock is ours, so a socket file there is a dead keeper's.
     let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)?;
+    let listener = berth_util::unix::bind(socket)?;
     std::fs::write(&keeper.paths.pid, format!("{}\n", std::process::id()))?;
     eprintln!("berth-dhcp keeper: listening on {}, {} record(s) held", socket.display(), keeper.state().len());
     let scheduler = Arc::clone(&keeper);

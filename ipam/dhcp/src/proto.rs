@@ -83,7 +83,7 @@ pub fn ask(socket: &Path, request: &Ask, start: bool) -> Result<()> {
         let what = what.to_string();
         move |source| DhcpError::KeeperUnreachable { socket: socket.to_path_buf(), what, source }
     };
-    let mut stream = match UnixStream::connect(socket) {
+    let mut stream = match berth_util::unix::connect(socket) {
         Ok(s) => s,
         Err(_) if start => start_keeper(socket)?,
         Err(e) => return Err(unreachable("nothing listens there")(e)),
@@ -136,7 +136,7 @@ fn start_keeper(socket: &Path) -> Result<UnixStream> {
     }
     let deadline = Instant::now() + START_WAIT;
     loop {
-        match UnixStream::connect(socket) {
+        match berth_util::unix::connect(socket) {
             Ok(s) => return Ok(s),
             Err(e) if Instant::now() >= deadline => {
                 return Err(failed(&format!("started it, but it did not listen within {START_WAIT:?}"))(e))

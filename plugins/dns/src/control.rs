@@ -18,7 +18,7 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 /// that was went away without answering (told to stop by a plugin killed since).
 pub fn ask(dir: &Path, command: &str) -> DnsResult<Option<String>> {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionRefused, ConnectionReset, NotFound};
-    let mut conn = match UnixStream::connect(control_path(dir)) {
+    let mut conn = match berth_util::unix::connect(&control_path(dir)) {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), NotFound | ConnectionRefused) => return Ok(None),
         Err(e) => return Err(DnsError::server("connecting to its control socket", dir, e)),

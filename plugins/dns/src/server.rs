@@ -107,7 +107,7 @@ impl Server {
         let path = control_path(dir);
         // A server killed earlier leaves its socket file; the plugin holds the network's lock.
         let _ = std::fs::remove_file(&path);
-        let control = UnixListener::bind(&path).map_err(|e| DnsError::server("binding its control socket", dir, e))?;
+        let control = berth_util::unix::bind(&path).map_err(|e| DnsError::server("binding its control socket", dir, e))?;
         berth_util::fs::write_durably(&dir.join(PID), std::process::id().to_string().as_bytes())?;
         let forwarder = Forwarder::new(upstreams(&state.resolv_conf, &state.listen));
         let shared = Arc::new(Shared { zone: RwLock::new(Arc::new(Zone::new(&state))), forwarder });
