@@ -946,16 +946,25 @@ fn del_without_addresses_and_gc_while_other_attachments_change() {
     let attachments: Vec<Attachment> = (0..PRESENT).map(|i| bench_attachment(&ids[i], &addrs[i], &maps[i])).collect();
     let add_all = |range: std::ops::Range<usize>| attachments[range].iter().for_each(|a| host.run(|| fw.add(a)).unwrap());
     add_all(0..PRESENT);
-    let stop = AtomicBool::new(false);
+    let (stop, paused) = (AtomicBool::new(false), AtomicBool::new(false));
+    // `nft` lists the table only while the churn pauses: it starts its listing over whenever
+    // nf_tables changes during it, which a change every millisecond makes endless.
+    let listed = || {
+        paused.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        let table = nft_table(&host);
+        paused.store(false, Ordering::SeqCst);
+        table
+    };
     let churned = std::thread::scope(|s| {
-        let churn = s.spawn(|| churn_attachments(&host, &stop));
+        let churn = s.spawn(|| churn_attachments(&host, &stop, &paused));
         // Stops the churn however the DELs end (a panic would otherwise leave it running).
         let stopper = StopOnDrop(&stop);
         for a in &attachments[..DELETED] {
             let unknown = Attachment { addresses: &[], port_mappings: &[], ..*a };
             host.run(|| fw.del(&unknown)).unwrap_or_else(|e| panic!("DEL of {} without addresses: {e}", a.container_id));
         }
-        let table = nft_table(&host);
+        let table = listed();
         for id in &ids[..DELETED] {
             assert!(naming(&table, &format!("id={id} ")).is_empty(), "{id} was deleted but left elements");
         }
@@ -966,7 +975,7 @@ fn del_without_addresses_and_gc_while_other_attachments_change() {
                 add_all(0..PRESENT / 2);
             }
             host.run(|| fw.gc("bench", &[])).unwrap_or_else(|e| panic!("GC {round}: {e}"));
-            let left = naming(&nft_table(&host), "id=bench-").len();
+            let left = naming(&listed(), "id=bench-").len();
             assert_eq!(left, 0, "GC {round} left elements of the network's attachments");
         }
         drop(stopper);
@@ -976,8 +985,8 @@ fn del_without_addresses_and_gc_while_other_attachments_change() {
 }
 
 /// Deletes and adds again, one by one, eight attachments of network "churn" until `stop`:
-/// each change a commit of its own, a millisecond apart.
-fn churn_attachments(host: &TestNs, stop: &AtomicBool) -> usize {
+/// each change a commit of its own, a millisecond apart, none while `paused`.
+fn churn_attachments(host: &TestNs, stop: &AtomicBool, paused: &AtomicBool) -> usize {
     let fw = host.run(|| backend_named("nftables")).unwrap();
     let ids: Vec<String> = (0..8).map(|i| format!("churn-{i}")).collect();
     let addrs: Vec<[IpAddr; 1]> = (0..8).map(|i| [addr_of(5000 + i)]).collect();
@@ -987,6 +996,10 @@ fn churn_attachments(host: &TestNs, stop: &AtomicBool) -> usize {
     churning.iter().for_each(|a| host.run(|| fw.add(a)).unwrap());
     let mut changes = 0;
     while !stop.load(Ordering::SeqCst) {
+        if paused.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
         let a = &churning[changes / 2 % 8];
         match changes % 2 {
             0 => host.run(|| fw.del(a)).unwrap(),
