@@ -106,7 +106,7 @@ impl Client {
     /// Extends `lease`: unicast to its server (renewing, after T1) or broadcast to any
     /// server (rebinding, after T2, `broadcast`), waiting at most `timeout`.
     pub fn renew(&self, lease: &Lease, broadcast: bool, timeout: Duration) -> Result<Grant> {
-        let id = Identity { provide: &lease.provide, request: &lease.request };
+        let id = Identity { provide: &lease.endpoint.provide, request: &lease.request };
         let mut request = self.message(MessageType::Request, random_u32(), &id);
         request.ciaddr = lease.address.addr();
         let to = if broadcast { BROADCAST } else { SocketAddrV4::new(lease.server, SERVER_PORT) };
@@ -118,7 +118,7 @@ impl Client {
 
     /// After the lease ran out: asks any server for the same address again (INIT-REBOOT).
     pub fn reboot(&self, lease: &Lease, timeout: Duration) -> Result<Grant> {
-        let id = Identity { provide: &lease.provide, request: &lease.request };
+        let id = Identity { provide: &lease.endpoint.provide, request: &lease.request };
         let mut request = self.message(MessageType::Request, random_u32(), &id);
         request.broadcast = true;
         request.push(opt::REQUESTED_IP, lease.address.addr().octets().to_vec());
@@ -135,7 +135,7 @@ impl Client {
         let mut release = Message::request(MessageType::Release, random_u32(), self.mac);
         release.ciaddr = claim.address;
         release.push(opt::SERVER_ID, claim.server.octets().to_vec());
-        if let Some((_, client_id)) = claim.provide.iter().find(|(c, _)| *c == opt::CLIENT_ID) {
+        if let Some((_, client_id)) = claim.endpoint.provide.iter().find(|(c, _)| *c == opt::CLIENT_ID) {
             release.push(opt::CLIENT_ID, client_id.clone());
         }
         self.send_from(&release, claim.address, SocketAddrV4::new(claim.server, SERVER_PORT))

@@ -56,8 +56,8 @@ enum Record {
 impl Record {
     fn owner(&self) -> &Owner {
         match self {
-            Record::Pending(p) => &p.owner,
-            Record::Held(h) => &h.lease.owner,
+            Record::Pending(p) => &p.endpoint.owner,
+            Record::Held(h) => &h.lease.endpoint.owner,
         }
     }
 
@@ -194,7 +194,7 @@ impl Keeper {
             Ask::Status { network } => {
                 let state = self.state();
                 let mut held = state.values().filter_map(|r| match r {
-                    Record::Held(h) if h.lease.owner.network == network => Some(h),
+                    Record::Held(h) if h.lease.endpoint.owner.network == network => Some(h),
                     _ => None,
                 });
                 held.find(|h| h.health != Health::Bound).map_or_else(Answer::ok, health_answer)
@@ -220,7 +220,7 @@ impl Keeper {
     /// Records the address an ADD is about to request. A record of the same attachment is
     /// replaced, not released: the new exchange is the same client's at the server.
     fn pend(&self, pending: Pending) -> Answer {
-        let key = pending.owner.key();
+        let key = pending.endpoint.owner.key();
         let mut state = self.state();
         if let Err(e) = self.persist(&key, &pending) {
             return Answer::refused(KeeperCode::Failed, e.to_string());
@@ -232,7 +232,7 @@ impl Keeper {
     }
 
     fn hold(&self, lease: Lease, attempt: Option<u64>) -> Answer {
-        let key = lease.owner.key();
+        let key = lease.endpoint.owner.key();
         let mut state = self.state();
         match (attempt, state.get(&key)) {
             (Some(a), Some(Record::Pending(p))) if p.attempt == a => {}
@@ -360,7 +360,7 @@ impl Keeper {
             }
             Outcome::Failed(e) => {
                 let lease = &held.lease;
-                let why = format!("the lease of {} on {} was not renewed: {e}", lease.address, lease.owner.ifname);
+                let why = format!("the lease of {} on {} was not renewed: {e}", lease.address, lease.endpoint.owner.ifname);
                 held.health = if now() >= lease.expires_at() { Health::Expired(why) } else { Health::Failing(why) };
                 held.next = now() + renewal::retry_after(lease);
             }
@@ -446,6 +446,7 @@ fn detached() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::Endpoint;
 
     /// A keeper on a scratch directory, whose records' namespace does not exist: a release
     /// finds nothing to send from, so these tests need no namespace and no server.
@@ -480,11 +481,13 @@ mod tests {
 
     fn pending(container: &str, attempt: u64, abandon_at: u64) -> Pending {
         Pending {
-            owner: owner(container),
-            netns: "/nonexistent/berth-dhcp-test".into(),
-            netns_id: (0, 0),
-            mac: [2, 0, 0, 0, 0, 1],
-            provide: vec![],
+            endpoint: Endpoint {
+                owner: owner(container),
+                netns: "/nonexistent/berth-dhcp-test".into(),
+                netns_id: (0, 0),
+                mac: [2, 0, 0, 0, 0, 1],
+                provide: vec![],
+            },
             address: "10.9.0.50".parse().unwrap(),
             server: "10.9.0.1".parse().unwrap(),
             attempt,
@@ -495,11 +498,7 @@ mod tests {
     fn lease(container: &str) -> Lease {
         let p = pending(container, 0, 0);
         Lease {
-            owner: p.owner,
-            netns: p.netns,
-            netns_id: p.netns_id,
-            mac: p.mac,
-            provide: p.provide,
+            endpoint: p.endpoint,
             request: vec![],
             address: "10.9.0.50/24".parse().unwrap(),
             server: p.server,

@@ -9,7 +9,7 @@ use berth_cni::spec::{Dns, IpConfig, Route, RunResult};
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Which attachment a lease belongs to.
@@ -28,8 +28,11 @@ impl Owner {
     }
 }
 
+/// The client an address is for: the attachment, where its interface is, and how it names
+/// itself to the server. A lease and a pending record each have one (written inline in their
+/// JSON, as before it was a struct of its own).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Lease {
+pub struct Endpoint {
     pub owner: Owner,
     /// The container's namespace as CNI_NETNS named it, and its (device, inode) then: a
     /// namespace gone, or another one at the same path, ends the lease.
@@ -38,6 +41,12 @@ pub struct Lease {
     pub mac: [u8; 6],
     /// The options sent with every message (client identifier, hostname, `provide`).
     pub provide: Vec<(u8, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
     pub request: Vec<u8>,
     pub address: Ipv4Net,
     pub server: Ipv4Addr,
@@ -61,11 +70,8 @@ pub struct Lease {
 /// GC or the keeper itself to release. The plugin's Hold turns it into the [`Lease`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
-    pub owner: Owner,
-    pub netns: PathBuf,
-    pub netns_id: (u64, u64),
-    pub mac: [u8; 6],
-    pub provide: Vec<(u8, Vec<u8>)>,
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
     /// What the server offered, and which server.
     pub address: Ipv4Addr,
     pub server: Ipv4Addr,
@@ -77,29 +83,17 @@ pub struct Pending {
     pub abandon_at: u64,
 }
 
-/// What giving an address back takes (a DHCPRELEASE): where the client is, who it is, the
-/// address and the server it came from. A held lease and a pending record both have it.
+/// What giving an address back takes (a DHCPRELEASE): the client, the address and the server
+/// it came from. A held lease and a pending record both have it.
 pub struct Claim<'a> {
-    pub owner: &'a Owner,
-    pub netns: &'a Path,
-    pub netns_id: (u64, u64),
-    pub mac: [u8; 6],
-    pub provide: &'a [(u8, Vec<u8>)],
+    pub endpoint: &'a Endpoint,
     pub address: Ipv4Addr,
     pub server: Ipv4Addr,
 }
 
 impl Pending {
     pub fn claim(&self) -> Claim<'_> {
-        Claim {
-            owner: &self.owner,
-            netns: &self.netns,
-            netns_id: self.netns_id,
-            mac: self.mac,
-            provide: &self.provide,
-            address: self.address,
-            server: self.server,
-        }
+        Claim { endpoint: &self.endpoint, address: self.address, server: self.server }
     }
 }
 
@@ -169,15 +163,7 @@ fn classful_prefix(addr: Ipv4Addr) -> u8 {
 
 impl Lease {
     pub fn claim(&self) -> Claim<'_> {
-        Claim {
-            owner: &self.owner,
-            netns: &self.netns,
-            netns_id: self.netns_id,
-            mac: self.mac,
-            provide: &self.provide,
-            address: self.address.addr(),
-            server: self.server,
-        }
+        Claim { endpoint: &self.endpoint, address: self.address.addr(), server: self.server }
     }
 
     /// Takes a renewal's ACK: new times, and options the server may have changed.
@@ -295,13 +281,33 @@ mod tests {
         assert_eq!(r.ips[0].address.to_string(), "10.5.0.23/8", "classful without a mask");
     }
 
+    /// Lease files and the plugin's Hold carry the endpoint's fields inline, as they did
+    /// before it was a struct: keepers and plugins of either layout read each other.
+    #[test]
+    fn the_endpoint_is_written_inline() {
+        let m = ack(&[(opt::SERVER_ID, &[10, 5, 0, 1])]);
+        let lease = sample(Grant::from_ack(&m, None).unwrap());
+        let json = serde_json::to_value(&lease).unwrap();
+        for key in ["owner", "netns", "netns_id", "mac", "provide", "request", "address", "server"] {
+            assert!(json.get(key).is_some(), "{key} at the top level: {json}");
+        }
+        assert!(json.get("endpoint").is_none());
+        let earlier = r#"{"owner": {"network": "n", "container_id": "c", "ifname": "eth0"}, "netns": "/var/run/netns/c",
+            "netns_id": [1, 2], "mac": [2, 0, 0, 0, 0, 1], "provide": [], "request": [], "address": "10.5.0.23/8",
+            "server": "10.5.0.1", "routers": [], "classless_routes": [], "dns": [], "domain": "", "priority": null,
+            "bound_at": 0, "t1": 1800, "t2": 3150, "lease_time": 3600}"#;
+        assert_eq!(serde_json::from_str::<Lease>(earlier).unwrap().endpoint, lease.endpoint);
+    }
+
     fn sample(g: Grant) -> Lease {
         Lease {
-            owner: Owner { network: "n".into(), container_id: "c".into(), ifname: "eth0".into() },
-            netns: "/var/run/netns/c".into(),
-            netns_id: (1, 2),
-            mac: [2, 0, 0, 0, 0, 1],
-            provide: vec![],
+            endpoint: Endpoint {
+                owner: Owner { network: "n".into(), container_id: "c".into(), ifname: "eth0".into() },
+                netns: "/var/run/netns/c".into(),
+                netns_id: (1, 2),
+                mac: [2, 0, 0, 0, 0, 1],
+                provide: vec![],
+            },
             request: vec![],
             address: g.address,
             server: g.server,

@@ -37,7 +37,7 @@ use berth_netns::NetNs;
 use client::{Client, Identity};
 use config::DhcpConf;
 use error::{DhcpError, KeeperCode};
-use lease::{Lease, Owner, Pending};
+use lease::{Endpoint, Lease, Owner, Pending};
 use proto::Ask;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -140,20 +140,12 @@ fn obtain(req: &Request, conf: &DhcpConf, netns: &Path, attempt: u64) -> Result<
     }
     wait_until_running(&mut nl, link.index, conf.timeout.min(CARRIER_WAIT))?;
     let mac = link.mac.map(|m| m.0).ok_or_else(|| DhcpError::NoInterface { ifname: req.ifname.clone() })?;
-    let netns_id = ns.id()?;
+    let endpoint =
+        Endpoint { owner: owner(req, conf), netns: netns.to_path_buf(), netns_id: ns.id()?, mac, provide: conf.provide.clone() };
     let abandon_in = conf.timeout + proto::LONGEST_ASK + ABANDON_MARGIN;
     let mut record_pending = |address: Ipv4Addr, server: Ipv4Addr| {
-        let pending = Pending {
-            owner: owner(req, conf),
-            netns: netns.to_path_buf(),
-            netns_id,
-            mac,
-            provide: conf.provide.clone(),
-            address,
-            server,
-            attempt,
-            abandon_at: lease::now() + abandon_in.as_secs(),
-        };
+        let pending =
+            Pending { endpoint: endpoint.clone(), address, server, attempt, abandon_at: lease::now() + abandon_in.as_secs() };
         match proto::ask(&conf.socket, &Ask::Pending { pending: Box::new(pending) }, true) {
             Err(e) if proto::predates_pending(&e) => Ok(()),
             other => other,
@@ -163,11 +155,7 @@ fn obtain(req: &Request, conf: &DhcpConf, netns: &Path, attempt: u64) -> Result<
     let identity = Identity { provide: &conf.provide, request: &conf.request };
     let (grant, _) = client.acquire(&identity, conf.timeout, &mut record_pending)?;
     Ok(Lease {
-        owner: owner(req, conf),
-        netns: netns.to_path_buf(),
-        netns_id,
-        mac,
-        provide: conf.provide.clone(),
+        endpoint,
         request: conf.request.clone(),
         address: grant.address,
         server: grant.server,

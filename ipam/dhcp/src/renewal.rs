@@ -22,22 +22,23 @@ pub enum Outcome {
 
 /// A client on the claim's interface, in its namespace, or why there is none.
 fn open(claim: &Claim) -> std::result::Result<Client, Outcome> {
-    let ns = match NetNs::open(claim.netns) {
+    let at = claim.endpoint;
+    let ns = match NetNs::open(&at.netns) {
         Ok(ns) => ns,
-        Err(_) => return Err(Outcome::Gone(format!("namespace {} is gone", claim.netns.display()))),
+        Err(_) => return Err(Outcome::Gone(format!("namespace {} is gone", at.netns.display()))),
     };
     match ns.id() {
-        Ok(id) if id == claim.netns_id => {}
-        _ => return Err(Outcome::Gone(format!("{} is another namespace now", claim.netns.display()))),
+        Ok(id) if id == at.netns_id => {}
+        _ => return Err(Outcome::Gone(format!("{} is another namespace now", at.netns.display()))),
     }
-    let ifname = &claim.owner.ifname;
+    let ifname = &at.owner.ifname;
     let found = Netlink::open_in(&ns).and_then(|mut nl| nl.link_by_name(ifname));
     match found {
         Ok(Some(_)) => {}
-        Ok(None) => return Err(Outcome::Gone(format!("{ifname} is gone from {}", claim.netns.display()))),
+        Ok(None) => return Err(Outcome::Gone(format!("{ifname} is gone from {}", at.netns.display()))),
         Err(e) => return Err(Outcome::Failed(e.into())),
     }
-    Client::open(&ns, ifname, claim.mac).map_err(Outcome::Failed)
+    Client::open(&ns, ifname, at.mac).map_err(Outcome::Failed)
 }
 
 /// One attempt at extending the lease: renew before T2, rebind before expiry, then ask for
@@ -58,7 +59,7 @@ pub fn renew(lease: &Lease) -> Outcome {
     match granted {
         Ok(grant) if grant.address.addr() == lease.address.addr() => Outcome::Renewed(grant),
         Ok(grant) => Outcome::Failed(DhcpError::Refused {
-            ifname: lease.owner.ifname.clone(),
+            ifname: lease.endpoint.owner.ifname.clone(),
             server: grant.server.to_string(),
             message: format!("offered {} instead of {}", grant.address, lease.address),
         }),
