@@ -46,6 +46,12 @@ fn nft_seeds() -> Vec<Vec<u8>> {
          [{"concat": [17, 53]}, {"concat": ["fd00::3", 53]}]]}},
       {"map": {"name": "ports4", "type": ["inet_proto", "inet_service"], "map": "ipv4_addr . inet_service", "elem": [
          [{"elem": {"val": {"concat": ["tcp", 80]}, "comment": "berth net=n id=ghost if=eth0"}}, {"concat": ["10.1.0.2", 80]}]]}},
+      {"map": {"name": "owners", "type": ["mark", "mark"], "map": "mark", "elem": [
+         [{"elem": {"val": {"concat": [3520073020, 2519578270]}, "comment": "berth net=n id=c1 if=eth0"}}, 121827166]]}},
+      {"map": {"name": "addrs4", "type": ["mark", "mark", "mark"], "map": "ipv4_addr", "elem": [
+         [{"elem": {"val": {"concat": [3520073020, 2519578270, 0]}, "comment": "berth net=n id=c1 if=eth0"}}, "10.1.0.2"]]}},
+      {"map": {"name": "addrs6", "type": ["mark", "mark", "mark"], "map": "ipv6_addr", "elem": [
+         [{"elem": {"val": {"concat": ["0xd1d0a53c", "0x962e5d9e", 1]}, "comment": "berth net=n id=c1 if=eth0"}}, "fd00::2"]]}},
       {"set": {"name": "rules_0badc0de", "type": "mark"}},
       {"chain": {"name": "forward"}},
       {"rule": {"chain": "forward", "expr": []}}]}"#;
