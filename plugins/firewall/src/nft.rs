@@ -27,7 +27,8 @@
 //! single elements by key (NFT_MSG_GETSETELEM without a dump: the same cost with a thousand
 //! attachments as with one), derives the elements from the addresses and its configuration,
 //! and when their fingerprint is the one ADD recorded, sends the add-then-delete batch of a
-//! DEL with prevResult. A DEL with prevResult checks the fingerprint too. When it differs
+//! DEL with prevResult. A DEL with prevResult checks the fingerprint too, in its batch: the
+//! `add` of the fingerprint it derives fails (EEXIST) when ADD recorded another. When it differs
 //! (the configuration changed since ADD, the runtime passes no port mappings now), when the
 //! batch fails (a key another attachment holds now), or when the table keeps no index (one
 //! an earlier version wrote, which the next ADD's slow path indexes), the DEL finds the
@@ -1149,24 +1150,30 @@ impl Firewall for Nftables {
         let owner = Owner::of(a);
         // Finds the elements by their comments: the slow way, for whatever the index cannot tell.
         let by_owner = || self.delete_owned(|o| o.same_attachment(&owner), || format!("the elements of {owner}"));
-        let Ok(indexed) = self.indexed_fingerprint(&owner) else { return by_owner() };
-        let from_index;
-        let a = match (indexed, a.addresses.is_empty()) {
-            (_, false) => *a,
-            (Some(_), true) => {
-                let Ok(addresses) = self.indexed_addresses(&owner) else { return by_owner() };
-                from_index = addresses;
-                Attachment { addresses: &from_index, ..*a }
+        // With addresses (prevResult), the batch itself checks the index: its `add` of the
+        // attachment's fingerprint fails (EEXIST) when ADD recorded another one. Without, the
+        // index gives the addresses and the fingerprint to compare before any batch.
+        let (recorded, from_index);
+        let a = if !a.addresses.is_empty() {
+            recorded = None;
+            *a
+        } else {
+            match self.indexed_fingerprint(&owner) {
+                Ok(Some(fingerprint)) => {
+                    let Ok(addresses) = self.indexed_addresses(&owner) else { return by_owner() };
+                    (recorded, from_index) = (Some(fingerprint), addresses);
+                    Attachment { addresses: &from_index, ..*a }
+                }
+                // Not in the index of a table that keeps one: it holds nothing.
+                Ok(None) if self.keeps_index() => return Ok(()),
+                _ => return by_owner(),
             }
-            // Not in the index of a table that keeps one: it holds nothing.
-            (None, true) if self.keeps_index() => return Ok(()),
-            (None, true) => return by_owner(),
         };
         // A configuration ADD would not have taken.
         let Ok(plan) = Plan::new(&a) else { return by_owner() };
         let mut elems = state_elements(&a, &plan);
         let fingerprint = fingerprint(elems.iter().map(|e| (e.map, &e.key[..], &e.data)));
-        if indexed.is_some_and(|recorded| recorded != fingerprint) {
+        if recorded.is_some_and(|recorded| recorded != fingerprint) {
             // ADD wrote other elements: its configuration was another, or the runtime passes
             // other port mappings now (or none).
             return by_owner();
@@ -1183,7 +1190,8 @@ impl Firewall for Nftables {
         }
         match batch.send(&self.nfnl) {
             Ok(()) => Ok(()),
-            // The table is missing, or another attachment now holds one of the keys.
+            // The table is missing, another attachment now holds one of the keys, or the
+            // index records another fingerprint for this one.
             Err(_) => by_owner(),
         }
     }

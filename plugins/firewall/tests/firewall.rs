@@ -855,7 +855,7 @@ fn del_without_addresses_lists_the_maps_over_nfnetlink() {
 /// DEL without addresses but with the configuration ADD had (a runtime without a result
 /// cache passes the same configuration and port mappings) finds the attachment's addresses
 /// in the table's index, not by listing it; with another configuration (no port mappings
-/// passed, say) it still removes all, by comment. An ADD again with other port mappings
+/// passed, say), with prevResult or without, it still removes all, by comment. An ADD again with other port mappings
 /// leaves only the new ones. A table an earlier version wrote, without the index, is
 /// indexed by the next ADD's slow path, its attachments included. Needs root.
 #[test]
@@ -875,9 +875,13 @@ fn del_without_addresses_finds_the_attachment_in_the_index() {
     let of = |id: &str| naming(&nft_table(&host), &format!("id={id} ")).len();
     let map_len = |map: &str| naming(&nft_table(&host), &format!("element {map} ")).len();
     let del_all_ways = |round: &str| {
-        for (way, del) in
-            [("same configuration", x_unknown), ("no port mappings", Attachment { port_mappings: &[], ..x_unknown })]
-        {
+        let ways = [
+            ("same configuration", x_unknown),
+            ("no port mappings", Attachment { port_mappings: &[], ..x_unknown }),
+            // The batch's own check of the fingerprint: prevResult, but not the mappings.
+            ("with addresses, no port mappings", Attachment { port_mappings: &[], ..x }),
+        ];
+        for (way, del) in ways {
             host.run(|| fw.add(&x)).unwrap();
             host.run(|| fw.check(&x)).unwrap_or_else(|e| panic!("{round}, {way}: CHECK: {e}"));
             host.run(|| fw.del(&del)).unwrap_or_else(|e| panic!("{round}, {way}: DEL without addresses: {e}"));
