@@ -19,7 +19,7 @@ use berth_firewall as firewall;
 use berth_netlink::{Link, Netlink, PortFlag};
 use berth_netns::sysctl;
 use berth_netns::NetNs;
-use berth_util::names::label;
+use berth_util::names::{label, records};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -124,7 +124,7 @@ impl Plugin for BridgePlugin {
                 continue;
             }
             let doomed = match port.alias.as_deref().and_then(parse_veth_alias) {
-                Some((recorded, ifname)) => !keep.iter().any(|(id, name)| is_recorded_id(&recorded, id) && *name == ifname),
+                Some((recorded, ifname)) => !keep.iter().any(|(id, name)| records(&recorded, id, ID_LABEL_MAX) && *name == ifname),
                 // No owner yet: an ADD killed between the veth's creation and its alias (the
                 // creation is the slow step, so a kill often lands there). Its name says it
                 // is berth's, and it is none of the kept attachments'.
@@ -161,7 +161,7 @@ pub fn restore_firewall(req: &Request) -> CniResult<()> {
 
 /// The host end's alias names its owner, so GC can tell berth's veths and whose they are. A
 /// container ID too long for the alias (IFLA_IFALIAS holds 255 bytes; CNI puts no limit on
-/// IDs) is recorded as its label, which [`is_recorded_id`] matches.
+/// IDs) is recorded as its label, which [`records`] matches.
 fn veth_alias(container_id: &str, ifname: &str) -> String {
     /// IFALIASZ less the terminating NUL.
     const MAX_ALIAS_LEN: usize = 255;
@@ -174,11 +174,6 @@ fn veth_alias(container_id: &str, ifname: &str) -> String {
 
 /// The longest container-ID label of an alias: with the rest, at most 163 bytes.
 const ID_LABEL_MAX: usize = 128;
-
-/// Whether an alias's recorded ID is `container_id`'s: the ID itself, or its label.
-fn is_recorded_id(recorded: &str, container_id: &str) -> bool {
-    recorded == container_id || recorded == label(container_id, ID_LABEL_MAX)
-}
 
 fn parse_veth_alias(alias: &str) -> Option<(String, String)> {
     let rest = alias.strip_prefix("berth-bridge id=")?;

@@ -13,7 +13,7 @@ use berth_cni::skel::Request;
 use berth_cni::CniResult;
 use berth_netlink::{Link, Netlink};
 use berth_util::hash::fnv1a32;
-use berth_util::names::label;
+use berth_util::names::{label, records};
 
 const ALIAS_PREFIX: &str = "berth-bandwidth net=";
 /// IFALIASZ less the terminating NUL.
@@ -97,12 +97,6 @@ impl<'a> RecordedOwner<'a> {
     pub fn is(&self, owner: &Owner) -> bool {
         self.is_of_network(owner.network) && self.is_attachment(owner.container_id, owner.ifname)
     }
-}
-
-/// Whether an alias's `field` records `name`: whole, or as its label (a shortened label
-/// holds `~`, which no container ID does).
-fn records(field: &str, name: &str, max: usize) -> bool {
-    field == name || field == label(name, max)
 }
 
 /// What holds the name of an owner's ifb.

@@ -80,6 +80,12 @@ pub fn label(name: &str, max: usize) -> String {
     format!("{prefix}~{:08x}", crate::hash::fnv1a32([name.as_bytes()]))
 }
 
+/// Whether a stored value records `name`: whole (written when it fit), or as its
+/// [`label`] of at most `max` bytes.
+pub fn records(stored: &str, name: &str, max: usize) -> bool {
+    stored == name || stored == label(name, max)
+}
+
 /// Shows a name in a message: quoted, so empty or odd names stay visible.
 pub struct Quoted<'a>(pub &'a str);
 
